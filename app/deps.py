@@ -1,0 +1,56 @@
+"""FastAPI dependencies: the shared runtime objects, as Annotated aliases."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from supabase import AsyncClient
+
+from app.captioning import Captioner
+from app.config import Settings
+from app.jobs import JobQueue
+from app.storage import ObjectFetcher
+from app.worker import Worker
+
+
+@dataclass
+class Runtime:
+    """Everything the app builds at start-up and closes at shutdown."""
+
+    settings: Settings
+    supabase: AsyncClient
+    queue: JobQueue
+    fetcher: ObjectFetcher
+    captioner: Captioner
+    worker: Worker | None
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_queue(runtime: RuntimeDep) -> JobQueue:
+    return runtime.queue
+
+
+def get_worker(runtime: RuntimeDep) -> Worker | None:
+    return runtime.worker
+
+
+def get_captioner(runtime: RuntimeDep) -> Captioner:
+    return runtime.captioner
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+WorkerDep = Annotated[Worker | None, Depends(get_worker)]
+CaptionerDep = Annotated[Captioner, Depends(get_captioner)]

@@ -1,0 +1,79 @@
+"""Decode an untrusted image safely and shrink it to what a captioning model needs."""
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import PermanentError
+
+# Raster formats only: no EPS (Ghostscript), no SVG, nothing that runs a helper program.
+SAFE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+JPEG_QUALITY = 90
+Image.init()  # register every plugin so `formats=` can name them
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An RGB image no larger than the configured side, and its JPEG encoding."""
+
+    pil: Image.Image
+    data: bytes
+    source_format: str
+
+    @property
+    def width(self) -> int:
+        return self.pil.width
+
+    @property
+    def height(self) -> int:
+        return self.pil.height
+
+
+def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedImage:
+    """Decode `data`, honour EXIF orientation, flatten to RGB and downscale.
+
+    Blocking (Pillow): call it in a worker thread. Raises `PermanentError` with a reason
+    for anything that is not a decodable raster image within the limits.
+    """
+    if not data:
+        raise PermanentError("empty file (0 bytes)")
+    try:
+        image: Image.Image = Image.open(io.BytesIO(data), formats=SAFE_FORMATS)
+    except UnidentifiedImageError:
+        raise PermanentError(
+            "not a supported raster image (JPEG, PNG, GIF, WebP, TIFF, BMP)"
+        ) from None
+    except OSError as exc:
+        raise PermanentError(f"corrupt image: {exc}") from None
+    source_format = image.format or "unknown"
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PermanentError(
+            f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels}"
+        )
+    try:
+        image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale, much faster
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise PermanentError(f"corrupt or unreadable {source_format} image: {exc}") from None
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return PreparedImage(pil=image, data=out.getvalue(), source_format=source_format)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Flatten any mode to 8-bit RGB; transparency becomes white."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    elif image.mode == "F":
+        image = image.convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")

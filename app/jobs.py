@@ -1,0 +1,111 @@
+"""The durable job queue: thin async wrappers over the rpc functions in migrations/."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from supabase import AsyncClient
+
+
+@dataclass(frozen=True)
+class Job:
+    """A leased job: caption `bucket_id/name` at `version`, holding `lease_token`."""
+
+    object_id: str
+    version: str | None
+    bucket_id: str
+    name: str
+    mimetype: str | None
+    size: int | None
+    attempts: int
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    state: str
+    jobs: int
+    oldest_seconds: float
+
+
+class JobQueue:
+    """All job state lives in Postgres; this object holds no jobs, only a client."""
+
+    def __init__(self, client: AsyncClient, worker_id: str) -> None:
+        self._client = client
+        self.worker_id = worker_id
+
+    async def _rpc(self, fn: str, **params: Any) -> Any:
+        response = await self._client.rpc(fn, params).execute()
+        return response.data
+
+    async def configure(
+        self, buckets: list[str], webhook_url: str | None, webhook_secret: str | None
+    ) -> None:
+        """Tell the database trigger which buckets to watch and where to send its webhook."""
+        await self._rpc(
+            "caption_configure",
+            p_buckets=buckets,
+            p_webhook_url=webhook_url,
+            p_webhook_secret=webhook_secret,
+        )
+
+    async def enqueue(self, object_id: str) -> str:
+        """'queued', 'duplicate' or 'ignored: <reason>' (decided by the database)."""
+        return str(await self._rpc("caption_jobs_enqueue", p_object_id=object_id))
+
+    async def claim(self, limit: int, lease_seconds: int, max_attempts: int) -> list[Job]:
+        rows = await self._rpc(
+            "caption_jobs_claim",
+            p_worker=self.worker_id,
+            p_limit=limit,
+            p_lease_seconds=lease_seconds,
+            p_max_attempts=max_attempts,
+        )
+        return [Job(**row) for row in rows or []]
+
+    async def complete(self, job: Job, caption: str, model: str) -> bool:
+        """Store the caption and finish the job; False if the lease was lost meanwhile."""
+        return bool(
+            await self._rpc(
+                "caption_jobs_complete",
+                p_object_id=job.object_id,
+                p_lease_token=job.lease_token,
+                p_caption=caption,
+                p_model=model,
+            )
+        )
+
+    async def retry(self, job: Job, error: str | None, delay: float, refund: bool = False) -> bool:
+        return bool(
+            await self._rpc(
+                "caption_jobs_retry",
+                p_object_id=job.object_id,
+                p_lease_token=job.lease_token,
+                p_error=error,
+                p_delay_seconds=delay,
+                p_refund=refund,
+            )
+        )
+
+    async def fail(self, job: Job, error: str) -> bool:
+        return bool(
+            await self._rpc(
+                "caption_jobs_fail",
+                p_object_id=job.object_id,
+                p_lease_token=job.lease_token,
+                p_error=error,
+            )
+        )
+
+    async def sweep(self, limit: int) -> int:
+        """Queue up to `limit` images that have no caption for their current version."""
+        return int(await self._rpc("caption_jobs_sweep", p_limit=limit) or 0)
+
+    async def requeue_failed(self, limit: int) -> int:
+        return int(await self._rpc("caption_jobs_requeue_failed", p_limit=limit) or 0)
+
+    async def stats(self) -> list[QueueStats]:
+        return [QueueStats(**row) for row in await self._rpc("caption_jobs_stats") or []]
+
+    async def failures(self, limit: int = 10) -> list[dict[str, Any]]:
+        return list(await self._rpc("caption_jobs_failures", p_limit=limit) or [])

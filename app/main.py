@@ -1,0 +1,117 @@
+"""The FastAPI app: wires settings → Supabase client → queue, fetcher, captioner → worker."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from app import __version__, health, webhook
+from app.captioning import build_captioner
+from app.config import Settings, get_settings
+from app.deps import Runtime
+from app.jobs import JobQueue
+from app.storage import ObjectFetcher
+from app.worker import Sweeper, Worker, backoff_delay
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Supabase image captioner",
+        version=__version__,
+        description="Captions every image uploaded to Supabase Storage with a Hugging Face model.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.ready = False
+    app.include_router(health.router)
+    app.include_router(webhook.router)
+    return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+    runtime = await build_runtime(settings, http)
+    app.state.runtime = runtime
+    starter = asyncio.create_task(start_background_work(app, runtime))
+    try:
+        yield
+    finally:
+        starter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starter
+        if runtime.worker is not None:
+            await runtime.worker.stop(settings.shutdown_grace_seconds)
+        await runtime.captioner.aclose()
+        await runtime.fetcher.aclose()
+        await http.aclose()
+
+
+async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
+    supabase = await connect_supabase(settings, http)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    queue = JobQueue(supabase, worker_id)
+    fetcher = ObjectFetcher(
+        supabase,
+        settings.supabase_url,
+        max_bytes=settings.max_image_bytes,
+        signed_url_ttl=settings.signed_url_ttl,
+        timeout=settings.download_timeout,
+    )
+    captioner = build_captioner(settings)
+    worker = Worker(queue, fetcher, captioner, settings) if settings.worker_enabled else None
+    return Runtime(settings, supabase, queue, fetcher, captioner, worker)
+
+
+async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> AsyncClient:
+    options = AsyncClientOptions(
+        auto_refresh_token=False,
+        persist_session=False,
+        postgrest_client_retry=False,
+        httpx_client=http,
+    )
+    return await acreate_client(
+        settings.supabase_url, settings.supabase_service_role_key.get_secret_value(), options
+    )
+
+
+async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
+    """Wait (with backoff) until Supabase answers, then run the worker and the sweep."""
+    settings = runtime.settings
+    attempt = 0
+    while True:
+        try:
+            await runtime.queue.configure(
+                settings.caption_buckets,
+                settings.public_webhook_url,
+                settings.webhook_secret[0] if settings.public_webhook_url else None,
+            )
+            break
+        except Exception as exc:
+            attempt += 1
+            delay = min(backoff_delay(attempt, settings), 30.0)
+            log.warning(
+                "Supabase not ready (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
+            )
+            await asyncio.sleep(delay)
+    app.state.ready = True
+    log.info(
+        "connected to %s; watching buckets %s", settings.supabase_url, settings.caption_buckets
+    )
+    if runtime.worker is None:
+        return
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(runtime.worker.run())
+        if settings.sweep_interval > 0:
+            tasks.create_task(Sweeper(runtime.queue, runtime.worker, settings).run())

@@ -1,0 +1,105 @@
+"""Fetch an object's bytes from Supabase Storage: a short-lived signed URL, then a capped,
+streamed download that never follows a redirect and never leaves the Supabase host."""
+
+import httpx
+from storage3.exceptions import StorageApiError
+from supabase import AsyncClient
+
+from app.errors import PermanentError, RetryableError
+
+
+class ObjectFetcher:
+    def __init__(
+        self,
+        client: AsyncClient,
+        supabase_url: str,
+        *,
+        max_bytes: int,
+        signed_url_ttl: int,
+        timeout: float,
+    ) -> None:
+        self._client = client
+        self._origin = httpx.URL(supabase_url)
+        self._max_bytes = max_bytes
+        self._ttl = signed_url_ttl
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch(self, bucket: str, path: str) -> bytes:
+        """The object's bytes. Raises PermanentError (gone, too large) or RetryableError."""
+        return await self._download(await self.signed_url(bucket, path))
+
+    async def signed_url(self, bucket: str, path: str) -> str:
+        try:
+            signed = await self._client.storage.from_(bucket).create_signed_url(path, self._ttl)
+        except StorageApiError as exc:
+            if _is_not_found(exc):
+                raise PermanentError(f"object {bucket}/{path} not found (deleted?)") from None
+            raise RetryableError(f"signing URL failed: {exc.status} {exc.message}") from None
+        except httpx.HTTPError as exc:
+            raise RetryableError(f"signing URL failed: {type(exc).__name__}: {exc}") from None
+        url = signed.get("signedURL") or signed.get("signedUrl")
+        if not url:
+            raise RetryableError("storage returned no signed URL")
+        if not self._same_origin(httpx.URL(url)):
+            raise PermanentError("signed URL points outside the configured SUPABASE_URL")
+        return url
+
+    async def _download(self, url: str) -> bytes:
+        try:
+            async with self._http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _status_error(response)
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > self._max_bytes:
+                    raise self._too_large(f"{declared} bytes")
+                return await self._read_capped(response)
+        except httpx.HTTPError as exc:
+            raise RetryableError(f"download failed: {type(exc).__name__}: {exc}") from None
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > self._max_bytes:
+                raise self._too_large(f"more than {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: str) -> PermanentError:
+        return PermanentError(f"image too large: {size} (limit MAX_IMAGE_BYTES={self._max_bytes})")
+
+    def _same_origin(self, url: httpx.URL) -> bool:
+        return (url.scheme, url.host, url.port) == (
+            self._origin.scheme,
+            self._origin.host,
+            self._origin.port,
+        )
+
+
+def _is_not_found(exc: StorageApiError) -> bool:
+    return str(exc.status) == "404" or exc.code in ("not_found", "NoSuchKey")
+
+
+def _status_error(response: httpx.Response) -> Exception:
+    status = response.status_code
+    if 300 <= status < 400:
+        return PermanentError(
+            f"download refused: redirect ({status}) to {response.headers.get('location')}"
+        )
+    body = _json_or_empty(response)
+    if str(body.get("statusCode")) == "404" or body.get("error") == "not_found":
+        return PermanentError("object not found (deleted?)")
+    return RetryableError(f"download failed: HTTP {status} {response.text[:200]}")
+
+
+def _json_or_empty(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

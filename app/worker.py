@@ -1,0 +1,199 @@
+"""The worker: lease jobs, caption them with bounded concurrency, retry with backoff."""
+
+import asyncio
+import contextlib
+import logging
+import random
+
+from app.captioning import Captioner
+from app.config import Settings
+from app.errors import PermanentError, RetryableError
+from app.images import prepare_image
+from app.jobs import Job, JobQueue
+from app.storage import ObjectFetcher
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempts: int, settings: Settings, hint: float | None = None) -> float:
+    """Exponential backoff with full jitter, never shorter than the server's own hint."""
+    ceiling = min(
+        settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(attempts - 1, 0)
+    )
+    delay = random.uniform(ceiling / 2, ceiling)
+    if hint is not None:
+        delay = max(delay, min(hint, settings.retry_max_seconds))
+    return delay
+
+
+class Worker:
+    def __init__(
+        self, queue: JobQueue, fetcher: ObjectFetcher, captioner: Captioner, settings: Settings
+    ) -> None:
+        self._queue = queue
+        self._fetcher = fetcher
+        self._captioner = captioner
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._in_flight: dict[asyncio.Task[None], Job] = {}
+
+    def wake(self) -> None:
+        """Look for work now (a webhook arrived) rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self) -> None:
+        """Claim and start jobs until stop() is called."""
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()  # before claiming, so a wake-up during the claim is not lost
+            try:
+                started = await self._claim_and_start()
+                failures = 0
+            except Exception as exc:  # database or network trouble: back off, keep going
+                failures += 1
+                log.warning("claiming jobs failed (%s: %s)", type(exc).__name__, exc)
+                await self._wait(backoff_delay(failures, self._settings))
+                continue
+            if not started:
+                await self._wait(self._settings.worker_poll_interval)
+
+    async def _claim_and_start(self) -> int:
+        free = self._settings.worker_concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        jobs = await self._queue.claim(
+            free, self._settings.lease_seconds, self._settings.max_attempts
+        )
+        for job in jobs:
+            task = asyncio.create_task(self.process(job))
+            self._in_flight[task] = job
+            task.add_done_callback(self._finished)
+        return len(jobs)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._wake.set()
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def process(self, job: Job) -> None:
+        """Run one leased job to its end: done, retry later, or failed."""
+        log.info(
+            "captioning %s/%s (attempt %d)",
+            job.bucket_id,
+            job.name,
+            job.attempts,
+            extra={"object_id": job.object_id, "attempt": job.attempts},
+        )
+        try:
+            caption = await self.caption(job)
+            stored = await self._queue.complete(job, caption, self._captioner.model)
+            log.info(
+                "captioned %s/%s: %r%s",
+                job.bucket_id,
+                job.name,
+                caption,
+                "" if stored else " (discarded: lease lost or newer version)",
+                extra={"object_id": job.object_id},
+            )
+        except PermanentError as exc:
+            await self._fail(job, exc.reason)
+        except RetryableError as exc:
+            await self._retry(job, exc.reason, exc.retry_after)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error on %s", job.object_id)
+            await self._retry(job, f"unexpected {type(exc).__name__}: {exc}", None)
+
+    async def caption(self, job: Job) -> str:
+        if job.size is not None and job.size > self._settings.max_image_bytes:
+            raise PermanentError(
+                f"image too large: {job.size} bytes (limit MAX_IMAGE_BYTES="
+                f"{self._settings.max_image_bytes})"
+            )
+        data = await self._fetcher.fetch(job.bucket_id, job.name)
+        image = await asyncio.to_thread(
+            prepare_image,
+            data,
+            max_side=self._settings.caption_max_side,
+            max_pixels=self._settings.max_image_pixels,
+        )
+        caption = (await self._captioner.caption(image)).strip()
+        if not caption:
+            raise RetryableError("captioner returned an empty caption")
+        return caption
+
+    async def _fail(self, job: Job, reason: str) -> None:
+        log.warning(
+            "failed %s/%s: %s", job.bucket_id, job.name, reason, extra={"object_id": job.object_id}
+        )
+        await self._queue.fail(job, reason)
+
+    async def _retry(self, job: Job, reason: str, hint: float | None) -> None:
+        if job.attempts >= self._settings.max_attempts:
+            await self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
+            return
+        delay = backoff_delay(job.attempts, self._settings, hint)
+        log.info(
+            "retrying %s/%s in %.1fs: %s",
+            job.bucket_id,
+            job.name,
+            delay,
+            reason,
+            extra={"object_id": job.object_id},
+        )
+        await self._queue.retry(job, reason, delay)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop claiming; let in-flight jobs finish within the grace period, release the rest."""
+        self._stopping.set()
+        self._wake.set()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
+        leftovers = dict(self._in_flight)
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+        for job in leftovers.values():
+            try:
+                await self._queue.retry(job, None, 0, refund=True)
+            except Exception as exc:  # its lease will expire and another worker takes it
+                log.warning("could not release %s: %s", job.object_id, exc)
+
+
+class Sweeper:
+    """Periodically queues images that have no caption (backfill, lost jobs)."""
+
+    def __init__(self, queue: JobQueue, worker: Worker, settings: Settings) -> None:
+        self._queue = queue
+        self._worker = worker
+        self._settings = settings
+
+    async def sweep_once(self) -> int:
+        """Queue one batch of images without a caption for their current version."""
+        queued = await self._queue.sweep(self._settings.sweep_batch)
+        if queued:
+            log.info("sweep queued %d images without a caption", queued)
+            self._worker.wake()
+        return queued
+
+    async def run(self) -> None:
+        """Sweep now and every SWEEP_INTERVAL; a full batch means more wait, so go on sooner."""
+        while True:
+            try:
+                queued = await self.sweep_once()
+            except Exception as exc:
+                log.warning("sweep failed (%s: %s)", type(exc).__name__, exc)
+                queued = 0
+            full = queued >= self._settings.sweep_batch
+            await asyncio.sleep(
+                self._settings.worker_poll_interval if full else self._settings.sweep_interval
+            )

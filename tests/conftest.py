@@ -1,0 +1,40 @@
+"""Shared pytest configuration; harness fixtures live in tests/harness/fixtures.py."""
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.config import Settings
+from tests.support import TEST_SECRET, RunningService, create_bucket, start_service
+
+pytest_plugins = ["tests.harness.fixtures"]
+
+
+@pytest.fixture
+def service_factory(supabase, hf) -> Iterator[Callable[..., RunningService]]:
+    """Start the real app (in a thread) against the stand-ins; stops them all afterwards."""
+    started: list[RunningService] = []
+
+    def start(**overrides: object) -> RunningService:
+        running = start_service(supabase, hf, **overrides)
+        started.append(running)
+        return running
+
+    yield start
+    for running in reversed(started):
+        running.stop()
+
+
+@pytest.fixture
+def service(service_factory, pgnet, supabase) -> RunningService:
+    """The service, an `images` bucket, and pg_net delivering the trigger's webhooks."""
+    create_bucket(supabase.db_url, "images")
+    return service_factory()
+
+
+@pytest.fixture
+def settings(service: RunningService) -> Settings:
+    return service.settings
+
+
+__all__ = ["TEST_SECRET"]

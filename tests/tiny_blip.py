@@ -1,0 +1,121 @@
+"""Tiny randomly initialised image-to-text models for tests (no downloads)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+WORDS = ["a", "the", "cat", "dog", "on", "in", "red", "blue", "photo", "of", "sitting", "grass"]
+
+
+def build_tiny_blip(directory: Path) -> Path:
+    """Save a tiny BLIP captioning model and its processor to `directory`."""
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = SPECIAL_TOKENS + WORDS
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    # from_pretrained reads vocab.txt on transformers 4.x and 5.x alike (the constructor's
+    # argument was renamed from vocab_file to vocab in 5.0).
+    tokenizer = BertTokenizerFast.from_pretrained(directory, bos_token="[DEC]")
+    image_processor = BlipImageProcessor(size={"height": 32, "width": 32})
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            bos_token_id=5,
+            pad_token_id=0,
+            sep_token_id=3,
+            eos_token_id=3,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            image_size=32,
+            patch_size=8,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+        ),
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(config).eval()
+    model.save_pretrained(directory)
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_vit_gpt2(directory: Path) -> Path:
+    """Save a tiny ViT encoder + GPT-2 decoder (vit-gpt2 style) with its processor parts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        GPT2Config,
+        PreTrainedTokenizerFast,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {token: index for index, token in enumerate(["<|endoftext|>", "<unk>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+    )
+    encoder = ViTConfig(
+        hidden_size=32,
+        image_size=32,
+        patch_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(vocab),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = 0
+    config.pad_token_id = 0
+    config.eos_token_id = 0
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.decoder_start_token_id = 0
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 0
+    model.save_pretrained(directory)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+if __name__ == "__main__":  # quick manual check: python -m tests.tiny_blip /tmp/out
+    import sys
+
+    root = Path(sys.argv[1])
+    print(build_tiny_blip(root / "blip"), build_tiny_vit_gpt2(root / "vit-gpt2"))
+    print(json.dumps(sorted(p.name for p in (root / "vit-gpt2").iterdir())))
