@@ -1,7 +1,7 @@
 """All settings, read once from the environment (and `.env`)."""
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -9,18 +9,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 CommaList = Annotated[list[str], NoDecode]
 
 
-class Settings(BaseSettings):
+class CaptionSettings(BaseSettings):
+    """What captioning an image needs: enough for the CLI's `caption` on its own."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
-    # Supabase (its own variable names)
-    supabase_url: str = Field(min_length=1)
-    supabase_service_role_key: SecretStr = Field(min_length=1)
-
-    # Webhook: several comma-separated secrets are all accepted (rotation)
-    webhook_secret: CommaList = Field(min_length=1)
-    public_webhook_url: str | None = None
-    caption_buckets: CommaList = ["images"]
-    max_webhook_body_bytes: int = 256 * 1024
 
     # Captioning
     hf_token: SecretStr | None = None
@@ -45,33 +37,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     caption_max_side: int = Field(default=512, ge=32)
 
-    # Worker
-    worker_enabled: bool = True
-    worker_concurrency: int = Field(default=4, ge=1)
-    worker_poll_interval: float = Field(default=5.0, gt=0)
-    lease_seconds: int = Field(default=300, ge=5)
-    max_attempts: int = Field(default=6, ge=1)
-    retry_base_seconds: float = Field(default=2.0, ge=0)
-    retry_max_seconds: float = Field(default=600.0, ge=0)
-    signed_url_ttl: int = Field(default=60, ge=1)
-    download_timeout: float = 30.0
-    sweep_interval: float = Field(default=300.0, ge=0)
-    sweep_batch: int = Field(default=100, ge=1)
-    shutdown_grace_seconds: float = 20.0
-
     log_level: str = "INFO"
-
-    @field_validator("webhook_secret", "caption_buckets", mode="before")
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("supabase_url")
-    @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
 
     @property
     def resolved_backend(self) -> Literal["hf", "chat", "local"]:
@@ -87,14 +53,67 @@ class Settings(BaseSettings):
         return self.caption_model
 
 
+class Settings(CaptionSettings):
+    """Everything the service needs: Supabase, the webhook, the worker, and captioning."""
+
+    # Supabase (its own variable names)
+    supabase_url: str = Field(min_length=1)
+    supabase_service_role_key: SecretStr = Field(min_length=1)
+
+    # Webhook: several comma-separated secrets are all accepted (rotation)
+    webhook_secret: CommaList = Field(min_length=1)
+    public_webhook_url: str | None = None
+    caption_buckets: CommaList = ["images"]
+    max_webhook_body_bytes: int = 256 * 1024
+
+    # HTTP API (/v1/captions, /metrics) and web page (/ui)
+    api_keys: CommaList = []  # bearer tokens for the API; empty: the webhook secrets
+    ui_enabled: bool = True
+    ui_username: str | None = None  # set both for HTTP Basic auth on /ui
+    ui_password: SecretStr | None = None
+
+    # Worker
+    worker_enabled: bool = True
+    worker_concurrency: int = Field(default=4, ge=1)
+    worker_poll_interval: float = Field(default=5.0, gt=0)
+    lease_seconds: int = Field(default=300, ge=5)
+    max_attempts: int = Field(default=6, ge=1)
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+    retry_max_seconds: float = Field(default=600.0, ge=0)
+    signed_url_ttl: int = Field(default=60, ge=1)
+    download_timeout: float = 30.0
+    sweep_interval: float = Field(default=300.0, ge=0)
+    sweep_batch: int = Field(default=100, ge=1)
+    shutdown_grace_seconds: float = 20.0
+
+    @field_validator("webhook_secret", "caption_buckets", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def accepted_api_keys(self) -> list[str]:
+        return self.api_keys or self.webhook_secret
+
+
+S = TypeVar("S", bound=CaptionSettings)
+
+
 class SettingsError(SystemExit):
     """Raised at start when the environment is incomplete; the message names each variable."""
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
     """Settings from the environment, or one clear error naming what is missing or wrong."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -108,4 +127,4 @@ def load_settings(**overrides: object) -> Settings:
 
 @lru_cache
 def get_settings() -> Settings:
-    return load_settings()
+    return load_settings(Settings)

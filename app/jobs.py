@@ -97,9 +97,9 @@ class JobQueue:
             )
         )
 
-    async def sweep(self, limit: int) -> int:
+    async def sweep(self, limit: int, buckets: list[str] | None = None) -> int:
         """Queue up to `limit` images that have no caption for their current version."""
-        return int(await self._rpc("caption_jobs_sweep", p_limit=limit) or 0)
+        return int(await self._rpc("caption_jobs_sweep", p_limit=limit, p_buckets=buckets) or 0)
 
     async def requeue_failed(self, limit: int) -> int:
         return int(await self._rpc("caption_jobs_requeue_failed", p_limit=limit) or 0)

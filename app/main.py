@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from app import __version__, health, webhook
+from app import __version__, api, health, ui, webhook
 from app.captioning import build_captioner
 from app.config import Settings, get_settings
 from app.deps import Runtime
@@ -35,6 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     app.include_router(health.router)
     app.include_router(webhook.router)
+    app.include_router(api.router)
+    if app.state.settings.ui_enabled:
+        ui.mount(app)
     return app
 
 

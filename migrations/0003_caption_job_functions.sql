@@ -148,16 +148,20 @@ end $$;
 
 -- Finds captionable objects with no caption for their current version and no job for
 -- it (uploaded before install, or their job was lost) and queues up to p_limit of them.
-create or replace function public.caption_jobs_sweep(p_limit integer)
+-- p_buckets: only these buckets (default: the watched ones).
+drop function if exists public.caption_jobs_sweep(integer);
+create or replace function public.caption_jobs_sweep(p_limit integer, p_buckets text[] default null)
 returns integer language plpgsql security definer set search_path = '' as $$
 declare
   queued integer;
+  buckets text[];
 begin
+  select coalesce(p_buckets, c.buckets) into buckets from captioner.config c;
   insert into captioner.jobs as j (object_id, version)
   select o.id, o.version
     from storage.objects o
-    join captioner.config c on o.bucket_id = any (c.buckets)
-   where captioner.skip_reason(o.bucket_id, o.name, o.metadata, c.buckets) is null
+   where o.bucket_id = any (buckets)
+     and captioner.skip_reason(o.bucket_id, o.name, o.metadata, buckets) is null
      and not exists (
        select 1 from public.image_caption ic
         where ic.id = o.id

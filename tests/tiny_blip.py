@@ -35,6 +35,7 @@ def build_tiny_blip(directory: Path) -> Path:
             num_attention_heads=4,
             intermediate_size=37,
             max_position_embeddings=64,
+            initializer_range=0.2,
             bos_token_id=5,
             pad_token_id=0,
             sep_token_id=3,
@@ -47,6 +48,7 @@ def build_tiny_blip(directory: Path) -> Path:
             num_hidden_layers=2,
             num_attention_heads=4,
             intermediate_size=37,
+            initializer_range=0.5,
         ),
         projection_dim=32,
     )
@@ -70,14 +72,14 @@ def build_tiny_vit_gpt2(directory: Path) -> Path:
     )
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = {token: index for index, token in enumerate(["<|endoftext|>", "<unk>", *WORDS])}
+    vocab = {token: index for index, token in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
         unk_token="<unk>",
     )
     encoder = ViTConfig(
@@ -87,6 +89,7 @@ def build_tiny_vit_gpt2(directory: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=37,
+        initializer_range=0.5,
     )
     decoder = GPT2Config(
         vocab_size=len(vocab),
@@ -94,19 +97,20 @@ def build_tiny_vit_gpt2(directory: Path) -> Path:
         n_layer=2,
         n_head=4,
         n_positions=64,
-        bos_token_id=0,
-        eos_token_id=0,
+        initializer_range=0.2,
+        bos_token_id=1,
+        eos_token_id=2,
         pad_token_id=0,
     )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id = 0
+    config.decoder_start_token_id = 1
     config.pad_token_id = 0
-    config.eos_token_id = 0
+    config.eos_token_id = 2
     torch.manual_seed(0)
     model = VisionEncoderDecoderModel(config=config).eval()
-    model.generation_config.decoder_start_token_id = 0
+    model.generation_config.decoder_start_token_id = 1
     model.generation_config.pad_token_id = 0
-    model.generation_config.eos_token_id = 0
+    model.generation_config.eos_token_id = 2
     model.save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

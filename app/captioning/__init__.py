@@ -2,7 +2,7 @@
 
 from typing import Protocol
 
-from app.config import Settings
+from app.config import CaptionSettings
 from app.images import PreparedImage
 
 
@@ -19,7 +19,7 @@ class Captioner(Protocol):
     async def aclose(self) -> None: ...
 
 
-def build_captioner(settings: Settings) -> Captioner:
+def build_captioner(settings: CaptionSettings) -> Captioner:
     """The backend named by `settings.caption_backend`."""
     backend = settings.resolved_backend
     if backend == "local":

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
-from app.config import Settings
+from app.config import CaptionSettings
 from app.errors import PermanentError, RetryableError
 from app.images import PreparedImage
 
@@ -19,7 +19,7 @@ CONFIG_STATUS = {401, 402, 403, 404}
 
 
 class _HuggingFaceCaptioner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CaptionSettings) -> None:
         self.model = settings.caption_model
         self._timeout = settings.caption_timeout
         token = settings.hf_token.get_secret_value() if settings.hf_token else None
@@ -59,7 +59,7 @@ class InferenceCaptioner(_HuggingFaceCaptioner):
 class ChatCaptioner(_HuggingFaceCaptioner):
     """A vision-language model through `chat_completion`, with a prompt and language."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CaptionSettings) -> None:
         super().__init__(settings)
         self._prompt = settings.caption_prompt
         if settings.caption_language:

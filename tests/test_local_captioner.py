@@ -1,0 +1,290 @@
+"""The local transformers backend, against tiny randomly initialised models built here."""
+
+import asyncio
+import io
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from app.captioning import build_captioner  # noqa: E402
+from app.captioning import local  # noqa: E402
+from app.captioning.local import LocalCaptioner, ModelNotAvailable  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.errors import RetryableError  # noqa: E402
+from app.images import PreparedImage, prepare_image  # noqa: E402
+from tests.tiny_blip import build_tiny_blip, build_tiny_vit_gpt2  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="session")
+def blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+@pytest.fixture(scope="session")
+def vit_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_vit_gpt2(tmp_path_factory.mktemp("tiny-vit-gpt2"))
+
+
+def make_settings(model: Path | str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "supabase_url": "http://x",
+        "supabase_service_role_key": "k",
+        "webhook_secret": "s",
+        "caption_backend": "local",
+        "hf_token": None,
+        "local_model": str(model) if model is not None else None,
+        "local_device": "cpu",
+        "local_dtype": "auto",
+        "max_new_tokens": 5,
+        "num_beams": 1,
+        "local_batch_size": 4,
+        "local_batch_wait_ms": 20,
+    }
+    return Settings(**{**values, **overrides})
+
+
+def noise_image(seed: int) -> PreparedImage:
+    """32x32 random pixels, as PNG (lossless) so the model sees exactly these pixels."""
+    rng = random.Random(seed)
+    pixels = bytes(rng.randrange(256) for _ in range(32 * 32 * 3))
+    out = io.BytesIO()
+    Image.frombytes("RGB", (32, 32), pixels).save(out, format="PNG")
+    return prepare_image(out.getvalue(), max_side=512, max_pixels=1_000_000)
+
+
+IMAGES = [noise_image(seed) for seed in range(8)]
+
+
+def run(captioner: LocalCaptioner, coroutine_factory: Any) -> Any:
+    async def main() -> Any:
+        try:
+            return await coroutine_factory()
+        finally:
+            await captioner.aclose()
+
+    return asyncio.run(main())
+
+
+def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    real = local.generate_captions
+
+    def spy(loaded: Any, images: list[Any], *args: Any) -> list[str]:
+        sizes.append(len(images))
+        return real(loaded, images, *args)
+
+    monkeypatch.setattr(local, "generate_captions", spy)
+    return sizes
+
+
+def test_caption_is_a_non_empty_string(blip_dir: Path) -> None:
+    captioner = LocalCaptioner(make_settings(blip_dir))
+    assert captioner.model == str(blip_dir)
+    assert not captioner.loaded
+    text = run(captioner, lambda: captioner.caption(IMAGES[0]))
+    assert isinstance(text, str) and text
+    assert text == text.strip()
+    assert (captioner.batches_run, captioner.images_captioned) == (1, 1)
+
+
+def test_model_loads_once_for_concurrent_callers(
+    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[str] = []
+    real = local.load_model
+
+    def counting(name: str, device: str, dtype: str) -> Any:
+        loads.append(name)
+        return real(name, device, dtype)
+
+    monkeypatch.setattr(local, "load_model", counting)
+    captioner = LocalCaptioner(make_settings(blip_dir))
+
+    async def scenario() -> list[str]:
+        results = await asyncio.gather(*(captioner.caption(image) for image in IMAGES))
+        await captioner.load()
+        return list(results)
+
+    results = run(captioner, scenario)
+    assert len(results) == 8
+    assert loads == [str(blip_dir)]
+
+
+def test_explicit_load(blip_dir: Path) -> None:
+    captioner = LocalCaptioner(make_settings(blip_dir))
+    run(captioner, captioner.load)
+    assert captioner.batches_run == 0
+    captioner = LocalCaptioner(make_settings(blip_dir))
+
+    async def scenario() -> bool:
+        await captioner.load()
+        return captioner.loaded
+
+    assert run(captioner, scenario)
+
+
+def test_concurrent_captions_share_batches_and_each_caller_gets_its_own(
+    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_by_one = LocalCaptioner(make_settings(blip_dir, local_batch_size=1))
+
+    async def sequential() -> list[str]:
+        return [await one_by_one.caption(image) for image in IMAGES]
+
+    expected = run(one_by_one, sequential)
+    assert len(set(expected)) >= 6, "the tiny model must tell the test images apart"
+
+    sizes = record_batches(monkeypatch)
+    # A long wait: the batches can only have been cut by size.
+    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=4, local_batch_wait_ms=5000))
+    started = time.perf_counter()
+    results = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES)))
+    assert time.perf_counter() - started < 4
+    assert results == expected
+    assert sizes == [4, 4]
+    assert (captioner.batches_run, captioner.images_captioned) == (2, 8)
+
+
+def test_batch_size_one_runs_one_batch_per_image(
+    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = record_batches(monkeypatch)
+    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=1))
+    run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3])))
+    assert sizes == [1, 1, 1]
+    assert (captioner.batches_run, captioner.images_captioned) == (3, 3)
+
+
+def test_a_partial_batch_runs_after_the_wait(
+    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = record_batches(monkeypatch)
+    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=8, local_batch_wait_ms=30))
+    results = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3])))
+    assert len(results) == 3
+    assert sizes == [3]
+
+
+def test_the_event_loop_keeps_running_during_load_and_generate(
+    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_load, real_generate = local.load_model, local.generate_captions
+
+    def slow_load(*args: Any) -> Any:
+        time.sleep(0.3)
+        return real_load(*args)
+
+    def slow_generate(*args: Any) -> list[str]:
+        time.sleep(0.3)
+        return real_generate(*args)
+
+    monkeypatch.setattr(local, "load_model", slow_load)
+    monkeypatch.setattr(local, "generate_captions", slow_generate)
+    captioner = LocalCaptioner(make_settings(blip_dir))
+
+    async def scenario() -> list[float]:
+        ticks: list[float] = []
+        task = asyncio.create_task(captioner.caption(IMAGES[0]))
+        while not task.done():
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.01)
+        await task
+        return ticks
+
+    ticks = run(captioner, scenario)
+    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
+    assert len(ticks) > 20
+    assert max(gaps) < 0.2
+
+
+def test_an_exception_in_a_batch_reaches_every_caller(
+    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> list[str]:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(local, "generate_captions", broken)
+    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=4))
+    results = run(
+        captioner,
+        lambda: asyncio.gather(
+            *(captioner.caption(i) for i in IMAGES[:3]), return_exceptions=True
+        ),
+    )
+    assert len(results) == 3
+    for result in results:
+        assert isinstance(result, RetryableError)
+        assert "out of memory" in result.reason
+    assert (captioner.batches_run, captioner.images_captioned) == (0, 0)
+
+
+def test_close_fails_waiting_callers(blip_dir: Path) -> None:
+    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=8, local_batch_wait_ms=10_000))
+
+    async def scenario() -> list[BaseException | str]:
+        await captioner.load()
+        tasks = [asyncio.create_task(captioner.caption(i)) for i in IMAGES[:2]]
+        await asyncio.sleep(0.05)
+        await captioner.aclose()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(result, RetryableError) for result in results)
+    assert not captioner.loaded
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["{tmp}/does-not-exist", "nobody-here/no-such-captioner-model"],
+    ids=["missing-directory", "not-in-cache"],
+)
+def test_a_missing_model_says_how_to_provide_one(model: str, tmp_path: Path) -> None:
+    name = model.format(tmp=tmp_path)
+    captioner = LocalCaptioner(make_settings(None, caption_model=name))
+    assert captioner.model == name
+
+    with pytest.raises(ModelNotAvailable) as not_available:
+        run(captioner, captioner.load)
+    with pytest.raises(RetryableError) as retryable:
+        run(captioner, lambda: captioner.caption(IMAGES[0]))
+    for message in (str(not_available.value), retryable.value.reason):
+        assert name in message
+        assert "LOCAL_MODEL" in message and "HF_TOKEN" in message and "HF_HOME" in message
+        assert "Traceback" not in message
+    assert not captioner.loaded
+
+
+def test_a_directory_without_a_model(tmp_path: Path) -> None:
+    captioner = LocalCaptioner(make_settings(tmp_path))
+    with pytest.raises(ModelNotAvailable, match="LOCAL_MODEL"):
+        run(captioner, captioner.load)
+
+
+def test_vit_gpt2_style_model(vit_gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = record_batches(monkeypatch)
+    captioner = LocalCaptioner(make_settings(vit_gpt2_dir, local_batch_size=4))
+    results = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:4])))
+    assert all(isinstance(text, str) and text for text in results)
+    assert sizes == [4]
+
+
+def test_build_captioner_picks_the_local_backend(blip_dir: Path) -> None:
+    assert isinstance(build_captioner(make_settings(blip_dir)), LocalCaptioner)
+    auto = make_settings(blip_dir, caption_backend="auto", hf_token=None)
+    assert isinstance(build_captioner(auto), LocalCaptioner)
