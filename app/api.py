@@ -1,5 +1,177 @@
 """POST /v1/captions: caption an uploaded image directly (same limits as the worker)."""
 
-from fastapi import APIRouter
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-router = APIRouter(tags=["captions"])
+from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile, status
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.types import Message, Receive
+
+from app.captioning import Captioner
+from app.config import CaptionSettings
+from app.deps import CaptionerDep, SettingsDep, secret_matches
+from app.errors import PermanentError, RetryableError
+from app.images import prepare_image
+
+CHUNK_BYTES = 64 * 1024
+FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and part headers around the image
+
+
+class CaptionResult(BaseModel):
+    caption: str = Field(examples=["a dog running on the beach"])
+    model: str = Field(description="The model that wrote the caption.")
+    elapsed_ms: int = Field(description="Time spent decoding and captioning, in milliseconds.")
+
+
+class ErrorDetail(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(description="Why the request failed.")
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"image too large: more than {limit} bytes (limit MAX_IMAGE_BYTES={limit})",
+    )
+
+
+async def caption_image(data: bytes, captioner: Captioner, settings: CaptionSettings) -> str:
+    """Decode `data` within the limits and caption it, exactly as the worker does.
+
+    Raises `PermanentError` (bad image) or `RetryableError` (captioner unavailable).
+    """
+    image = await asyncio.to_thread(
+        prepare_image,
+        data,
+        max_side=settings.caption_max_side,
+        max_pixels=settings.max_image_pixels,
+    )
+    caption = (await captioner.caption(image)).strip()
+    if not caption:
+        raise RetryableError("captioner returned an empty caption")
+    return caption
+
+
+class CappedUploadRoute(APIRoute):
+    """Stops reading a request body once it is larger than any allowed upload could be."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def capped_handler(request: Request) -> Response:
+            settings: CaptionSettings = request.app.state.settings
+            limit = settings.max_image_bytes + FORM_OVERHEAD_BYTES
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise too_large(settings.max_image_bytes)
+            receive = _capped_receive(request.receive, limit, settings.max_image_bytes)
+            return await handler(Request(request.scope, receive))
+
+        return capped_handler
+
+
+def _capped_receive(receive: Receive, limit: int, image_limit: int) -> Receive:
+    received = 0
+
+    async def capped() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise too_large(image_limit)
+        return message
+
+    return capped
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="One of API_KEYS (when unset: one of WEBHOOK_SECRET).",
+)
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """`Authorization: Bearer <key>`, compared in constant time against every accepted key."""
+    presented = credentials.credentials if credentials else ""
+    if not credentials or not secret_matches(presented, settings.accepted_api_keys):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or wrong API key (Authorization: Bearer <API_KEYS>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+router = APIRouter(tags=["captions"], route_class=CappedUploadRoute)
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The uploaded bytes, read in chunks; 413 as soon as they exceed `limit`."""
+    chunks: list[bytes] = []
+    received = 0
+    while chunk := await upload.read(CHUNK_BYTES):
+        received += len(chunk)
+        if received > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/v1/captions",
+    response_model=CaptionResult,
+    dependencies=[Depends(require_api_key)],
+    summary="Caption an uploaded image",
+    openapi_extra={
+        "requestBody": {
+            "content": {"multipart/form-data": {"encoding": {"image": {"contentType": "image/*"}}}}
+        }
+    },
+    responses={
+        401: {"model": ErrorDetail, "description": "Missing or wrong API key."},
+        413: {"model": ErrorDetail, "description": "The image is larger than MAX_IMAGE_BYTES."},
+        422: {
+            "model": ErrorDetail,
+            "description": "Not a decodable raster image within the limits, or no `image` field.",
+        },
+        503: {
+            "model": ErrorDetail,
+            "description": "The captioner is unavailable (loading, rate limited, down).",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again, when known.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
+    },
+)
+async def create_caption(
+    image: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF, WebP, TIFF or BMP.")],
+    settings: SettingsDep,
+    captioner: CaptionerDep,
+) -> CaptionResult:
+    """Caption one image with the service's model, under the same limits as the worker.
+
+    Example: `curl -H "Authorization: Bearer $API_KEY" -F image=@dog.jpg <host>/v1/captions`
+    """
+    started = time.perf_counter()
+    data = await read_upload(image, settings.max_image_bytes)
+    try:
+        caption = await caption_image(data, captioner, settings)
+    except PermanentError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.reason) from None
+    except RetryableError as exc:
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, exc.reason, headers=headers or None
+        ) from None
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    return CaptionResult(caption=caption, model=captioner.model, elapsed_ms=elapsed_ms)

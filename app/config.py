@@ -62,6 +62,8 @@ class Settings(CaptionSettings):
 
     # Webhook: several comma-separated secrets are all accepted (rotation)
     webhook_secret: CommaList = Field(min_length=1)
+    # Standard Webhooks secrets (whsec_<base64>); when set, webhooks must also be signed
+    webhook_signing_secret: CommaList = []
     public_webhook_url: str | None = None
     caption_buckets: CommaList = ["images"]
     max_webhook_body_bytes: int = 256 * 1024
@@ -86,7 +88,9 @@ class Settings(CaptionSettings):
     sweep_batch: int = Field(default=100, ge=1)
     shutdown_grace_seconds: float = 20.0
 
-    @field_validator("webhook_secret", "caption_buckets", "api_keys", mode="before")
+    @field_validator(
+        "webhook_secret", "webhook_signing_secret", "caption_buckets", "api_keys", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

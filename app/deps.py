@@ -1,5 +1,7 @@
 """FastAPI dependencies: the shared runtime objects, as Annotated aliases."""
 
+import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,6 +12,7 @@ from app.captioning import Captioner
 from app.config import Settings
 from app.jobs import JobQueue
 from app.storage import ObjectFetcher
+from app.webhook_signature import SignatureVerifier
 from app.worker import Worker
 
 
@@ -23,6 +26,19 @@ class Runtime:
     fetcher: ObjectFetcher
     captioner: Captioner
     worker: Worker | None
+    signatures: SignatureVerifier | None
+
+
+def secret_matches(presented: str, secrets: Iterable[str]) -> bool:
+    """Whether `presented` equals one of `secrets`, compared in constant time against each."""
+    matches = [hmac.compare_digest(presented.encode(), secret.encode()) for secret in secrets]
+    return any(matches)
+
+
+def bearer_matches(authorization: str | None, secrets: Iterable[str]) -> bool:
+    """Whether an `Authorization: Bearer <token>` header carries one of `secrets`."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and secret_matches(token.strip(), secrets)
 
 
 def get_runtime(request: Request) -> Runtime:

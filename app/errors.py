@@ -4,9 +4,10 @@
 class CaptionError(Exception):
     """Base class: `reason` is what ends up in the job's `last_error`."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "other") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind  # a short label for metrics: timeout, loading, rate_limited, ...
 
 
 class RetryableError(CaptionError):
@@ -15,8 +16,8 @@ class RetryableError(CaptionError):
     `retry_after` is the server's own hint in seconds (Retry-After, estimated_time), if any.
     """
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, retry_after: float | None = None, kind: str = "other") -> None:
+        super().__init__(reason, kind)
         self.retry_after = retry_after
 
 

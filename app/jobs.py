@@ -5,6 +5,8 @@ from typing import Any
 
 from supabase import AsyncClient
 
+from app.config import Settings
+
 
 @dataclass(frozen=True)
 class Job:
@@ -38,15 +40,17 @@ class JobQueue:
         response = await self._client.rpc(fn, params).execute()
         return response.data
 
-    async def configure(
-        self, buckets: list[str], webhook_url: str | None, webhook_secret: str | None
-    ) -> None:
-        """Tell the database trigger which buckets to watch and where to send its webhook."""
+    async def configure(self, settings: Settings) -> None:
+        """Tell the database trigger which buckets to watch and where to send its webhook
+        (and with which secrets): the service's settings are the one place to set them."""
+        webhook_on = settings.public_webhook_url is not None
+        signing = settings.webhook_signing_secret
         await self._rpc(
             "caption_configure",
-            p_buckets=buckets,
-            p_webhook_url=webhook_url,
-            p_webhook_secret=webhook_secret,
+            p_buckets=settings.caption_buckets,
+            p_webhook_url=settings.public_webhook_url,
+            p_webhook_secret=settings.webhook_secret[0] if webhook_on else None,
+            p_signing_secret=signing[0] if webhook_on and signing else None,
         )
 
     async def enqueue(self, object_id: str) -> str:

@@ -13,12 +13,14 @@ import httpx
 from fastapi import FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from app import __version__, api, health, ui, webhook
+from app import __version__, api, ops, ui, webhook
 from app.captioning import build_captioner
 from app.config import Settings, get_settings
 from app.deps import Runtime
 from app.jobs import JobQueue
+from app.logs import configure_logging
 from app.storage import ObjectFetcher
+from app.webhook_signature import SignatureVerifier
 from app.worker import Sweeper, Worker, backoff_delay
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Captions every image uploaded to Supabase Storage with a Hugging Face model.",
         lifespan=lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings = settings or get_settings()
+    configure_logging(settings.log_level)
     app.state.ready = False
-    app.include_router(health.router)
+    app.include_router(ops.router)
     app.include_router(webhook.router)
     app.include_router(api.router)
     if app.state.settings.ui_enabled:
@@ -74,7 +77,9 @@ async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
     )
     captioner = build_captioner(settings)
     worker = Worker(queue, fetcher, captioner, settings) if settings.worker_enabled else None
-    return Runtime(settings, supabase, queue, fetcher, captioner, worker)
+    signing = settings.webhook_signing_secret
+    signatures = SignatureVerifier(signing) if signing else None
+    return Runtime(settings, supabase, queue, fetcher, captioner, worker, signatures)
 
 
 async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> AsyncClient:
@@ -95,11 +100,7 @@ async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     attempt = 0
     while True:
         try:
-            await runtime.queue.configure(
-                settings.caption_buckets,
-                settings.public_webhook_url,
-                settings.webhook_secret[0] if settings.public_webhook_url else None,
-            )
+            await runtime.queue.configure(settings)
             break
         except Exception as exc:
             attempt += 1

@@ -3,7 +3,6 @@
 Checks the secret, reads a capped body, validates it, records a durable job through the
 queue and answers at once. Captioning happens later, in the worker."""
 
-import hmac
 import logging
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -11,7 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.deps import QueueDep, SettingsDep, WorkerDep
+from app import metrics
+from app.deps import QueueDep, RuntimeDep, SettingsDep, WorkerDep, bearer_matches
+from app.webhook_signature import InvalidSignature
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -46,37 +47,54 @@ class WebhookResult(BaseModel):
     object_id: UUID | None = None
 
 
+def refuse(code: int, detail: Any, headers: dict[str, str] | None = None) -> HTTPException:
+    """An error answer, counted in the webhook metrics by its status code."""
+    metrics.WEBHOOKS.labels(f"refused_{code}").inc()
+    return HTTPException(code, detail=detail, headers=headers)
+
+
+def answer(result: WebhookResult) -> WebhookResult:
+    metrics.WEBHOOKS.labels(result.status).inc()
+    return result
+
+
 def require_webhook_secret(
     settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """`Authorization: Bearer <secret>`, compared in constant time against every accepted secret."""
-    scheme, _, token = (authorization or "").partition(" ")
-    presented = token.strip().encode()
-    matches = [hmac.compare_digest(presented, s.encode()) for s in settings.webhook_secret]
-    if scheme.lower() != "bearer" or not any(matches):
-        raise HTTPException(
+    if not bearer_matches(authorization, settings.webhook_secret):
+        raise refuse(
             status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong webhook secret (Authorization: Bearer <WEBHOOK_SECRET>)",
+            "missing or wrong webhook secret (Authorization: Bearer <WEBHOOK_SECRET>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
 
 
-async def read_payload(request: Request, settings: SettingsDep) -> WebhookPayload:
-    """The body, refused as soon as it exceeds the cap, parsed as a webhook payload."""
-    limit = settings.max_webhook_body_bytes
+async def read_payload(request: Request, runtime: RuntimeDep) -> WebhookPayload:
+    """The body, refused as soon as it exceeds the cap, verified if signing is on, parsed."""
+    body = await _read_capped(request, runtime.settings.max_webhook_body_bytes)
+    if runtime.signatures is not None:
+        try:
+            runtime.signatures.verify(body, request.headers)
+        except InvalidSignature as exc:
+            raise refuse(status.HTTP_401_UNAUTHORIZED, f"webhook signature: {exc}") from None
+    try:
+        return WebhookPayload.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise refuse(status.HTTP_422_UNPROCESSABLE_CONTENT, errors) from None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+        raise refuse(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-    try:
-        return WebhookPayload.model_validate_json(bytes(body))
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=errors) from None
+            raise refuse(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+    return bytes(body)
 
 
 def triage(payload: WebhookPayload) -> str | None:
@@ -111,23 +129,22 @@ async def storage_webhook(
     worker: WorkerDep,
 ) -> WebhookResult:
     if (reason := triage(payload)) is not None:
-        return WebhookResult(status="ignored", reason=reason)
+        return answer(WebhookResult(status="ignored", reason=reason))
     if payload.record is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{payload.type} without record")
+        raise refuse(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{payload.type} without record")
     object_id = payload.record.id
     try:
         outcome = await queue.enqueue(str(object_id))
     except Exception as exc:
         log.warning("enqueue failed for %s: %s", object_id, exc)
-        raise HTTPException(
+        raise refuse(
             status.HTTP_503_SERVICE_UNAVAILABLE, "job store unavailable; will be swept later"
         ) from None
     if outcome.startswith("ignored"):
-        return WebhookResult(
-            status="ignored", reason=outcome.partition(": ")[2], object_id=object_id
-        )
+        reason = outcome.partition(": ")[2]
+        return answer(WebhookResult(status="ignored", reason=reason, object_id=object_id))
     if worker is not None:
         worker.wake()
-    return WebhookResult(
-        status="queued" if outcome == "queued" else "duplicate", object_id=object_id
+    return answer(
+        WebhookResult(status="queued" if outcome == "queued" else "duplicate", object_id=object_id)
     )

@@ -5,9 +5,10 @@ import contextlib
 import logging
 import random
 
+from app import metrics
 from app.captioning import Captioner
 from app.config import Settings
-from app.errors import PermanentError, RetryableError
+from app.errors import CaptionError, PermanentError, RetryableError
 from app.images import prepare_image
 from app.jobs import Job, JobQueue
 from app.storage import ObjectFetcher
@@ -95,6 +96,7 @@ class Worker:
         try:
             caption = await self.caption(job)
             stored = await self._queue.complete(job, caption, self._captioner.model)
+            metrics.JOB_OUTCOMES.labels("done" if stored else "discarded").inc()
             log.info(
                 "captioned %s/%s: %r%s",
                 job.bucket_id,
@@ -120,18 +122,26 @@ class Worker:
                 f"{self._settings.max_image_bytes})"
             )
         data = await self._fetcher.fetch(job.bucket_id, job.name)
+        metrics.BYTES_DOWNLOADED.inc(len(data))
         image = await asyncio.to_thread(
             prepare_image,
             data,
             max_side=self._settings.caption_max_side,
             max_pixels=self._settings.max_image_pixels,
         )
-        caption = (await self._captioner.caption(image)).strip()
+        metrics.BYTES_SENT.inc(len(image.data))
+        try:
+            with metrics.CAPTION_SECONDS.time():
+                caption = (await self._captioner.caption(image)).strip()
+        except CaptionError as exc:
+            metrics.CAPTION_ERRORS.labels(exc.kind).inc()
+            raise
         if not caption:
             raise RetryableError("captioner returned an empty caption")
         return caption
 
     async def _fail(self, job: Job, reason: str) -> None:
+        metrics.JOB_OUTCOMES.labels("failed").inc()
         log.warning(
             "failed %s/%s: %s", job.bucket_id, job.name, reason, extra={"object_id": job.object_id}
         )
@@ -142,6 +152,7 @@ class Worker:
             await self._fail(job, f"gave up after {job.attempts} attempts: {reason}")
             return
         delay = backoff_delay(job.attempts, self._settings, hint)
+        metrics.JOB_OUTCOMES.labels("retried").inc()
         log.info(
             "retrying %s/%s in %.1fs: %s",
             job.bucket_id,

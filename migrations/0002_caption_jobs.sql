@@ -15,6 +15,8 @@ create table if not exists captioner.config (
   updated_at timestamptz not null default now()
 );
 insert into captioner.config default values on conflict do nothing;
+-- Standard Webhooks signing secret (whsec_<base64>); null: webhooks are not signed.
+alter table captioner.config add column if not exists signing_secret text;
 
 do $$
 begin

@@ -9,11 +9,44 @@ begin
     create extension if not exists pg_net;
   end if;
 end $$;
+create schema if not exists extensions;
+create extension if not exists pgcrypto with schema extensions;
+
+-- Standard Webhooks: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}"> keyed with the
+-- base64-decoded part of the whsec_ secret.
+create or replace function captioner.webhook_signature(
+  p_id text, p_timestamp bigint, p_body text, p_secret text)
+returns text language sql immutable set search_path = '' as $$
+  select 'v1,' || encode(
+    extensions.hmac(
+      convert_to(p_id || '.' || p_timestamp || '.' || p_body, 'UTF8'),
+      decode(regexp_replace(p_secret, '^whsec_', ''), 'base64'),
+      'sha256'),
+    'base64');
+$$;
+
+create or replace function captioner.webhook_headers(cfg captioner.config, p_body text)
+returns jsonb language plpgsql volatile set search_path = '' as $$
+declare
+  headers jsonb := jsonb_build_object(
+    'Content-Type', 'application/json', 'Authorization', 'Bearer ' || cfg.webhook_secret);
+  msg_id text := 'msg_' || replace(gen_random_uuid()::text, '-', '');
+  sent_at bigint := extract(epoch from clock_timestamp())::bigint;
+begin
+  if cfg.signing_secret is null then
+    return headers;
+  end if;
+  return headers || jsonb_build_object(
+    'webhook-id', msg_id,
+    'webhook-timestamp', sent_at::text,
+    'webhook-signature', captioner.webhook_signature(msg_id, sent_at, p_body, cfg.signing_secret));
+end $$;
 
 create or replace function captioner.on_object_change()
 returns trigger language plpgsql security definer set search_path = '' as $$
 declare
   cfg captioner.config;
+  body jsonb;
 begin
   if tg_op = 'UPDATE' and new.version is not distinct from old.version
      and old.metadata is not null then
@@ -24,21 +57,21 @@ begin
   end if;
   select * into cfg from captioner.config;
   if cfg.webhook_url is not null then
+    body := jsonb_build_object(
+      'type', tg_op, 'table', tg_table_name, 'schema', tg_table_schema,
+      'record', to_jsonb(new),
+      'old_record', case when tg_op = 'UPDATE' then to_jsonb(old) end);
+    -- pg_net sends convert_to(body::text, 'UTF8'): sign exactly that text
     perform net.http_post(
       url := cfg.webhook_url,
-      body := jsonb_build_object(
-        'type', tg_op, 'table', tg_table_name, 'schema', tg_table_schema,
-        'record', to_jsonb(new),
-        'old_record', case when tg_op = 'UPDATE' then to_jsonb(old) end),
-      headers := jsonb_build_object(
-        'Content-Type', 'application/json',
-        'Authorization', 'Bearer ' || cfg.webhook_secret),
+      body := body,
+      headers := captioner.webhook_headers(cfg, body::text),
       timeout_milliseconds := cfg.webhook_timeout_ms);
   end if;
   return null;
 end $$;
 
-revoke all on function captioner.on_object_change() from public;
+revoke all on all functions in schema captioner from public;
 
 create or replace trigger caption_on_object_change
   after insert or update of version, metadata on storage.objects

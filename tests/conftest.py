@@ -5,7 +5,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from app.config import Settings
-from tests.support import TEST_SECRET, RunningService, create_bucket, start_service
+from tests.harness.supabase_stub import create_bucket
+from tests.support import TEST_SECRET, RunningService, start_service
 
 pytest_plugins = ["tests.harness.fixtures"]
 

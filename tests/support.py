@@ -148,6 +148,3 @@ def wait_for_job_state(db_url: str, object_id: str, state: str, timeout: float =
 
     return wait_until(reached, timeout=timeout, message=f"job of {object_id} never {state}")
 
-
-def create_bucket(db_url: str, bucket: str = "images") -> None:
-    query(db_url, "insert into storage.buckets (id, name) values (%s, %s) on conflict do nothing", bucket, bucket)

@@ -3,6 +3,7 @@
 import asyncio
 import io
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,16 +12,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+from app.captioning import build_captioner, local
+from app.captioning.local import LocalCaptioner, ModelNotAvailable
+from app.config import Settings
+from app.errors import RetryableError
+from app.images import PreparedImage, prepare_image
+from tests.tiny_blip import build_tiny_blip, build_tiny_vit_gpt2
 
-from app.captioning import build_captioner  # noqa: E402
-from app.captioning import local  # noqa: E402
-from app.captioning.local import LocalCaptioner, ModelNotAvailable  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.errors import RetryableError  # noqa: E402
-from app.images import PreparedImage, prepare_image  # noqa: E402
-from tests.tiny_blip import build_tiny_blip, build_tiny_vit_gpt2  # noqa: E402
+pytest.importorskip("torch")  # the optional `local` extra
+pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -152,7 +152,9 @@ def test_concurrent_captions_share_batches_and_each_caller_gets_its_own(
 
     sizes = record_batches(monkeypatch)
     # A long wait: the batches can only have been cut by size.
-    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=4, local_batch_wait_ms=5000))
+    captioner = LocalCaptioner(
+        make_settings(blip_dir, local_batch_size=4, local_batch_wait_ms=5000)
+    )
     started = time.perf_counter()
     results = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES)))
     assert time.perf_counter() - started < 4
@@ -223,9 +225,7 @@ def test_an_exception_in_a_batch_reaches_every_caller(
     captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=4))
     results = run(
         captioner,
-        lambda: asyncio.gather(
-            *(captioner.caption(i) for i in IMAGES[:3]), return_exceptions=True
-        ),
+        lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3]), return_exceptions=True),
     )
     assert len(results) == 3
     for result in results:
@@ -235,7 +235,9 @@ def test_an_exception_in_a_batch_reaches_every_caller(
 
 
 def test_close_fails_waiting_callers(blip_dir: Path) -> None:
-    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=8, local_batch_wait_ms=10_000))
+    captioner = LocalCaptioner(
+        make_settings(blip_dir, local_batch_size=8, local_batch_wait_ms=10_000)
+    )
 
     async def scenario() -> list[BaseException | str]:
         await captioner.load()
@@ -288,3 +290,31 @@ def test_build_captioner_picks_the_local_backend(blip_dir: Path) -> None:
     assert isinstance(build_captioner(make_settings(blip_dir)), LocalCaptioner)
     auto = make_settings(blip_dir, caption_backend="auto", hf_token=None)
     assert isinstance(build_captioner(auto), LocalCaptioner)
+
+
+def test_a_model_that_appears_later_is_picked_up(blip_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    captioner = LocalCaptioner(make_settings(target))
+
+    async def scenario() -> str:
+        with pytest.raises(RetryableError, match="LOCAL_MODEL"):
+            await captioner.caption(IMAGES[0])
+        shutil.copytree(blip_dir, target)  # the operator fixes the configuration
+        return await captioner.caption(IMAGES[0])
+
+    assert run(captioner, scenario)
+
+
+def test_device_and_dtype(blip_dir: Path) -> None:
+    import torch
+
+    loaded = local.load_model(str(blip_dir), "auto", "auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loaded.device.type == expected
+    assert loaded.dtype == (torch.float16 if expected == "cuda" else torch.float32)
+    loaded = local.load_model(str(blip_dir), "cpu", "bfloat16")
+    assert loaded.dtype == torch.bfloat16
+    assert len(local.generate_captions(loaded, [IMAGES[0].pil, IMAGES[1].pil], 3, 1)) == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelNotAvailable, match="LOCAL_DEVICE=cuda"):
+            local.load_model(str(blip_dir), "cuda", "auto")

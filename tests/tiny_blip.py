@@ -3,15 +3,14 @@
 import json
 from pathlib import Path
 
-import torch
-
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 WORDS = ["a", "the", "cat", "dog", "on", "in", "red", "blue", "photo", "of", "sitting", "grass"]
 
 
 def build_tiny_blip(directory: Path) -> Path:
     """Save a tiny BLIP captioning model and its processor to `directory`."""
-    from transformers import (
+    import torch
+    from transformers import (  # type: ignore[attr-defined]  # BertTokenizerFast: alias in 5.x
         BertTokenizerFast,
         BlipConfig,
         BlipForConditionalGeneration,
@@ -61,6 +60,7 @@ def build_tiny_blip(directory: Path) -> Path:
 
 def build_tiny_vit_gpt2(directory: Path) -> Path:
     """Save a tiny ViT encoder + GPT-2 decoder (vit-gpt2 style) with its processor parts."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         GPT2Config,

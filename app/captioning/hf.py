@@ -16,6 +16,7 @@ from app.images import PreparedImage
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # The captioner cannot be reached or is misconfigured: not the image's fault, so retry.
 CONFIG_STATUS = {401, 402, 403, 404}
+ERROR_KINDS = {503: "loading", 429: "rate_limited", 408: "timeout", 504: "timeout"}
 
 
 class _HuggingFaceCaptioner:
@@ -40,9 +41,13 @@ class _HuggingFaceCaptioner:
         except HfHubHTTPError as exc:
             raise classify_http_error(exc) from None
         except TimeoutError:
-            raise RetryableError(f"captioner timed out after {self._timeout:.0f}s") from None
+            raise RetryableError(
+                f"captioner timed out after {self._timeout:.0f}s", kind="timeout"
+            ) from None
         except Exception as exc:  # connection refused, reset, DNS: the transport's own errors
-            raise RetryableError(f"captioner unreachable: {type(exc).__name__}: {exc}") from None
+            raise RetryableError(
+                f"captioner unreachable: {type(exc).__name__}: {exc}", kind="unreachable"
+            ) from None
 
 
 class InferenceCaptioner(_HuggingFaceCaptioner):
@@ -90,8 +95,9 @@ def classify_http_error(exc: HfHubHTTPError) -> Exception:
     status = response.status_code if response is not None else 0
     detail = _error_detail(exc)
     if status in RETRYABLE_STATUS or status in CONFIG_STATUS or status == 0:
-        return RetryableError(f"captioner HTTP {status}: {detail}", _retry_hint(exc))
-    return PermanentError(f"captioner rejected the image (HTTP {status}): {detail}")
+        kind = ERROR_KINDS.get(status, "config" if status in CONFIG_STATUS else "server_error")
+        return RetryableError(f"captioner HTTP {status}: {detail}", _retry_hint(exc), kind)
+    return PermanentError(f"captioner rejected the image (HTTP {status}): {detail}", "rejected")
 
 
 def _body(exc: HfHubHTTPError) -> dict:

@@ -7,10 +7,11 @@ directly; this works for BLIP and vit-gpt2 style models on transformers 4.x and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.config import CaptionSettings
 from app.errors import RetryableError
@@ -19,6 +20,8 @@ from app.images import PreparedImage
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+T = TypeVar("T")
 
 # Tried in order; the first whose mapping knows the model's config wins.
 AUTO_MODEL_CLASSES = ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
@@ -60,7 +63,7 @@ class LocalCaptioner:
         self._settings = settings
         self._batch_size = settings.local_batch_size
         self._batch_wait = settings.local_batch_wait_ms / 1000
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-captioner")
+        self._executor: ThreadPoolExecutor | None = None  # one thread: batches never overlap
         self._lock = asyncio.Lock()
         self._loaded: LoadedModel | None = None
         self._pending: list[tuple[Image.Image, asyncio.Future[str]]] = []
@@ -79,8 +82,12 @@ class LocalCaptioner:
             return
         async with self._lock:
             if self._loaded is None:
-                loop = asyncio.get_running_loop()
-                self._loaded = await loop.run_in_executor(self._executor, self._load_blocking)
+                self._loaded = await self._in_thread(self._load_blocking)
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="local-captioner")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _load_blocking(self) -> LoadedModel:
         s = self._settings
@@ -114,9 +121,8 @@ class LocalCaptioner:
         if not batch:
             return
         images = [image for image, _ in batch]
-        loop = asyncio.get_running_loop()
         try:
-            captions = await loop.run_in_executor(self._executor, self._generate, images)
+            captions = await self._in_thread(self._generate, images)
         except Exception as exc:
             reason = f"local model failed: {type(exc).__name__}: {exc}"
             for _, future in batch:
@@ -145,7 +151,9 @@ class LocalCaptioner:
             if not future.done():
                 future.set_exception(RetryableError("local captioner is shutting down"))
         await asyncio.gather(*self._running, return_exceptions=True)
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
         self._loaded = None
 
 
@@ -207,9 +215,7 @@ def _load_processor(transformers: Any, source: str) -> tuple[Any, Any]:
     processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=True)
     if isinstance(processor, transformers.ProcessorMixin):
         return processor, processor
-    image_processor = transformers.AutoImageProcessor.from_pretrained(
-        source, local_files_only=True
-    )
+    image_processor = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=True)
     return image_processor, tokenizer
 
@@ -237,9 +243,7 @@ def generate_captions(
     inputs = loaded.processor(images=images, return_tensors="pt")
     tensors = {key: _move(value, loaded) for key, value in inputs.items()}
     with torch.inference_mode():
-        ids = loaded.model.generate(
-            **tensors, max_new_tokens=max_new_tokens, num_beams=num_beams
-        )
+        ids = loaded.model.generate(**tensors, max_new_tokens=max_new_tokens, num_beams=num_beams)
     texts = loaded.decoder.batch_decode(ids, skip_special_tokens=True)
     return [text.strip() for text in texts]
 

@@ -1,0 +1,19 @@
+"""The Prometheus metrics the service keeps (served by app/ops.py at /metrics)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WEBHOOKS = Counter("captioner_webhooks_total", "Webhooks received, by outcome", ["outcome"])
+JOB_OUTCOMES = Counter(
+    "captioner_job_outcomes_total", "Jobs finished by this process, by outcome", ["outcome"]
+)
+JOBS = Gauge("captioner_jobs", "Jobs in the queue, by state", ["state"])
+QUEUE_DEPTH = Gauge("captioner_queue_depth", "Jobs waiting (pending) in the queue")
+OLDEST_PENDING = Gauge("captioner_oldest_pending_seconds", "Age of the oldest pending job")
+CAPTION_SECONDS = Histogram(
+    "captioner_caption_seconds",
+    "Time the captioner took per image",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+CAPTION_ERRORS = Counter("captioner_caption_errors_total", "Captioner errors, by kind", ["kind"])
+BYTES_DOWNLOADED = Counter("captioner_downloaded_bytes_total", "Image bytes read from storage")
+BYTES_SENT = Counter("captioner_sent_bytes_total", "Image bytes sent to the captioner")

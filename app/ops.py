@@ -1,0 +1,74 @@
+"""Operations endpoints: liveness, readiness with reasons, and Prometheus metrics."""
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import metrics
+from app.api import require_api_key
+from app.deps import QueueDep, RuntimeDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, response: Response, runtime: RuntimeDep) -> dict[str, Any]:
+    """Supabase answers, the migrations are applied, and the captioner can be used."""
+    checks = {
+        "supabase": await _check_supabase(runtime) if request.app.state.ready else "waiting",
+        "captioner": await _check_captioner(runtime),
+    }
+    ready = all(result == "ok" for result in checks.values())
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"ready": ready, "checks": checks}
+
+
+async def _check_supabase(runtime: RuntimeDep) -> str:
+    try:
+        await runtime.queue.stats()
+    except Exception as exc:
+        return f"queue functions not callable (migrations applied?): {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+async def _check_captioner(runtime: RuntimeDep) -> str:
+    captioner = runtime.captioner
+    load = getattr(captioner, "load", None)
+    if load is not None:  # a local model: loadable means ready
+        try:
+            await load()
+        except Exception as exc:
+            return str(exc)
+        return "ok"
+    if not captioner.model.startswith(("http://", "https://")):
+        return "ok"  # a Hub model id: not probed, to spend no inference quota
+    try:
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            await client.get(captioner.model)
+    except httpx.HTTPError as exc:
+        return f"captioner endpoint unreachable: {type(exc).__name__}"
+    return "ok"
+
+
+@router.get("/metrics", dependencies=[Depends(require_api_key)], response_class=Response)
+async def prometheus_metrics(queue: QueueDep) -> Response:
+    """Prometheus text format; the queue gauges are read from the database at scrape time."""
+    try:
+        stats = await queue.stats()
+    except Exception:
+        stats = []  # the process's own metrics still matter when the database is away
+    for row in stats:
+        metrics.JOBS.labels(row.state).set(row.jobs)
+        if row.state == "pending":
+            metrics.QUEUE_DEPTH.set(row.jobs)
+            metrics.OLDEST_PENDING.set(row.oldest_seconds if row.jobs else 0)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,102 @@
+"""The Gradio page at /ui, driven by a real headless Chromium (Debian's, through Playwright)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from app.ui import example_images
+from tests.support import make_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+USER, PASSWORD = "alice", "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: run scripts/install-browser.sh"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def caption_box(page: Page):
+    return page.get_by_label("Caption")
+
+
+def upload_and_submit(page: Page, path: Path) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    expect(page.locator("img").first).to_be_visible(timeout=15_000)
+    page.get_by_role("button", name="Submit").click()
+
+
+def test_upload_shows_the_caption(service_factory, hf, page: Page, tmp_path: Path):
+    running = service_factory(webhook=False, worker_enabled=False)
+    picture = tmp_path / "green.png"
+    picture.write_bytes(make_image((30, 160, 60), size=(300, 200)))
+
+    page.goto(running.url + "/ui/")
+    expect(page.get_by_text("Image Captioning with BLIP")).to_be_visible(timeout=30_000)
+    upload_and_submit(page, picture)
+
+    expect(caption_box(page)).to_have_value("a 300x200 picture, mostly green", timeout=30_000)
+    assert len(hf.calls) == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+
+def test_an_example_can_be_captioned(service_factory, hf, page: Page):
+    assert [path.name for path in example_images()] == ["house.jpg", "sailboat.jpg", "tree.jpg"]
+    assert all(path.stat().st_size < 30_000 for path in example_images())
+    running = service_factory(webhook=False, worker_enabled=False)
+
+    page.goto(running.url + "/ui/")
+    page.locator("img[src*='house']").click()
+    page.get_by_role("button", name="Submit").click()
+
+    expect(caption_box(page)).to_have_value("a 384x288 picture, mostly green", timeout=30_000)
+
+
+def test_a_bad_file_shows_the_reason(service_factory, hf, page: Page, tmp_path: Path):
+    running = service_factory(webhook=False, worker_enabled=False, max_image_pixels=1000)
+    picture = tmp_path / "big.png"
+    picture.write_bytes(make_image(size=(100, 100)))
+
+    page.goto(running.url + "/ui/")
+    upload_and_submit(page, picture)
+
+    expect(page.get_by_text("exceeds the limit of 1000")).to_be_visible(timeout=30_000)
+    assert hf.calls == []
+
+
+def test_basic_auth_guards_the_page(service_factory, browser: Browser):
+    running = service_factory(
+        webhook=False, worker_enabled=False, ui_username=USER, ui_password=PASSWORD
+    )
+
+    refused = httpx.get(running.url + "/ui/")
+    wrong = httpx.get(running.url + "/ui/config", auth=(USER, "guess"))
+    assert refused.status_code == wrong.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Basic ")
+    assert httpx.get(running.url + "/healthz").status_code == 200
+
+    context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+    page = context.new_page()
+    response = page.goto(running.url + "/ui/")
+    assert response is not None and response.status == 200
+    expect(page.get_by_text("Image Captioning with BLIP")).to_be_visible(timeout=30_000)
+    context.close()
