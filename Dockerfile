@@ -54,7 +54,7 @@ RUN set -eu; \
 # Then the package itself (not editable: the runtime stage has no source tree).
 COPY app ./app
 RUN pip install --no-deps . \
- && python -c "import app.main; assert callable(app.main.create_app)"
+ && cd / && python -c "import app.main; assert callable(app.main.create_app)"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
