@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile, status
@@ -31,11 +32,24 @@ class ErrorDetail(BaseModel):
     detail: str | list[dict[str, Any]] = Field(description="Why the request failed.")
 
 
+def too_large_reason(limit: int) -> str:
+    return f"image too large: more than {limit} bytes (limit MAX_IMAGE_BYTES={limit})"
+
+
 def too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE,
-        f"image too large: more than {limit} bytes (limit MAX_IMAGE_BYTES={limit})",
-    )
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, too_large_reason(limit))
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """A file's bytes, never reading more than `limit` + 1; PermanentError when larger.
+
+    Blocking: call it in a worker thread.
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise PermanentError(too_large_reason(limit))
+    return data
 
 
 async def caption_image(data: bytes, captioner: Captioner, settings: CaptionSettings) -> str:

@@ -44,6 +44,8 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
         raise PermanentError(
             "not a supported raster image (JPEG, PNG, GIF, WebP, TIFF, BMP)"
         ) from None
+    except Image.DecompressionBombError as exc:  # not an OSError: would be retried as unexpected
+        raise PermanentError(f"image too large (decompression bomb): {exc}") from None
     except OSError as exc:
         raise PermanentError(f"corrupt image: {exc}") from None
     source_format = image.format or "unknown"

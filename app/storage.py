@@ -1,6 +1,8 @@
 """Fetch an object's bytes from Supabase Storage: a short-lived signed URL, then a capped,
 streamed download that never follows a redirect and never leaves the Supabase host."""
 
+from urllib.parse import quote
+
 import httpx
 from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
@@ -32,8 +34,14 @@ class ObjectFetcher:
         return await self._download(await self.signed_url(bucket, path))
 
     async def signed_url(self, bucket: str, path: str) -> str:
+        if any(part in (".", "..") for part in path.split("/")):
+            # storage3 refuses such keys (ValueError): no URL can name them, so do not retry
+            raise PermanentError(f"object name has a dot segment ('.' or '..'): {path!r}")
+        # storage3 percent-DEcodes the path it is given: encode it first, so a name that
+        # contains "%2F" or "%C3%A9" literally is the object that gets signed
+        key = quote(path, safe="/")
         try:
-            signed = await self._client.storage.from_(bucket).create_signed_url(path, self._ttl)
+            signed = await self._client.storage.from_(bucket).create_signed_url(key, self._ttl)
         except StorageApiError as exc:
             if _is_not_found(exc):
                 raise PermanentError(f"object {bucket}/{path} not found (deleted?)") from None

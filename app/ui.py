@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api import caption_image
+from app.api import caption_image, read_file
 from app.config import Settings
 from app.deps import Runtime, secret_matches
-from app.errors import CaptionError, PermanentError
+from app.errors import CaptionError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -63,7 +63,10 @@ def build_interface(
         fn=fn,
         inputs=[
             gr.Image(
-                label="Upload image", type="filepath", image_mode=None, sources=["upload", "clipboard"]
+                label="Upload image",
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard"],
             )
         ],
         outputs=[gr.Textbox(label="Caption")],
@@ -92,25 +95,12 @@ def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[str]]:
             raise gr.Error("Upload an image first.")
         runtime: Runtime = app.state.runtime
         try:
-            data = await asyncio.to_thread(
-                read_capped, Path(path), runtime.settings.max_image_bytes
-            )
+            data = await asyncio.to_thread(read_file, Path(path), runtime.settings.max_image_bytes)
             return await caption_image(data, runtime.captioner, runtime.settings)
         except CaptionError as exc:
             raise gr.Error(exc.reason, print_exception=False) from None
 
     return captioner
-
-
-def read_capped(path: Path, limit: int) -> bytes:
-    """The file's bytes; PermanentError when it is larger than `limit`."""
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise PermanentError(
-            f"image too large: more than {limit} bytes (limit MAX_IMAGE_BYTES={limit})"
-        )
-    return data
 
 
 class BasicAuthMiddleware:

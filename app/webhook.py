@@ -59,10 +59,13 @@ def answer(result: WebhookResult) -> WebhookResult:
 
 
 def require_webhook_secret(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
-    """`Authorization: Bearer <secret>`, compared in constant time against every accepted secret."""
-    if not bearer_matches(authorization, settings.webhook_secret):
+    """`Authorization: Bearer <secret>`, compared in constant time against every accepted secret.
+
+    Several Authorization headers are refused: which one counts is ambiguous (proxies differ)."""
+    single = len(request.headers.getlist("authorization")) <= 1
+    if not single or not bearer_matches(authorization, settings.webhook_secret):
         raise refuse(
             status.HTTP_401_UNAUTHORIZED,
             "missing or wrong webhook secret (Authorization: Bearer <WEBHOOK_SECRET>)",

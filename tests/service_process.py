@@ -144,7 +144,8 @@ class ServiceProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"service did not exit {timeout}s after SIGTERM:\n{self.log}")
+            message = f"service did not exit {timeout}s after SIGTERM:\n{self.log}"
+            raise AssertionError(message) from None
 
     def stop(self) -> None:
         """Best-effort cleanup: SIGTERM, then SIGKILL if it lingers."""

@@ -9,8 +9,13 @@ from tests.support import TEST_SECRET, make_image
 AUTH = {"Authorization": f"Bearer {TEST_SECRET}"}
 
 
-def post_image(url: str, data: bytes, headers: dict[str, str] | None = AUTH,
-               filename: str = "picture.png", content_type: str = "image/png") -> httpx.Response:
+def post_image(
+    url: str,
+    data: bytes,
+    headers: dict[str, str] | None = AUTH,
+    filename: str = "picture.png",
+    content_type: str = "image/png",
+) -> httpx.Response:
     files = {"image": (filename, data, content_type)}
     return httpx.post(url + "/v1/captions", files=files, headers=headers, timeout=30)
 
@@ -22,8 +27,12 @@ def api(service_factory):
 
 @pytest.mark.parametrize(("fmt", "content_type"), [("PNG", "image/png"), ("JPEG", "image/jpeg")])
 def test_caption_of_an_uploaded_image(api, hf, fmt, content_type):
-    response = post_image(api.url, make_image((30, 60, 220), size=(320, 240), fmt=fmt),
-                          filename=f"blue.{fmt.lower()}", content_type=content_type)
+    response = post_image(
+        api.url,
+        make_image((30, 60, 220), size=(320, 240), fmt=fmt),
+        filename=f"blue.{fmt.lower()}",
+        content_type=content_type,
+    )
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -36,13 +45,21 @@ def test_caption_of_an_uploaded_image(api, hf, fmt, content_type):
 def test_api_keys_replace_the_webhook_secret(service_factory):
     running = service_factory(webhook=False, worker_enabled=False, api_keys=["key-1", "key-2"])
 
-    assert post_image(running.url, make_image(), {"Authorization": "Bearer key-2"}).status_code == 200
+    assert (
+        post_image(running.url, make_image(), {"Authorization": "Bearer key-2"}).status_code == 200
+    )
     assert post_image(running.url, make_image()).status_code == 401
 
 
-@pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": TEST_SECRET},
-                                     {"Authorization": f"Basic {TEST_SECRET}"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TEST_SECRET},
+        {"Authorization": f"Basic {TEST_SECRET}"},
+    ],
+)
 def test_missing_or_wrong_key_is_refused(api, hf, headers):
     response = post_image(api.url, make_image(), headers)
 
@@ -122,8 +139,11 @@ def test_chunked_body_is_cut_off_at_the_cap(service_factory, hf):
         for _ in range(8):
             yield b"\0" * 16_384
 
-    response = httpx.post(running.url + "/v1/captions", content=body(),
-                          headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"})
+    response = httpx.post(
+        running.url + "/v1/captions",
+        content=body(),
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"},
+    )
 
     assert response.status_code == 413
     assert "image too large" in response.json()["detail"]

@@ -685,7 +685,7 @@ def test_demo_keys_are_signed_with_the_demo_secret() -> None:
     defaults = {u.name: u.default for u in variable_uses(text) if u.op == ":-"}
     secret = defaults["JWT_SECRET"]
     assert secret and len(secret) >= 32
-    # fails once the demo keys expire (exp 2027-01-10): PostgREST and Storage would refuse them
+    # the demo keys are minted for the demo secret and valid until 2100 (Supabase's own expire)
     assert jwt.decode(defaults["SERVICE_ROLE_KEY"], secret, algorithms=["HS256"])["role"] == (
         "service_role"
     )

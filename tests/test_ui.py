@@ -69,7 +69,9 @@ def test_an_example_can_be_captioned(service_factory, hf, page: Page):
     page.locator("img[src*='house']").click()
     page.get_by_role("button", name="Submit").click()
 
-    expect(caption_box(page)).to_have_value(re.compile(r"^a 384x288 picture, mostly \w+$"), timeout=30_000)
+    expect(caption_box(page)).to_have_value(
+        re.compile(r"^a 384x288 picture, mostly \w+$"), timeout=30_000
+    )
 
 
 def test_a_bad_file_shows_the_reason(service_factory, hf, page: Page, tmp_path: Path):

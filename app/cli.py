@@ -1,0 +1,417 @@
+"""`captioner`: run the service, caption files, backfill a bucket, migrate, show the queue.
+
+Settings come from the environment (and `.env`), as for the service; see .env.example.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+
+from app.config import CaptionSettings, Settings, SettingsError, load_settings
+
+S = TypeVar("S", bound=CaptionSettings)
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"  # next to the package
+CAPTION_CONCURRENCY = 4
+DOWNLOAD_TIMEOUT = 30.0
+
+cli = typer.Typer(
+    help=__doc__,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals hold secrets
+    rich_markup_mode="markdown",
+)
+
+
+def main() -> None:
+    """Entry point of the `captioner` console script."""
+    cli()
+
+
+def settings_or_exit(cls: type[S]) -> S:
+    """The settings, or the one clear message naming what is missing and exit code 2."""
+    try:
+        return load_settings(cls)
+    except SettingsError as exc:
+        typer.echo(f"captioner: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+# ---------------------------------------------------------------------------------- serve
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 8000,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            envvar="FORWARDED_ALLOW_IPS",
+            help="Proxies whose X-Forwarded-* headers are trusted (comma-separated, or *).",
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Run the service: webhook, worker, HTTP API and web page.
+
+    Needs the Supabase settings (SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, WEBHOOK_SECRET).
+
+    Example: `captioner serve --host 0.0.0.0 --port 8000`
+    """
+    settings = settings_or_exit(Settings)
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level=settings.log_level.lower(),
+    )
+
+
+# -------------------------------------------------------------------------------- caption
+
+
+@dataclass
+class Outcome:
+    source: str
+    caption: str | None = None
+    model: str | None = None
+    elapsed_ms: int | None = None
+    error: str | None = None
+
+
+@cli.command()
+def caption(
+    sources: Annotated[
+        list[str], typer.Argument(metavar="FILE|URL...", help="Image files or http(s) URLs.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line instead of text.")
+    ] = False,
+) -> None:
+    """Caption images and print one line each: `<source><TAB><caption>`.
+
+    Uses only the captioning settings (CAPTION_BACKEND, CAPTION_MODEL, HF_TOKEN, LOCAL_MODEL,
+    MAX_IMAGE_BYTES, ...): no Supabase needed. A file that cannot be captioned prints an
+    error on stderr; the others go on, and the exit code is 1.
+
+    Examples:
+
+    * `captioner caption dog.jpg https://example.com/cat.png`
+
+    * `HF_TOKEN=hf_... captioner caption --json photos/*.jpg > captions.jsonl`
+    """
+    settings = settings_or_exit(CaptionSettings)
+    failed = 0
+    for outcome in asyncio.run(caption_sources(sources, settings)):
+        if outcome.error is not None:
+            failed += 1
+            typer.echo(f"{outcome.source}: error: {outcome.error}", err=True)
+        elif as_json:
+            fields = {key: value for key, value in vars(outcome).items() if key != "error"}
+            typer.echo(json.dumps(fields, ensure_ascii=False))
+        else:
+            typer.echo(f"{outcome.source}\t{outcome.caption}")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def caption_sources(sources: list[str], settings: CaptionSettings) -> list[Outcome]:
+    """Caption every source (a few at a time), in the order given."""
+    from app.captioning import build_captioner
+
+    captioner = build_captioner(settings)
+    limit = asyncio.Semaphore(CAPTION_CONCURRENCY)
+    try:
+        async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as http:
+
+            async def one(source: str) -> Outcome:
+                async with limit:
+                    return await caption_source(source, captioner, settings, http)
+
+            return list(await asyncio.gather(*(one(source) for source in sources)))
+    finally:
+        await captioner.aclose()
+
+
+async def caption_source(
+    source: str, captioner: Any, settings: CaptionSettings, http: httpx.AsyncClient
+) -> Outcome:
+    from app.api import caption_image
+    from app.errors import CaptionError
+
+    started = time.perf_counter()
+    try:
+        data = await read_source(source, settings.max_image_bytes, http)
+        text = await caption_image(data, captioner, settings)
+    except CaptionError as exc:
+        return Outcome(source, error=exc.reason)
+    except OSError as exc:
+        return Outcome(source, error=exc.strerror or str(exc))
+    except httpx.HTTPError as exc:
+        return Outcome(source, error=f"download failed: {type(exc).__name__}: {exc}")
+    elapsed_ms = round((time.perf_counter() - started) * 1000)
+    return Outcome(source, text, captioner.model, elapsed_ms)
+
+
+async def read_source(source: str, limit: int, http: httpx.AsyncClient) -> bytes:
+    """A local file's or an http(s) URL's bytes, never more than `limit`."""
+    from app.api import read_file
+
+    if source.startswith(("http://", "https://")):
+        return await download(source, limit, http)
+    return await asyncio.to_thread(read_file, Path(source), limit)
+
+
+async def download(url: str, limit: int, http: httpx.AsyncClient) -> bytes:
+    from app.api import too_large_reason
+    from app.errors import PermanentError
+
+    async with http.stream("GET", url) as response:
+        if response.status_code != 200:
+            raise PermanentError(f"download failed: HTTP {response.status_code}")
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PermanentError(too_large_reason(limit))
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise PermanentError(too_large_reason(limit))
+    return bytes(data)
+
+
+# -------------------------------------------------------------------- Supabase connection
+
+
+@dataclass
+class Connection:
+    supabase: Any
+    queue: Any
+    settings: Settings
+
+
+@asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[Connection]:
+    """A Supabase client and job queue for one command."""
+    from app.jobs import JobQueue
+    from app.main import connect_supabase
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
+        supabase = await connect_supabase(settings, http)
+        worker_id = f"cli:{socket.gethostname()}:{os.getpid()}"
+        yield Connection(supabase, JobQueue(supabase, worker_id), settings)
+
+
+async def bucket_stats(connection: Connection, bucket: str) -> dict[str, int]:
+    """Counts for one bucket (migrations/0005_cli.sql)."""
+    response = await connection.supabase.rpc(
+        "caption_jobs_bucket_stats", {"p_bucket": bucket}
+    ).execute()
+    return dict(response.data[0])
+
+
+# ------------------------------------------------------------------------------- backfill
+
+
+@cli.command()
+def backfill(
+    bucket: Annotated[str, typer.Option(help="The bucket whose images to caption.")],
+    batch: Annotated[int, typer.Option(min=1, help="Images queued per sweep.")] = 500,
+) -> None:
+    """Caption every image in a bucket that has no caption yet, in this process.
+
+    Queues the bucket's uncaptioned images (in batches), then captions them with the
+    same worker as the service (WORKER_CONCURRENCY at a time, with its retries), until
+    none of the bucket's jobs is pending or running. A service running meanwhile helps.
+    Needs the Supabase settings. Images that failed earlier stay failed (see `status`).
+
+    Example: `captioner backfill --bucket images`
+    """
+    settings = settings_or_exit(Settings)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    summary = asyncio.run(run_backfill(settings, bucket, batch))
+    typer.echo(
+        f"bucket {bucket}: {summary['captioned']} captioned, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped (not images), "
+        f"{summary['already']} already captioned"
+    )
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+async def run_backfill(settings: Settings, bucket: str, batch: int) -> dict[str, int]:
+    async with connect(settings) as connection:
+        before = await bucket_stats(connection, bucket)
+        while await connection.queue.sweep(batch, buckets=[bucket]) >= batch:
+            pass
+        queued = await bucket_stats(connection, bucket)
+        await caption_queued(connection, bucket, queued["pending"] + queued["running"])
+        after = await bucket_stats(connection, bucket)
+    return {
+        "captioned": after["captioned"] - before["captioned"],
+        "failed": after["failed"] - queued["failed"],
+        "skipped": after["skipped"],
+        "already": before["captioned"],
+    }
+
+
+async def caption_queued(connection: Connection, bucket: str, total: int) -> None:
+    """Run a worker, with a progress bar, until the bucket has no pending or running job."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from app.captioning import build_captioner
+    from app.storage import ObjectFetcher
+    from app.worker import Worker
+
+    settings = connection.settings
+    fetcher = ObjectFetcher(
+        connection.supabase,
+        settings.supabase_url,
+        max_bytes=settings.max_image_bytes,
+        signed_url_ttl=settings.signed_url_ttl,
+        timeout=settings.download_timeout,
+    )
+    captioner = build_captioner(settings)
+    worker = Worker(connection.queue, fetcher, captioner, settings)
+    running = asyncio.create_task(worker.run())
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task(f"captioning {bucket}", total=total)
+            while (left := await jobs_left(connection, bucket)) > 0:
+                progress.update(task, completed=max(total - left, 0))
+                await asyncio.sleep(0.25)
+            progress.update(task, completed=total)
+    finally:
+        await worker.stop(settings.shutdown_grace_seconds)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await captioner.aclose()
+        await fetcher.aclose()
+
+
+async def jobs_left(connection: Connection, bucket: str) -> int:
+    stats = await bucket_stats(connection, bucket)
+    return stats["pending"] + stats["running"]
+
+
+# -------------------------------------------------------------------------------- migrate
+
+
+@cli.command()
+def migrate(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DATABASE_URL",
+            help="postgresql:// URL of the project's database, as the `postgres` role.",
+            show_default=False,
+        ),
+    ] = None,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Directory of the *.sql files.", file_okay=False)
+    ] = MIGRATIONS_DIR,
+) -> None:
+    """Apply migrations/*.sql in order, each file in one transaction.
+
+    Every file is safe to run again, so running `migrate` after an upgrade is enough.
+    Supabase: the URL is under Project Settings → Database → Connection string.
+
+    Example: `DATABASE_URL=postgresql://postgres:...@db.<ref>.supabase.co:5432/postgres
+    captioner migrate`
+    """
+    import psycopg
+
+    if not database_url:
+        typer.echo("captioner: DATABASE_URL is required (or --database-url)", err=True)
+        raise typer.Exit(2)
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        typer.echo(f"captioner: no *.sql files in {directory}", err=True)
+        raise typer.Exit(2)
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for path in files:
+                apply_migration(conn, path)
+    except psycopg.OperationalError as exc:
+        typer.echo(f"captioner: cannot connect to the database: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def apply_migration(conn: Any, path: Path) -> None:
+    """Run one file in one transaction; exit 1 with the file's name when it fails."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            conn.execute(path.read_bytes())
+    except psycopg.Error as exc:
+        typer.echo(f"captioner: {path.name} failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"applied {path.name}")
+
+
+# --------------------------------------------------------------------------------- status
+
+
+@cli.command()
+def status(
+    failures: Annotated[int, typer.Option(min=0, help="How many recent failures to list.")] = 10,
+) -> None:
+    """Show the job queue: jobs per state, the oldest pending job's age, recent failures.
+
+    Needs the Supabase settings.
+
+    Example: `captioner status --failures 20`
+    """
+    settings = settings_or_exit(Settings)
+    stats, recent = asyncio.run(read_status(settings, failures))
+    typer.echo("jobs:")
+    for row in stats:
+        oldest = row.state == "pending" and row.jobs
+        age = f"  (oldest {format_age(row.oldest_seconds)})" if oldest else ""
+        typer.echo(f"  {row.state:<8} {row.jobs:>8}{age}")
+    if recent:
+        typer.echo("recent failures:")
+    for failure in recent:
+        typer.echo(
+            f"  {failure['failed_at']}  {failure['bucket_id']}/{failure['name']}"
+            f"  ({failure['attempts']} attempts): {failure['last_error']}"
+        )
+
+
+async def read_status(settings: Settings, limit: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    async with connect(settings) as connection:
+        stats = await connection.queue.stats()
+        recent = await connection.queue.failures(limit) if limit else []
+    return stats, recent
+
+
+def format_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""1. Ingress: webhooks accepted per second, and latency, against ONE uvicorn process.
+
+Each webhook is a real INSERT payload for an object that exists in storage.objects (rows
+inserted with the trigger off, so the webhook's enqueue really inserts the job). The
+worker is off (WORKER_ENABLED=false) and no PUBLIC_WEBHOOK_URL is set: only ingress runs.
+
+The service's rpc goes to one of three PostgREST back ends, to say what limits it:
+  stand-in  tests/harness SupabaseStandIn: a new Postgres connection per request (unlike
+            production, where PostgREST keeps a pool);
+  pooled    the same stand-in with pooled connections (bench.common.PooledSupabaseStandIn);
+  no-db     a minimal PostgREST answering "queued" without a database: the service's own
+            cost per webhook (HTTP in, validation, rpc client round trip).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bench.common import Environment, Result, run_load
+from tests.harness.servers import ThreadedServer
+
+CONNECTIONS = 32
+TARGET_RPS = 1000
+TARGET_P99_MS = 50
+
+
+class MinimalPostgrest:
+    """Answers the rpc calls of the ingress path at once, without a database."""
+
+    def __init__(self) -> None:
+        self.app = Starlette(routes=[Route("/rest/v1/rpc/{fn}", self.rpc, methods=["POST"])])
+
+    async def rpc(self, request: Request) -> Response:
+        await request.body()
+        canned = {"caption_jobs_enqueue": "queued", "caption_jobs_stats": []}
+        fn = request.path_params["fn"]
+        return JSONResponse(canned[fn]) if fn in canned else Response(status_code=204)
+
+
+def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
+    duration = 3.0 if quick else 8.0
+    count = 6000 if quick else 15000  # distinct objects: a repeat would be a 'duplicate'
+    with env.stack(pooled=mode == "pooled") as stack:
+        ids, _ = stack.insert_objects([b"\xff\xd8 not read"], count, trigger=False)
+        payloads = stack.webhook_payloads(ids)
+        server = ThreadedServer(MinimalPostgrest().app).start() if mode == "no-db" else None
+        try:
+            service = stack.service(server.url if server else None, worker_enabled="false")
+            stats = run_load(
+                service.url + "/webhooks/storage", payloads, CONNECTIONS,
+                duration=duration, warmup=200, scratch=env.scratch,
+            )
+        finally:
+            if server is not None:
+                server.stop()
+        stats["jobs_queued"] = stack.query("select count(*) from captioner.jobs")[0][0]
+    return stats
+
+
+def run(env: Environment, quick: bool) -> list[Result]:
+    modes = {mode: measure(env, mode, quick) for mode in ("stand-in", "pooled", "no-db")}
+    results = []
+    for mode, stats in modes.items():
+        ok = stats["statuses"].get("200", 0)
+        rps = ok / stats["seconds"]
+        passed = rps >= TARGET_RPS and (stats["p99_ms"] or 1e9) <= TARGET_P99_MS
+        results.append(
+            Result(
+                f"1. ingress, rpc via {mode}",
+                rps,
+                "webhooks/s",
+                f">= {TARGET_RPS}/s and p99 <= {TARGET_P99_MS} ms",
+                passed if mode == "stand-in" else None,
+                f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
+                f"{CONNECTIONS} keep-alive connections, statuses {stats['statuses']}"
+                + (f", errors {stats['errors']}" if stats["errors"] else ""),
+                {"load": stats},
+            )
+        )
+    return results

@@ -1,0 +1,244 @@
+"""The `captioner` command, run for real as a subprocess against the stand-ins."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.harness.postgres import SUPABASE_SQL, apply_sql_file, database_url, drop_database
+from tests.harness.supabase_stub import create_bucket
+from tests.harness.waiting import wait_until
+from tests.service_process import FAST_ENV, free_port
+from tests.support import make_image, query, query_one, upload
+
+CAPTIONER = Path(sys.executable).parent / "captioner"
+MIGRATIONS = sorted((Path(__file__).resolve().parents[1] / "migrations").glob("*.sql"))
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """Only what a shell would have, plus `values`: no settings leak in from the test run."""
+    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+    return {**env, "NO_COLOR": "1", "COLUMNS": "200", **values}
+
+
+def captioner(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CAPTIONER), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+
+
+def hf_env(hf, **values: str) -> dict[str, str]:
+    return clean_env(
+        CAPTION_BACKEND="hf", CAPTION_MODEL=f"{hf.url}/models/x", HF_TOKEN="x", **values
+    )
+
+
+def supabase_env(supabase, hf, **values: str) -> dict[str, str]:
+    return hf_env(
+        hf,
+        SUPABASE_URL=supabase.url,
+        SUPABASE_SERVICE_ROLE_KEY=supabase.service_key,
+        WEBHOOK_SECRET="cli-test-secret",
+        **FAST_ENV,
+        **values,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    from tests.tiny_blip import build_tiny_blip
+
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "red.png": make_image((220, 30, 30), size=(120, 80)),
+        "blue.jpg": make_image((30, 60, 220), size=(90, 60), fmt="JPEG"),
+        "notes.txt": b"plain text, not an image",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: tmp_path / name for name in files}
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[str]:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_caption_files_with_the_local_model(tiny_blip, pictures, tmp_path):
+    env = clean_env(
+        CAPTION_BACKEND="local",
+        LOCAL_MODEL=str(tiny_blip),
+        LOCAL_DEVICE="cpu",
+        MAX_NEW_TOKENS="5",
+        HF_HUB_OFFLINE="1",
+    )
+
+    result = captioner("caption", "red.png", "blue.jpg", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["red.png", "blue.jpg"]
+    assert all(line.split("\t")[1].strip() for line in lines)
+
+
+def test_caption_json_lines_and_a_bad_file(hf, pictures, tmp_path):
+    args = ("caption", "--json", "red.png", "notes.txt", "missing.png", "blue.jpg")
+
+    result = captioner(*args, env=hf_env(hf), cwd=tmp_path)
+
+    assert result.returncode == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(row["source"], row["caption"]) for row in rows] == [
+        ("red.png", "a 120x80 picture, mostly red"),
+        ("blue.jpg", "a 90x60 picture, mostly blue"),
+    ]
+    assert all(row["model"] == f"{hf.url}/models/x" and row["elapsed_ms"] >= 0 for row in rows)
+    errors = result.stderr.splitlines()
+    assert "notes.txt: error: not a supported raster image" in errors[0]
+    assert errors[1] == "missing.png: error: No such file or directory"
+    assert "Traceback" not in result.stderr
+
+
+def test_caption_urls_with_the_byte_cap(hf, pictures, tmp_path, file_server):
+    (tmp_path / "big.png").write_bytes(make_image(size=(600, 600), fmt="BMP"))
+    urls = [f"{file_server}/red.png", f"{file_server}/big.png", f"{file_server}/gone.png"]
+
+    result = captioner("caption", *urls, env=hf_env(hf, MAX_IMAGE_BYTES="100000"), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout == f"{urls[0]}\ta 120x80 picture, mostly red\n"
+    assert f"{urls[1]}: error: image too large" in result.stderr
+    assert "MAX_IMAGE_BYTES=100000" in result.stderr
+    assert f"{urls[2]}: error: download failed: HTTP 404" in result.stderr
+
+
+def test_missing_settings_name_the_variable_and_exit_2(tmp_path):
+    for command in ("status", "serve"):
+        result = captioner(command, env=clean_env(), cwd=tmp_path)
+        assert result.returncode == 2, command
+        assert "SUPABASE_URL is required but not set" in result.stderr
+        assert "Traceback" not in result.stderr
+    result = captioner("caption", "x.png", env=clean_env(CAPTION_BACKEND="gpu"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "CAPTION_BACKEND" in result.stderr and "Traceback" not in result.stderr
+    result = captioner("migrate", env=clean_env(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+
+
+@pytest.fixture
+def empty_supabase_db(pg_server) -> Iterator[str]:
+    """A fresh database with only the Supabase stand-in's schema: no migration applied."""
+    name = f"captioner_cli_{os.getpid()}"
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    url = database_url(pg_server.admin_url, name)
+    apply_sql_file(url, SUPABASE_SQL)
+    yield url
+    drop_database(pg_server.admin_url, url)
+
+
+def test_migrate_applies_every_file_and_can_run_again(empty_supabase_db, tmp_path):
+    env = clean_env(DATABASE_URL=empty_supabase_db)
+    expected = [f"applied {path.name}" for path in MIGRATIONS]
+
+    first = captioner("migrate", env=env, cwd=tmp_path)
+    second = captioner("migrate", env=env, cwd=tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == expected
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == expected
+    functions = query(
+        empty_supabase_db,
+        "select proname from pg_proc where proname like 'caption\\_%' order by proname",
+    )
+    assert {"caption_jobs_claim", "caption_jobs_bucket_stats"} <= {f["proname"] for f in functions}
+
+
+def test_migrate_reports_the_failing_file(empty_supabase_db, tmp_path):
+    (tmp_path / "0001_ok.sql").write_text("create table if not exists t (id int);")
+    (tmp_path / "0002_bad.sql").write_text("select * from no_such_table;")
+
+    result = captioner(
+        "migrate", "--database-url", empty_supabase_db, "--dir", str(tmp_path),
+        env=clean_env(), cwd=tmp_path,
+    )
+
+    assert result.returncode == 1
+    assert result.stdout == "applied 0001_ok.sql\n"
+    assert "0002_bad.sql failed" in result.stderr and "no_such_table" in result.stderr
+
+
+def test_backfill_captions_a_bucket_then_status_reports(supabase, hf, tmp_path):
+    create_bucket(supabase.db_url, "images")
+    ids = [upload(supabase, f"old/{n}.png", make_image((30, 160, 60))) for n in range(3)]
+    upload(supabase, "old/liar.png", b"not really a PNG")
+    upload(supabase, "old/readme.txt", b"hello", "text/plain")
+    query(supabase.db_url, "delete from captioner.jobs")  # as if uploaded before install
+    env = supabase_env(supabase, hf)
+
+    result = captioner("backfill", "--bucket", "images", "--batch", "2", env=env, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr  # one image failed
+    print(result.stderr)
+    summary = "bucket images: 3 captioned, 1 failed, 1 skipped (not images), 0 already captioned"
+    assert result.stdout.splitlines()[-1] == summary
+    for object_id in ids:
+        row = query_one(supabase.db_url, "select * from image_caption where id = %s", object_id)
+        assert row and row["caption"] == "a 64x48 picture, mostly green"
+
+    again = captioner("backfill", "--bucket", "images", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1].startswith("bucket images: 0 captioned, 0 failed")
+
+    status = captioner("status", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    lines = [line.split() for line in status.stdout.splitlines()]
+    assert ["done", "3"] in lines and ["failed", "1"] in lines and ["pending", "0"] in lines
+    assert "images/old/liar.png  (1 attempts): not a supported raster image" in status.stdout
+
+
+def test_serve_runs_the_service(supabase, hf, tmp_path):
+    port = free_port()
+    env = supabase_env(supabase, hf, UI_ENABLED="false")
+    proc = subprocess.Popen(
+        [str(CAPTIONER), "serve", "--port", str(port)], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), timeout=30,
+                   message="captioner serve never became ready")
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
