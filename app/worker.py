@@ -94,6 +94,20 @@ class Worker:
             extra={"object_id": job.object_id, "attempt": job.attempts},
         )
         try:
+            await self._settle(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the outcome could not be recorded: the lease will expire
+            log.warning(
+                "could not record the outcome of %s/%s (%s); it runs again after its lease",
+                job.bucket_id,
+                job.name,
+                exc,
+                extra={"object_id": job.object_id, "attempt": job.attempts},
+            )
+
+    async def _settle(self, job: Job) -> None:
+        try:
             caption = await self.caption(job)
             stored = await self._queue.complete(job, caption, self._captioner.model)
             metrics.JOB_OUTCOMES.labels("done" if stored else "discarded").inc()

@@ -133,6 +133,7 @@ class HuggingFaceStandIn:
                 "content_type": request.headers.get("content-type"), "n_bytes": len(body),
                 "status": response.status_code,
                 "authorization": request.headers.get("authorization"),
+                "body": body,
             })
         return response
 
