@@ -92,3 +92,22 @@ def test_logs_are_json_lines_with_the_object_id():
     assert event["message"] == "captioned x"
     assert event["object_id"] == "abc" and event["attempt"] == 2
     assert event["level"] == "INFO" and event["logger"] == "app.worker"
+
+
+def test_start_waits_for_supabase_before_reporting_ready(supabase, hf):
+    from app.main import create_app
+    from tests.harness.servers import ThreadedServer
+    from tests.harness.waiting import wait_until
+    from tests.support import service_settings
+
+    supabase.faults.add("rpc:caption_configure", status=503, times=3)
+    app = create_app(service_settings(supabase, hf, retry_base_seconds=0.1))
+    with ThreadedServer(app).start() as server:
+        first = httpx.get(server.url + "/readyz")
+        wait_until(lambda: httpx.get(server.url + "/readyz").status_code == 200, timeout=15,
+                   message="never ready after Supabase recovered")
+
+    assert first.status_code == 503
+    assert first.json()["checks"]["supabase"] == "waiting"
+    configure_calls = [status for route, status in supabase.calls if route == "rpc:caption_configure"]
+    assert configure_calls == [503, 503, 503, 204]  # void function: 204, like PostgREST
