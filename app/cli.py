@@ -16,9 +16,21 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import httpx
+import psycopg
 import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from supabase import AsyncClient
 
+from app.api import caption_image, read_file, too_large_reason
+from app.captioning import Captioner, build_captioner
 from app.config import CaptionSettings, Settings, SettingsError, load_settings
+from app.errors import CaptionError, PermanentError
+from app.jobs import JobQueue, QueueStats
+from app.main import connect_supabase, create_app
+from app.storage import ObjectFetcher
+from app.worker import Worker
 
 S = TypeVar("S", bound=CaptionSettings)
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"  # next to the package
@@ -70,10 +82,6 @@ def serve(
     Example: `captioner serve --host 0.0.0.0 --port 8000`
     """
     settings = settings_or_exit(Settings)
-    import uvicorn
-
-    from app.main import create_app
-
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -134,8 +142,6 @@ def caption(
 
 async def caption_sources(sources: list[str], settings: CaptionSettings) -> list[Outcome]:
     """Caption every source (a few at a time), in the order given."""
-    from app.captioning import build_captioner
-
     captioner = build_captioner(settings)
     limit = asyncio.Semaphore(CAPTION_CONCURRENCY)
     try:
@@ -151,11 +157,8 @@ async def caption_sources(sources: list[str], settings: CaptionSettings) -> list
 
 
 async def caption_source(
-    source: str, captioner: Any, settings: CaptionSettings, http: httpx.AsyncClient
+    source: str, captioner: Captioner, settings: CaptionSettings, http: httpx.AsyncClient
 ) -> Outcome:
-    from app.api import caption_image
-    from app.errors import CaptionError
-
     started = time.perf_counter()
     try:
         data = await read_source(source, settings.max_image_bytes, http)
@@ -172,17 +175,12 @@ async def caption_source(
 
 async def read_source(source: str, limit: int, http: httpx.AsyncClient) -> bytes:
     """A local file's or an http(s) URL's bytes, never more than `limit`."""
-    from app.api import read_file
-
     if source.startswith(("http://", "https://")):
         return await download(source, limit, http)
     return await asyncio.to_thread(read_file, Path(source), limit)
 
 
 async def download(url: str, limit: int, http: httpx.AsyncClient) -> bytes:
-    from app.api import too_large_reason
-    from app.errors import PermanentError
-
     async with http.stream("GET", url) as response:
         if response.status_code != 200:
             raise PermanentError(f"download failed: HTTP {response.status_code}")
@@ -202,17 +200,14 @@ async def download(url: str, limit: int, http: httpx.AsyncClient) -> bytes:
 
 @dataclass
 class Connection:
-    supabase: Any
-    queue: Any
+    supabase: AsyncClient
+    queue: JobQueue
     settings: Settings
 
 
 @asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[Connection]:
     """A Supabase client and job queue for one command."""
-    from app.jobs import JobQueue
-    from app.main import connect_supabase
-
     async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
         supabase = await connect_supabase(settings, http)
         worker_id = f"cli:{socket.gethostname()}:{os.getpid()}"
@@ -221,10 +216,9 @@ async def connect(settings: Settings) -> AsyncIterator[Connection]:
 
 async def bucket_stats(connection: Connection, bucket: str) -> dict[str, int]:
     """Counts for one bucket (migrations/0005_cli.sql)."""
-    response = await connection.supabase.rpc(
-        "caption_jobs_bucket_stats", {"p_bucket": bucket}
-    ).execute()
-    return dict(response.data[0])
+    query = connection.supabase.rpc("caption_jobs_bucket_stats", {"p_bucket": bucket})
+    rows: Any = (await query.execute()).data
+    return {key: int(value) for key, value in rows[0].items()}
 
 
 # ------------------------------------------------------------------------------- backfill
@@ -239,7 +233,8 @@ def backfill(
 
     Queues the bucket's uncaptioned images (in batches), then captions them with the
     same worker as the service (WORKER_CONCURRENCY at a time, with its retries), until
-    none of the bucket's jobs is pending or running. A service running meanwhile helps.
+    none of the bucket's jobs is pending or running; exit code 1 if some failed. Like any
+    worker it also takes other buckets' due jobs, and a service running meanwhile helps.
     Needs the Supabase settings. Images that failed earlier stay failed (see `status`).
 
     Example: `captioner backfill --bucket images`
@@ -274,13 +269,6 @@ async def run_backfill(settings: Settings, bucket: str, batch: int) -> dict[str,
 
 async def caption_queued(connection: Connection, bucket: str, total: int) -> None:
     """Run a worker, with a progress bar, until the bucket has no pending or running job."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from app.captioning import build_captioner
-    from app.storage import ObjectFetcher
-    from app.worker import Worker
-
     settings = connection.settings
     fetcher = ObjectFetcher(
         connection.supabase,
@@ -338,8 +326,6 @@ def migrate(
     Example: `DATABASE_URL=postgresql://postgres:...@db.<ref>.supabase.co:5432/postgres
     captioner migrate`
     """
-    import psycopg
-
     if not database_url:
         typer.echo("captioner: DATABASE_URL is required (or --database-url)", err=True)
         raise typer.Exit(2)
@@ -356,10 +342,8 @@ def migrate(
         raise typer.Exit(1) from None
 
 
-def apply_migration(conn: Any, path: Path) -> None:
+def apply_migration(conn: psycopg.Connection, path: Path) -> None:
     """Run one file in one transaction; exit 1 with the file's name when it fails."""
-    import psycopg
-
     try:
         with conn.transaction():
             conn.execute(path.read_bytes())
@@ -398,7 +382,9 @@ def status(
         )
 
 
-async def read_status(settings: Settings, limit: int) -> tuple[list[Any], list[dict[str, Any]]]:
+async def read_status(
+    settings: Settings, limit: int
+) -> tuple[list[QueueStats], list[dict[str, Any]]]:
     async with connect(settings) as connection:
         stats = await connection.queue.stats()
         recent = await connection.queue.failures(limit) if limit else []

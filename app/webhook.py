@@ -58,6 +58,25 @@ def answer(result: WebhookResult) -> WebhookResult:
     return result
 
 
+def inline_defs(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` inlined: inside openapi.json, a local
+    "#/$defs/..." $ref would point at the document's root, where there are none."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return dict(inline(schema))
+
+
 def require_webhook_secret(
     request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
@@ -121,7 +140,7 @@ def triage(payload: WebhookPayload) -> str | None:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": WebhookPayload.model_json_schema()}},
+            "content": {"application/json": {"schema": inline_defs(WebhookPayload)}},
         }
     },
     responses={401: {"description": "wrong secret"}, 413: {"description": "body too large"}},

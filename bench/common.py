@@ -358,13 +358,16 @@ class PooledSupabaseStandIn(SupabaseStandIn):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pool: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
+        self._pool_lock: asyncio.Lock | None = None
 
     async def _connections(self) -> asyncio.Queue[psycopg.AsyncConnection[Any]]:
-        if self._pool is None:
-            pool: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
-            for _ in range(self.pool_size):
-                pool.put_nowait(await psycopg.AsyncConnection.connect(self.db_url))
-            if self._pool is None:  # another request may have raced us here
+        if self._pool_lock is None:  # made in the server's event loop, on first use
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                pool: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+                for _ in range(self.pool_size):
+                    pool.put_nowait(await psycopg.AsyncConnection.connect(self.db_url))
                 self._pool = pool
         return self._pool
 
