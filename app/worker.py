@@ -38,6 +38,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Job] = {}
+        self._claiming: asyncio.Future[int] | None = None
 
     def wake(self) -> None:
         """Look for work now (a webhook arrived) rather than at the next poll."""
@@ -53,7 +54,10 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()  # before claiming, so a wake-up during the claim is not lost
             try:
-                started = await self._claim_and_start()
+                # shielded: cancelling run() (shutdown) must not cut a claim short after the
+                # database leased the jobs, or they would stay 'running' until the lease ends
+                self._claiming = asyncio.ensure_future(self._claim_and_start())
+                started = await asyncio.shield(self._claiming)
                 failures = 0
             except Exception as exc:  # database or network trouble: back off, keep going
                 failures += 1
@@ -70,6 +74,9 @@ class Worker:
         jobs = await self._queue.claim(
             free, self._settings.lease_seconds, self._settings.max_attempts
         )
+        if self._stopping.is_set():  # leased while shutting down: give them straight back
+            await self._release(jobs)
+            return 0
         for job in jobs:
             task = asyncio.create_task(self.process(job))
             self._in_flight[task] = job
@@ -181,13 +188,19 @@ class Worker:
         """Stop claiming; let in-flight jobs finish within the grace period, release the rest."""
         self._stopping.set()
         self._wake.set()
+        if self._claiming is not None and not self._claiming.done():
+            await asyncio.wait([self._claiming], timeout=grace_seconds)  # its jobs get released
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=grace_seconds)
         leftovers = dict(self._in_flight)
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
-        for job in leftovers.values():
+        await self._release(list(leftovers.values()))
+
+    async def _release(self, jobs: list[Job]) -> None:
+        """Give leased jobs back at once, their attempt refunded (not their fault)."""
+        for job in jobs:
             try:
                 await self._queue.retry(job, None, 0, refund=True)
             except Exception as exc:  # its lease will expire and another worker takes it

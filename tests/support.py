@@ -47,7 +47,9 @@ class RunningService:
         self.server.stop(timeout=10)
 
 
-def service_settings(supabase: SupabaseStandIn, hf: HuggingFaceStandIn, **overrides: Any) -> Settings:
+def service_settings(
+    supabase: SupabaseStandIn, hf: HuggingFaceStandIn, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "supabase_url": supabase.url,
         "supabase_service_role_key": supabase.service_key,
@@ -109,7 +111,12 @@ def upload(
 
 
 def object_id(supabase: SupabaseStandIn, bucket: str, path: str) -> str:
-    row = query_one(supabase.db_url, "select id from storage.objects where bucket_id=%s and name=%s", bucket, path)
+    row = query_one(
+        supabase.db_url,
+        "select id from storage.objects where bucket_id=%s and name=%s",
+        bucket,
+        path,
+    )
     assert row, f"{bucket}/{path} not in storage.objects"
     return str(row["id"])
 
@@ -141,10 +148,11 @@ def wait_for_caption(db_url: str, object_id: str, timeout: float = 15.0) -> dict
     )
 
 
-def wait_for_job_state(db_url: str, object_id: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
+def wait_for_job_state(
+    db_url: str, object_id: str, state: str, timeout: float = 15.0
+) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         job = job_of(db_url, object_id)
         return job if job and job["state"] == state else None
 
     return wait_until(reached, timeout=timeout, message=f"job of {object_id} never {state}")
-

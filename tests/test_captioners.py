@@ -15,15 +15,20 @@ from tests.support import make_image
 
 
 def settings_for(hf, backend: str = "hf", **overrides) -> CaptionSettings:
-    values = {"hf_token": "hf_x", "caption_backend": backend,
-              "caption_model": f"{hf.url}/models/Salesforce/blip-image-captioning-base"}
+    values = {
+        "hf_token": "hf_x",
+        "caption_backend": backend,
+        "caption_model": f"{hf.url}/models/Salesforce/blip-image-captioning-base",
+    }
     return CaptionSettings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
 
 
 def caption(captioner, image_bytes: bytes = make_image((30, 30, 220))) -> str:
     async def run() -> str:
         try:
-            return await captioner.caption(prepare_image(image_bytes, max_side=512, max_pixels=10**8))
+            return await captioner.caption(
+                prepare_image(image_bytes, max_side=512, max_pixels=10**8)
+            )
         finally:
             await captioner.aclose()
 
@@ -41,9 +46,16 @@ def test_image_to_text_sends_the_prepared_jpeg(hf):
 
 
 def test_chat_backend_sends_image_prompt_and_language(hf):
-    captioner = build_captioner(settings_for(
-        hf, "chat", caption_model=hf.url + "/models/Qwen/Qwen2.5-VL-7B-Instruct",
-        caption_prompt="Describe the photo.", caption_language="French", max_new_tokens=40))
+    captioner = build_captioner(
+        settings_for(
+            hf,
+            "chat",
+            caption_model=hf.url + "/models/Qwen/Qwen2.5-VL-7B-Instruct",
+            caption_prompt="Describe the photo.",
+            caption_language="French",
+            max_new_tokens=40,
+        )
+    )
     assert isinstance(captioner, ChatCaptioner)
 
     text = caption(captioner)

@@ -4,8 +4,11 @@ import pytest
 
 from app.config import CaptionSettings, Settings, SettingsError, load_settings
 
-REQUIRED = {"SUPABASE_URL": "http://localhost:54321", "SUPABASE_SERVICE_ROLE_KEY": "key",
-            "WEBHOOK_SECRET": "secret"}
+REQUIRED = {
+    "SUPABASE_URL": "http://localhost:54321",
+    "SUPABASE_SERVICE_ROLE_KEY": "key",
+    "WEBHOOK_SECRET": "secret",
+}
 
 
 @pytest.fixture(autouse=True)

@@ -412,6 +412,22 @@ def test_sigterm_finishes_or_releases_in_flight_jobs_and_exits_0(procs, supabase
     assert len(released) == 2  # the two hung ones, given back with their attempt refunded
 
 
+def test_shutdown_during_a_claim_releases_what_it_leased(service_factory, bucket, supabase, hf):
+    """The claim's rpc is still on its way when the service stops: the jobs it leases must
+    be given back, not left 'running' until their lease expires (5 min by default)."""
+    upload_colours(supabase, 3)
+    supabase.faults.add("rpc:caption_jobs_claim", None, delay=1.0)  # the first claim is slow
+    running = service_factory(worker_concurrency=4)
+
+    running.stop()
+
+    wait_until(lambda: states(supabase.db_url) == Counter({"pending": 3}), timeout=5,
+               message=f"leased jobs not released: {states(supabase.db_url)}")
+    assert all(j["attempts"] == 0 and j["lease_token"] is None for j in jobs(supabase.db_url))
+    assert ("rpc:caption_jobs_claim", 200) in supabase.calls
+    assert hf.requests == []
+
+
 # 7. Backfill / reconcile ---------------------------------------------------------------------
 def test_sweep_backfills_old_images_and_lost_jobs_in_batches(service_factory, bucket,
                                                              supabase, hf):

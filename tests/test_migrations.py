@@ -1,5 +1,6 @@
 """The SQL in migrations/: re-runnable, transactional triggers, and the dashboard's webhook."""
 
+import json
 from pathlib import Path
 
 import psycopg
@@ -7,15 +8,18 @@ import psycopg
 from tests.harness.postgres import apply_sql_file
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
-from tests.support import make_image, query, query_one, upload, wait_for_caption
+from tests.support import TEST_SECRET, make_image, query, query_one, upload, wait_for_caption
 
 MIGRATIONS = sorted(Path(__file__).parents[1].joinpath("migrations").glob("*.sql"))
 
 
 def test_migrations_run_again_without_error_and_keep_data(db_url):
     create_bucket(db_url, "images")
-    query(db_url, "insert into storage.objects (bucket_id, name, version, metadata) values "
-                  "('images', 'a.png', 'v1', '{\"mimetype\": \"image/png\"}')")
+    query(
+        db_url,
+        "insert into storage.objects (bucket_id, name, version, metadata) values "
+        "('images', 'a.png', 'v1', '{\"mimetype\": \"image/png\"}')",
+    )
 
     for path in MIGRATIONS:
         apply_sql_file(db_url, path)
@@ -31,13 +35,21 @@ def test_edge_function_table_is_upgraded_in_place(pg_server, db_template):
     url = create_database(pg_server.admin_url, db_template)
     try:
         query(url, "drop table public.image_caption cascade")
-        query(url, "create table public.image_caption (id uuid primary key "
-                   "references storage.objects (id), caption text)")
+        query(
+            url,
+            "create table public.image_caption (id uuid primary key "
+            "references storage.objects (id), caption text)",
+        )
         for path in MIGRATIONS:
             apply_sql_file(url, path)
-        columns = {r["column_name"] for r in query(
-            url, "select column_name from information_schema.columns "
-                 "where table_schema='public' and table_name='image_caption'")}
+        columns = {
+            r["column_name"]
+            for r in query(
+                url,
+                "select column_name from information_schema.columns "
+                "where table_schema='public' and table_name='image_caption'",
+            )
+        }
         assert {"id", "caption", "model", "object_version", "created_at", "updated_at"} <= columns
     finally:
         drop_database(pg_server.admin_url, url)
@@ -48,8 +60,10 @@ def test_rolled_back_upload_queues_nothing(db_url):
     create_bucket(db_url, "images")
     query(db_url, "select caption_configure('{images}', 'http://127.0.0.1:9/hook', 's')")
     with psycopg.connect(db_url) as conn:
-        conn.execute("insert into storage.objects (bucket_id, name, version, metadata) values "
-                     "('images', 'probe.png', '1', '{\"mimetype\": \"image/png\"}')")
+        conn.execute(
+            "insert into storage.objects (bucket_id, name, version, metadata) values "
+            "('images', 'probe.png', '1', '{\"mimetype\": \"image/png\"}')"
+        )
         conn.rollback()
 
     assert query(db_url, "select * from captioner.jobs") == []
@@ -60,12 +74,15 @@ def test_dashboard_webhook_payload_is_understood(service, supabase, pgnet):
     """A webhook made in the dashboard (supabase_functions.http_request) works as-is."""
     query(supabase.db_url, "select caption_configure('{images}', null, null)")
     query(supabase.db_url, "update captioner.config set webhook_url = null")
-    query(supabase.db_url, f"""
-        create trigger dashboard_hook after insert on storage.objects for each row
-        execute function supabase_functions.http_request(
-          '{service.webhook_url}', 'POST',
-          '{{"Content-Type":"application/json","Authorization":"Bearer {service.settings.webhook_secret[0]}"}}',
-          '{{}}', '5000')""")
+    headers = json.dumps(
+        {"Content-Type": "application/json", "Authorization": f"Bearer {TEST_SECRET}"}
+    )
+    query(
+        supabase.db_url,
+        "create trigger dashboard_hook after insert on storage.objects for each row "
+        "execute function supabase_functions.http_request("
+        f"'{service.webhook_url}', 'POST', '{headers}', '{{}}', '5000')",
+    )
 
     object_id = upload(supabase, "dash.png", make_image())
 

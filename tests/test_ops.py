@@ -14,7 +14,9 @@ AUTH = {"Authorization": f"Bearer {TEST_SECRET}"}
 
 def metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample in Prometheus text format (0 when absent)."""
-    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    wanted = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    )
     for line in text.splitlines():
         if line.startswith(wanted + " "):
             return float(line.rsplit(" ", 1)[1])
@@ -62,8 +64,11 @@ def test_metrics_count_webhooks_jobs_latency_and_bytes(service, supabase, hf, pg
     def grew(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
 
-    assert grew("captioner_webhooks_total", outcome="queued") + grew(
-        "captioner_webhooks_total", outcome="duplicate") >= 1
+    assert (
+        grew("captioner_webhooks_total", outcome="queued")
+        + grew("captioner_webhooks_total", outcome="duplicate")
+        >= 1
+    )
     assert grew("captioner_webhooks_total", outcome="refused_401") == 1
     assert grew("captioner_job_outcomes_total", outcome="retried") == 1
     assert grew("captioner_job_outcomes_total", outcome="done") == 1
@@ -81,8 +86,15 @@ def test_logs_are_json_lines_with_the_object_id():
     configure_logging("INFO")
     handlers = [h for h in logging.getLogger("app").handlers if h.get_name() == "captioner-json"]
     record = logging.getLogger("app.worker").makeRecord(
-        "app.worker", logging.INFO, __file__, 1, "captioned %s", ("x",), None,
-        extra={"object_id": "abc", "attempt": 2})
+        "app.worker",
+        logging.INFO,
+        __file__,
+        1,
+        "captioned %s",
+        ("x",),
+        None,
+        extra={"object_id": "abc", "attempt": 2},
+    )
 
     line = handlers[0].format(record)
 
@@ -104,10 +116,15 @@ def test_start_waits_for_supabase_before_reporting_ready(supabase, hf):
     app = create_app(service_settings(supabase, hf, retry_base_seconds=0.1))
     with ThreadedServer(app).start() as server:
         first = httpx.get(server.url + "/readyz")
-        wait_until(lambda: httpx.get(server.url + "/readyz").status_code == 200, timeout=15,
-                   message="never ready after Supabase recovered")
+        wait_until(
+            lambda: httpx.get(server.url + "/readyz").status_code == 200,
+            timeout=15,
+            message="never ready after Supabase recovered",
+        )
 
     assert first.status_code == 503
     assert first.json()["checks"]["supabase"] == "waiting"
-    configure_calls = [status for route, status in supabase.calls if route == "rpc:caption_configure"]
+    configure_calls = [
+        status for route, status in supabase.calls if route == "rpc:caption_configure"
+    ]
     assert configure_calls == [503, 503, 503, 204]  # void function: 204, like PostgREST

@@ -57,11 +57,20 @@ def test_duplicate_webhooks_give_one_row_and_one_captioner_call(service, supabas
     pgnet.duplicate_rate = 1.0
     object_id = upload(supabase, "twice.png", make_image())
     wait_for_caption(supabase.db_url, object_id)
-    record = query(supabase.db_url, "select to_jsonb(o) as r from storage.objects o where id=%s", object_id)
-    payload = {"type": "INSERT", "table": "objects", "schema": "storage", "record": record[0]["r"],
-               "old_record": None}
+    record = query(
+        supabase.db_url, "select to_jsonb(o) as r from storage.objects o where id=%s", object_id
+    )
+    payload = {
+        "type": "INSERT",
+        "table": "objects",
+        "schema": "storage",
+        "record": record[0]["r"],
+        "old_record": None,
+    }
 
-    again = httpx.post(service.webhook_url, json=payload, headers={"Authorization": f"Bearer {TEST_SECRET}"})
+    again = httpx.post(
+        service.webhook_url, json=payload, headers={"Authorization": f"Bearer {TEST_SECRET}"}
+    )
 
     assert again.status_code == 200
     assert again.json()["status"] == "duplicate"
@@ -126,8 +135,10 @@ def test_overwrite_is_captioned_again_with_the_new_version(service, supabase, hf
 
     upload(supabase, "swap.png", make_image((20, 20, 220)), upsert=True)
 
-    wait_until(lambda: "blue" in caption_of(supabase.db_url, object_id)["caption"],
-               message="overwrite not captioned")
+    wait_until(
+        lambda: "blue" in caption_of(supabase.db_url, object_id)["caption"],
+        message="overwrite not captioned",
+    )
     assert len(query(supabase.db_url, "select * from image_caption")) == 1
 
 
@@ -135,8 +146,13 @@ def test_webhook_without_the_secret_is_refused_and_changes_nothing(service, supa
     object_id = upload(supabase, "quiet.png", make_image())
     wait_for_caption(supabase.db_url, object_id)
     query(supabase.db_url, "delete from captioner.jobs")
-    payload = {"type": "INSERT", "table": "objects", "schema": "storage", "old_record": None,
-               "record": {"id": object_id, "bucket_id": "images", "name": "quiet.png"}}
+    payload = {
+        "type": "INSERT",
+        "table": "objects",
+        "schema": "storage",
+        "old_record": None,
+        "record": {"id": object_id, "bucket_id": "images", "name": "quiet.png"},
+    }
 
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TEST_SECRET}):
         response = httpx.post(service.webhook_url, json=payload, headers=headers)

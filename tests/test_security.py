@@ -40,7 +40,9 @@ def signed_post(service, body: bytes, secret: str = SIGNING_SECRET, **overrides:
     timestamp = int(overrides.pop("timestamp", time.time()))
     from datetime import UTC, datetime
 
-    signature = Webhook(secret).sign(message_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
+    signature = Webhook(secret).sign(
+        message_id, datetime.fromtimestamp(timestamp, UTC), body.decode()
+    )
     headers = {
         "Authorization": f"Bearer {TEST_SECRET}",
         "Content-Type": "application/json",
@@ -52,9 +54,18 @@ def signed_post(service, body: bytes, secret: str = SIGNING_SECRET, **overrides:
 
 
 def insert_payload(supabase, object_id: str) -> bytes:
-    row = query_one(supabase.db_url, "select to_jsonb(o) r from storage.objects o where id=%s", object_id)
-    return json.dumps({"type": "INSERT", "table": "objects", "schema": "storage",
-                       "record": row["r"], "old_record": None}).encode()
+    row = query_one(
+        supabase.db_url, "select to_jsonb(o) r from storage.objects o where id=%s", object_id
+    )
+    return json.dumps(
+        {
+            "type": "INSERT",
+            "table": "objects",
+            "schema": "storage",
+            "record": row["r"],
+            "old_record": None,
+        }
+    ).encode()
 
 
 def test_database_signs_webhooks_that_the_service_verifies(signed_service, supabase, pgnet):
@@ -72,8 +83,9 @@ def test_unsigned_replayed_stale_or_forged_webhooks_are_refused(signed_service, 
     pgnet.paused = True
     object_id = upload(supabase, "plain.png", make_image())
     body = insert_payload(supabase, object_id)
-    unsigned = httpx.post(signed_service.webhook_url, content=body,
-                          headers={"Authorization": f"Bearer {TEST_SECRET}"})
+    unsigned = httpx.post(
+        signed_service.webhook_url, content=body, headers={"Authorization": f"Bearer {TEST_SECRET}"}
+    )
     assert unsigned.status_code == 401 and "webhook-id" in unsigned.json()["detail"]
 
     assert signed_post(signed_service, body, webhook_id="msg_once").status_code == 200
@@ -82,13 +94,22 @@ def test_unsigned_replayed_stale_or_forged_webhooks_are_refused(signed_service, 
 
     stale = signed_post(signed_service, body, timestamp=str(int(time.time()) - 3600))
     assert stale.status_code == 401
-    forged = signed_post(signed_service, body, secret="whsec_" + base64.b64encode(b"x" * 32).decode())
+    forged = signed_post(
+        signed_service, body, secret="whsec_" + base64.b64encode(b"x" * 32).decode()
+    )
     assert forged.status_code == 401
     tampered = signed_post(signed_service, body.replace(b"plain.png", b"other.png"))
     assert tampered.status_code == 200  # signed anew by us: the check is on the exact bytes
-    garbage = httpx.post(signed_service.webhook_url, content=body, headers={
-        "Authorization": f"Bearer {TEST_SECRET}", "webhook-id": "x", "webhook-timestamp": "nan",
-        "webhook-signature": "v1,@@@ nonsense"})
+    garbage = httpx.post(
+        signed_service.webhook_url,
+        content=body,
+        headers={
+            "Authorization": f"Bearer {TEST_SECRET}",
+            "webhook-id": "x",
+            "webhook-timestamp": "nan",
+            "webhook-signature": "v1,@@@ nonsense",
+        },
+    )
     assert garbage.status_code == 401
 
 
@@ -112,7 +133,9 @@ def test_secrets_stay_out_of_trigger_text(signed_service, supabase):
     text = "\n".join(row["d"] for row in definitions)
     assert "caption_on_object_change" in text
     assert TEST_SECRET not in text and SIGNING_SECRET not in text
-    config = query_one(supabase.db_url, "select webhook_secret, signing_secret from captioner.config")
+    config = query_one(
+        supabase.db_url, "select webhook_secret, signing_secret from captioner.config"
+    )
     assert config == {"webhook_secret": TEST_SECRET, "signing_secret": SIGNING_SECRET}
 
 
@@ -138,41 +161,63 @@ def test_only_service_role_may_use_the_queue(service, supabase):
     anon = create_client(supabase.url, supabase.anon_key)
     user = create_client(supabase.url, supabase.user_key(str(uuid.uuid4())))
     for client in (anon, user):
-        for fn, args in (("caption_jobs_stats", {}), ("caption_jobs_enqueue", {"p_object_id": str(uuid.uuid4())}),
-                         ("caption_jobs_claim", {"p_worker": "x", "p_limit": 1, "p_lease_seconds": 5, "p_max_attempts": 1}),
-                         ("caption_configure", {"p_buckets": ["x"]})):
+        for fn, args in (
+            ("caption_jobs_stats", {}),
+            ("caption_jobs_enqueue", {"p_object_id": str(uuid.uuid4())}),
+            (
+                "caption_jobs_claim",
+                {"p_worker": "x", "p_limit": 1, "p_lease_seconds": 5, "p_max_attempts": 1},
+            ),
+            ("caption_configure", {"p_buckets": ["x"]}),
+        ):
             with pytest.raises(Exception) as denied:
                 client.rpc(fn, args).execute()
             assert "permission denied" in str(denied.value), fn
         with pytest.raises(Exception) as hidden:
             client.schema("captioner").table("jobs").select("*").execute()
         assert "PGRST106" in str(hidden.value) or "schema" in str(hidden.value).lower()
-    assert query_one(supabase.db_url, "select buckets from captioner.config")["buckets"] == ["images"]
+    assert query_one(supabase.db_url, "select buckets from captioner.config")["buckets"] == [
+        "images"
+    ]
 
 
 def test_caption_readable_only_by_who_can_read_the_image(service, supabase):
     alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
-    query(supabase.db_url, "create policy own on storage.objects for select to authenticated "
-                           "using (owner_id = (select auth.uid())::text)")
+    query(
+        supabase.db_url,
+        "create policy own on storage.objects for select to authenticated "
+        "using (owner_id = (select auth.uid())::text)",
+    )
     object_id = upload(supabase, "alice.png", make_image())
-    query(supabase.db_url, "update storage.objects set owner_id = %s where id = %s", alice, object_id)
+    query(
+        supabase.db_url, "update storage.objects set owner_id = %s where id = %s", alice, object_id
+    )
     wait_for_caption(supabase.db_url, object_id)
 
     def captions(key: str) -> list[dict]:
-        return create_client(supabase.url, key).table("image_caption").select("id, caption").execute().data
+        return (
+            create_client(supabase.url, key)
+            .table("image_caption")
+            .select("id, caption")
+            .execute()
+            .data
+        )
 
     assert [row["id"] for row in captions(supabase.user_key(alice))] == [object_id]
     assert captions(supabase.user_key(bob)) == []
     assert captions(supabase.anon_key) == []
     with pytest.raises(Exception) as denied:
         create_client(supabase.url, supabase.user_key(alice)).table("image_caption").upsert(
-            {"id": object_id, "caption": "vandalised"}).execute()
+            {"id": object_id, "caption": "vandalised"}
+        ).execute()
     assert "permission denied" in str(denied.value) or "42501" in str(denied.value)
     assert caption_of(supabase.db_url, object_id)["caption"] != "vandalised"
 
 
 def test_redirects_from_storage_are_not_followed(service, supabase, hf):
-    supabase.faults.add("download", status=302, body={"location": "http://169.254.169.254/"}, times=10)
+    supabase.faults.add(
+        "download", status=302, body={"location": "http://169.254.169.254/"}, times=10
+    )
     object_id = upload(supabase, "redirect.png", make_image())
 
     job = wait_for_job_state(supabase.db_url, object_id, "failed")
