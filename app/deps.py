@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from supabase import AsyncClient
 
+from app.batching import MicroBatcher
 from app.captioning import Captioner
 from app.config import Settings
 from app.jobs import JobQueue
@@ -27,6 +28,7 @@ class Runtime:
     captioner: Captioner
     worker: Worker | None
     signatures: SignatureVerifier | None
+    enqueue: MicroBatcher[str, str]  # webhooks' object ids, enqueued a batch per round trip
 
 
 def secret_matches(presented: str, secrets: Iterable[str]) -> bool:
@@ -41,12 +43,12 @@ def bearer_matches(authorization: str | None, secrets: Iterable[str]) -> bool:
     return scheme.lower() == "bearer" and secret_matches(token.strip(), secrets)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -55,18 +57,13 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_queue(runtime: RuntimeDep) -> JobQueue:
+async def get_queue(runtime: RuntimeDep) -> JobQueue:
     return runtime.queue
 
 
-def get_worker(runtime: RuntimeDep) -> Worker | None:
-    return runtime.worker
-
-
-def get_captioner(runtime: RuntimeDep) -> Captioner:
+async def get_captioner(runtime: RuntimeDep) -> Captioner:
     return runtime.captioner
 
 
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
-WorkerDep = Annotated[Worker | None, Depends(get_worker)]
 CaptionerDep = Annotated[Captioner, Depends(get_captioner)]

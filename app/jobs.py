@@ -53,9 +53,10 @@ class JobQueue:
             p_signing_secret=signing[0] if webhook_on and signing else None,
         )
 
-    async def enqueue(self, object_id: str) -> str:
-        """'queued', 'duplicate' or 'ignored: <reason>' (decided by the database)."""
-        return str(await self._rpc("caption_jobs_enqueue", p_object_id=object_id))
+    async def enqueue(self, object_ids: list[str]) -> list[str]:
+        """For each object: 'queued', 'duplicate' or 'ignored: <reason>' (the database decides)."""
+        rows = await self._rpc("caption_jobs_enqueue", p_object_ids=object_ids)
+        return [row["outcome"] for row in rows]
 
     async def claim(self, limit: int, lease_seconds: int, max_attempts: int) -> list[Job]:
         rows = await self._rpc(

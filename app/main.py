@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app import __version__, api, ops, ui, webhook
+from app.batching import MicroBatcher
 from app.captioning import build_captioner
 from app.config import Settings, get_settings
 from app.deps import Runtime
@@ -24,6 +25,9 @@ from app.webhook_signature import SignatureVerifier
 from app.worker import Sweeper, Worker, backoff_delay
 
 log = logging.getLogger(__name__)
+# Webhooks arriving together share one enqueue round trip; each still waits for its commit.
+ENQUEUE_BATCH = 200
+ENQUEUE_WAIT_SECONDS = 0.002
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,6 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         starter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starter
+        await runtime.enqueue.aclose(RuntimeError("shutting down"))
         if runtime.worker is not None:
             await runtime.worker.stop(settings.shutdown_grace_seconds)
         await runtime.captioner.aclose()
@@ -79,7 +84,8 @@ async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
     worker = Worker(queue, fetcher, captioner, settings) if settings.worker_enabled else None
     signing = settings.webhook_signing_secret
     signatures = SignatureVerifier(signing) if signing else None
-    return Runtime(settings, supabase, queue, fetcher, captioner, worker, signatures)
+    enqueue = MicroBatcher(queue.enqueue, max_size=ENQUEUE_BATCH, max_wait=ENQUEUE_WAIT_SECONDS)
+    return Runtime(settings, supabase, queue, fetcher, captioner, worker, signatures, enqueue)
 
 
 async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> AsyncClient:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import metrics
-from app.deps import QueueDep, RuntimeDep, SettingsDep, WorkerDep, bearer_matches
+from app.deps import RuntimeDep, SettingsDep, bearer_matches
 from app.webhook_signature import InvalidSignature
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def inline_defs(model: type[BaseModel]) -> dict[str, Any]:
     return dict(inline(schema))
 
 
-def require_webhook_secret(
+async def require_webhook_secret(
     request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """`Authorization: Bearer <secret>`, compared in constant time against every accepted secret.
@@ -147,8 +147,7 @@ def triage(payload: WebhookPayload) -> str | None:
 )
 async def storage_webhook(
     payload: Annotated[WebhookPayload, Depends(read_payload)],
-    queue: QueueDep,
-    worker: WorkerDep,
+    runtime: RuntimeDep,
 ) -> WebhookResult:
     if (reason := triage(payload)) is not None:
         return answer(WebhookResult(status="ignored", reason=reason))
@@ -156,7 +155,7 @@ async def storage_webhook(
         raise refuse(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{payload.type} without record")
     object_id = payload.record.id
     try:
-        outcome = await queue.enqueue(str(object_id))
+        outcome = await runtime.enqueue.submit(str(object_id))
     except Exception as exc:
         log.warning("enqueue failed for %s: %s", object_id, exc)
         raise refuse(
@@ -165,8 +164,8 @@ async def storage_webhook(
     if outcome.startswith("ignored"):
         reason = outcome.partition(": ")[2]
         return answer(WebhookResult(status="ignored", reason=reason, object_id=object_id))
-    if worker is not None:
-        worker.wake()
+    if runtime.worker is not None:
+        runtime.worker.wake()
     return answer(
         WebhookResult(status="queued" if outcome == "queued" else "duplicate", object_id=object_id)
     )

@@ -35,6 +35,10 @@ class Worker:
         self._fetcher = fetcher
         self._captioner = captioner
         self._settings = settings
+        # The captioner sees at most WORKER_CONCURRENCY images at once; as many more jobs are
+        # fetched and prepared meanwhile, so a free captioner slot never waits on storage.
+        self._caption_slots = asyncio.Semaphore(settings.worker_concurrency)
+        self._max_in_flight = 2 * settings.worker_concurrency
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Job] = {}
@@ -68,7 +72,7 @@ class Worker:
                 await self._wait(self._settings.worker_poll_interval)
 
     async def _claim_and_start(self) -> int:
-        free = self._settings.worker_concurrency - len(self._in_flight)
+        free = self._max_in_flight - len(self._in_flight)
         if free <= 0:
             return 0
         jobs = await self._queue.claim(
@@ -152,8 +156,9 @@ class Worker:
         )
         metrics.BYTES_SENT.inc(len(image.data))
         try:
-            with metrics.CAPTION_SECONDS.time():
-                caption = (await self._captioner.caption(image)).strip()
+            async with self._caption_slots:
+                with metrics.CAPTION_SECONDS.time():
+                    caption = (await self._captioner.caption(image)).strip()
         except CaptionError as exc:
             metrics.CAPTION_ERRORS.labels(exc.kind).inc()
             raise

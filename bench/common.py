@@ -140,8 +140,16 @@ class Stack:
         )
         env.update({key.upper(): str(value) for key, value in overrides.items()})
         command = [
-            sys.executable, "-m", "uvicorn", "--factory", factory,
-            "--workers", "1", "--no-access-log", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
         ]
         log = self.env.scratch / f"service-{uuid.uuid4().hex[:6]}.log"
         proc = ServiceProcess(command, env, log)
@@ -167,9 +175,13 @@ class Stack:
             os.link(source, self.storage_dir / f"{object_id}.{version}")
             size = source.stat().st_size
             metadata = {
-                "eTag": f'"{uuid.uuid4().hex}"', "size": size, "mimetype": "image/jpeg",
-                "cacheControl": "max-age=3600", "lastModified": formatdate(usegmt=True),
-                "contentLength": size, "httpStatusCode": 200,
+                "eTag": f'"{uuid.uuid4().hex}"',
+                "size": size,
+                "mimetype": "image/jpeg",
+                "cacheControl": "max-age=3600",
+                "lastModified": formatdate(usegmt=True),
+                "contentLength": size,
+                "httpStatusCode": 200,
             }
             name = f"{prefix}/{index:06d}.jpg"
             rows.append((object_id, BUCKET, name, version, Jsonb(metadata)))
@@ -198,8 +210,13 @@ class Stack:
             )
         return [
             json.dumps(
-                {"type": "INSERT", "table": "objects", "schema": "storage",
-                 "record": records[i], "old_record": None}
+                {
+                    "type": "INSERT",
+                    "table": "objects",
+                    "schema": "storage",
+                    "record": records[i],
+                    "old_record": None,
+                }
             )
             for i in ids
         ]
@@ -328,19 +345,35 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def run_load(
-    url: str, payloads: list[str], connections: int, *, count: int | None = None,
-    duration: float | None = None, warmup: int = 0, scratch: Path,
+    url: str,
+    payloads: list[str],
+    connections: int,
+    *,
+    count: int | None = None,
+    duration: float | None = None,
+    warmup: int = 0,
+    scratch: Path,
 ) -> dict[str, Any]:
     """Run bench.loadgen in its own process against `url`; returns its JSON summary."""
     payloads_file = scratch / f"payloads-{uuid.uuid4().hex[:6]}.jsonl"
     payloads_file.write_text("\n".join(payloads) + "\n")
     job = {
-        "url": url, "secret": TEST_SECRET, "payloads_file": str(payloads_file),
-        "connections": connections, "count": count, "duration": duration, "warmup": warmup,
+        "url": url,
+        "secret": TEST_SECRET,
+        "payloads_file": str(payloads_file),
+        "connections": connections,
+        "count": count,
+        "duration": duration,
+        "warmup": warmup,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen"], input=json.dumps(job), cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, "-m", "bench.loadgen"],
+        input=json.dumps(job),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     payloads_file.unlink(missing_ok=True)
     if done.returncode != 0:

@@ -41,9 +41,11 @@ def create_app() -> Starlette:
         )
         image = (await http.get(signed["signedURL"])).content  # the whole original
         caption = await hf.image_to_text(image, model=os.environ["CAPTION_MODEL"])
-        await supabase.from_("image_caption").insert(
-            {"id": record["id"], "caption": caption.generated_text}
-        ).execute()
+        await (
+            supabase.from_("image_caption")
+            .insert({"id": record["id"], "caption": caption.generated_text})
+            .execute()
+        )
         return PlainTextResponse("ok")
 
     async def health(request: Request) -> PlainTextResponse:

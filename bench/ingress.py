@@ -36,9 +36,14 @@ class MinimalPostgrest:
         self.app = Starlette(routes=[Route("/rest/v1/rpc/{fn}", self.rpc, methods=["POST"])])
 
     async def rpc(self, request: Request) -> Response:
-        await request.body()
-        canned = {"caption_jobs_enqueue": "queued", "caption_jobs_stats": []}
         fn = request.path_params["fn"]
+        body = await request.json() if fn == "caption_jobs_enqueue" else {}
+        canned = {
+            "caption_jobs_enqueue": [
+                {"object_id": oid, "outcome": "queued"} for oid in body.get("p_object_ids", [])
+            ],
+            "caption_jobs_stats": [],
+        }
         return JSONResponse(canned[fn]) if fn in canned else Response(status_code=204)
 
 
@@ -52,8 +57,12 @@ def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
         try:
             service = stack.service(server.url if server else None, worker_enabled="false")
             stats = run_load(
-                service.url + "/webhooks/storage", payloads, CONNECTIONS,
-                duration=duration, warmup=200, scratch=env.scratch,
+                service.url + "/webhooks/storage",
+                payloads,
+                CONNECTIONS,
+                duration=duration,
+                warmup=200,
+                scratch=env.scratch,
             )
         finally:
             if server is not None:

@@ -22,8 +22,15 @@ from bench.common import Environment, Result, photo_like
 MODEL_DIR = Path("/tmp/captioner-bench-blip-base")
 TOKENS = 20
 TARGET = 1.4
-SPECIALS = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]",
-            30522: "[DEC]", 30523: "[ENC]"}
+SPECIALS = {
+    0: "[PAD]",
+    100: "[UNK]",
+    101: "[CLS]",
+    102: "[SEP]",
+    103: "[MASK]",
+    30522: "[DEC]",
+    30523: "[ENC]",
+}
 
 
 def build_model(directory: Path = MODEL_DIR) -> Path:
@@ -55,8 +62,12 @@ def build_model(directory: Path = MODEL_DIR) -> Path:
 
 async def throughput(batch_size: int, requests: int) -> tuple[float, list[str], int]:
     settings = CaptionSettings(  # type: ignore[call-arg]
-        _env_file=None, caption_backend="local", local_model=str(MODEL_DIR),
-        local_batch_size=batch_size, max_new_tokens=TOKENS, local_device="cpu",
+        _env_file=None,
+        caption_backend="local",
+        local_model=str(MODEL_DIR),
+        local_batch_size=batch_size,
+        max_new_tokens=TOKENS,
+        local_device="cpu",
     )
     captioner = LocalCaptioner(settings)
     images = [

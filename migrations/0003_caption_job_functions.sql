@@ -52,9 +52,13 @@ returns void language sql security definer set search_path = '' as $$
          updated_at = now();
 $$;
 
-create or replace function public.caption_jobs_enqueue(p_object_id uuid)
-returns text language sql security definer set search_path = '' as $$
-  select captioner.enqueue(p_object_id);
+-- Many webhooks' objects in one round trip; outcomes in the order of p_object_ids.
+create or replace function public.caption_jobs_enqueue(p_object_ids uuid[])
+returns table (object_id uuid, outcome text)
+language sql security definer set search_path = '' as $$
+  select u.id, captioner.enqueue(u.id)
+    from unnest(p_object_ids) with ordinality as u(id, n)
+   order by u.n;
 $$;
 
 -- Leases up to p_limit due jobs (pending and due, or running with an expired lease).

@@ -160,3 +160,26 @@ def test_webhook_without_the_secret_is_refused_and_changes_nothing(service, supa
         assert "secret" in response.json()["detail"]
 
     assert query(supabase.db_url, "select * from captioner.jobs") == []
+
+
+def test_concurrent_webhooks_share_enqueue_round_trips(service, supabase, pgnet):
+    import asyncio
+
+    pgnet.paused = True
+    ids = [upload(supabase, f"burst/{n}.png", make_image((n * 10, 80, 80))) for n in range(20)]
+    rows = query(supabase.db_url, "select to_jsonb(o) r from storage.objects o")
+    payloads = [{"type": "INSERT", "table": "objects", "schema": "storage", "record": row["r"],
+                 "old_record": None} for row in rows]
+    before = sum(route == "rpc:caption_jobs_enqueue" for route, _ in supabase.calls)
+
+    async def send_all() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {TEST_SECRET}"}
+        async with httpx.AsyncClient(headers=headers) as client:
+            return await asyncio.gather(*(client.post(service.webhook_url, json=p) for p in payloads))
+
+    responses = asyncio.run(send_all())
+
+    assert sorted(r.json()["object_id"] for r in responses) == sorted(ids)
+    assert {r.json()["status"] for r in responses} == {"duplicate"}  # the trigger queued them
+    round_trips = sum(route == "rpc:caption_jobs_enqueue" for route, _ in supabase.calls) - before
+    assert 1 <= round_trips < len(payloads) / 2

@@ -163,7 +163,7 @@ def test_only_service_role_may_use_the_queue(service, supabase):
     for client in (anon, user):
         for fn, args in (
             ("caption_jobs_stats", {}),
-            ("caption_jobs_enqueue", {"p_object_id": str(uuid.uuid4())}),
+            ("caption_jobs_enqueue", {"p_object_ids": [str(uuid.uuid4())]}),
             (
                 "caption_jobs_claim",
                 {"p_worker": "x", "p_limit": 1, "p_lease_seconds": 5, "p_max_attempts": 1},

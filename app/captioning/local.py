@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from app.batching import MicroBatcher
 from app.config import CaptionSettings
 from app.errors import RetryableError
 from app.images import PreparedImage
@@ -61,16 +62,12 @@ class LocalCaptioner:
     def __init__(self, settings: CaptionSettings) -> None:
         self.model = settings.local_model or settings.caption_model
         self._settings = settings
-        self._batch_size = settings.local_batch_size
-        self._batch_wait = settings.local_batch_wait_ms / 1000
         self._executor: ThreadPoolExecutor | None = None  # one thread: batches never overlap
         self._lock = asyncio.Lock()
         self._loaded: LoadedModel | None = None
-        self._pending: list[tuple[Image.Image, asyncio.Future[str]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._running: set[asyncio.Task[None]] = set()
-        self.batches_run = 0
-        self.images_captioned = 0
+        self._batcher = MicroBatcher(
+            self._run_batch, settings.local_batch_size, settings.local_batch_wait_ms / 1000
+        )
 
     @property
     def loaded(self) -> bool:
@@ -98,42 +95,21 @@ class LocalCaptioner:
             await self.load()
         except ModelNotAvailable as exc:
             raise RetryableError(str(exc)) from None
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending.append((image.pil, future))
-        if len(self._pending) >= self._batch_size:
-            self._flush()
-        elif len(self._pending) == 1:
-            self._timer = asyncio.get_running_loop().call_later(self._batch_wait, self._flush)
-        return await future
+        return await self._batcher.submit(image.pil)
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+    @property
+    def batches_run(self) -> int:
+        return self._batcher.batches_run
 
-    async def _run_batch(self, batch: list[tuple[Image.Image, asyncio.Future[str]]]) -> None:
-        batch = [(image, future) for image, future in batch if not future.done()]
-        if not batch:
-            return
-        images = [image for image, _ in batch]
+    @property
+    def images_captioned(self) -> int:
+        return self._batcher.items_done
+
+    async def _run_batch(self, images: list[Image.Image]) -> list[str]:
         try:
-            captions = await self._in_thread(self._generate, images)
+            return await self._in_thread(self._generate, images)
         except Exception as exc:
-            reason = f"local model failed: {type(exc).__name__}: {exc}"
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(RetryableError(reason))
-            return
-        self.batches_run += 1
-        self.images_captioned += len(batch)
-        for (_, future), text in zip(batch, captions, strict=True):
-            if not future.done():
-                future.set_result(text)
+            raise RetryableError(f"local model failed: {type(exc).__name__}: {exc}") from None
 
     def _generate(self, images: list[Image.Image]) -> list[str]:
         assert self._loaded is not None
@@ -143,14 +119,7 @@ class LocalCaptioner:
 
     async def aclose(self) -> None:
         """Fail what has not started, let running batches finish, free the model."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        pending, self._pending = self._pending, []
-        for _, future in pending:
-            if not future.done():
-                future.set_exception(RetryableError("local captioner is shutting down"))
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await self._batcher.aclose(RetryableError("local captioner is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
