@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -82,6 +83,10 @@ def serve(
     Example: `captioner serve --host 0.0.0.0 --port 8000`
     """
     settings = settings_or_exit(Settings)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again once
+    # it has restored the previous handlers; a no-op handler here makes that a clean exit 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -89,6 +94,7 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         log_level=settings.log_level.lower(),
+        access_log=False,  # metrics and the JSON event log cover requests
     )
 
 

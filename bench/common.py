@@ -3,7 +3,6 @@ service as a subprocess, objects inserted straight into the database, synthetic 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -14,8 +13,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -25,7 +24,6 @@ import httpx
 import numpy as np
 import psycopg
 from PIL import Image
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.harness.hf_stub import HuggingFaceStandIn
@@ -84,13 +82,13 @@ class Environment:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     @contextmanager
-    def stack(self, hf_latency: float = 0.0, pooled: bool = False) -> Iterator[Stack]:
+    def stack(self, hf_latency: float = 0.0) -> Iterator[Stack]:
         """A fresh database with an `images` bucket, a Supabase stand-in (stock, or with
         pooled connections) and an HF stand-in answering after `hf_latency` seconds."""
         db_url = create_database(self.pg.admin_url, self.template)
         create_bucket(db_url, BUCKET)
         storage = Path(tempfile.mkdtemp(dir=self.scratch, prefix="storage-"))
-        supabase = (PooledSupabaseStandIn if pooled else SupabaseStandIn)(db_url, storage).start()
+        supabase = SupabaseStandIn(db_url, storage).start()
         hf = HuggingFaceStandIn().start()
         hf.latency = hf_latency
         stack = Stack(self, db_url, storage, supabase, hf)
@@ -379,50 +377,3 @@ def run_load(
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
-
-
-class PooledSupabaseStandIn(SupabaseStandIn):
-    """The Supabase stand-in with pooled database connections, as PostgREST and
-    storage-api have in production (the stock stand-in connects anew for every request).
-    Same transaction per request: transaction-local role and claims, then commit."""
-
-    pool_size = 16
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pool: asyncio.Queue[psycopg.AsyncConnection[Any]] | None = None
-        self._pool_lock: asyncio.Lock | None = None
-
-    async def _connections(self) -> asyncio.Queue[psycopg.AsyncConnection[Any]]:
-        if self._pool_lock is None:  # made in the server's event loop, on first use
-            self._pool_lock = asyncio.Lock()
-        async with self._pool_lock:
-            if self._pool is None:
-                pool: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
-                for _ in range(self.pool_size):
-                    pool.put_nowait(await psycopg.AsyncConnection.connect(self.db_url))
-                self._pool = pool
-        return self._pool
-
-    @asynccontextmanager
-    async def _tx(
-        self, caller: Any, role: str | None = None, rollback: bool = False
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        pool = await self._connections()
-        conn = await pool.get()
-        try:
-            async with conn.transaction(force_rollback=rollback):
-                await conn.execute(
-                    "select set_config('role', %s, true),"
-                    " set_config('request.jwt.claims', %s, true),"
-                    " set_config('search_path', 'public, extensions', true)",
-                    (caller.role, json.dumps(caller.claims)),
-                )
-                await conn.execute(
-                    sql.SQL("set local role {}").format(sql.Identifier(role or caller.role))
-                )
-                yield conn
-        finally:
-            if conn.broken:
-                conn = await psycopg.AsyncConnection.connect(self.db_url)
-            pool.put_nowait(conn)

@@ -17,7 +17,7 @@ from tests.harness.pgnet import WebhookDelivery
 
 def measure_edge_function(env: Environment, count: int) -> dict[str, float]:
     sources = pipeline.images()
-    with env.stack(hf_latency=pipeline.LATENCY, pooled=True) as stack:
+    with env.stack(hf_latency=pipeline.LATENCY) as stack:
         function = stack.process("bench.edge_function:create_app", "/health")
         stack.query(
             "select public.caption_configure(array['images'], %s, 'edge-secret', null)",
@@ -37,7 +37,7 @@ def measure_edge_function(env: Environment, count: int) -> dict[str, float]:
 def run(env: Environment, quick: bool) -> list[Result]:
     count = 100 if quick else 500
     edge = measure_edge_function(env, count)
-    ours = pipeline.measure(env, count, pooled=True)
+    ours = pipeline.measure(env, count)
     time_ratio = edge["seconds"] / ours["seconds"]
     edge_share = edge["hf_bytes"] / edge["original_bytes"]
     our_share = ours["hf_bytes"] / ours["original_bytes"]
@@ -48,7 +48,7 @@ def run(env: Environment, quick: bool) -> list[Result]:
             "x",
             "info",
             None,
-            f"{count} images, C={pipeline.CONCURRENCY}, pooled stand-in: Edge Function "
+            f"{count} images, C={pipeline.CONCURRENCY}: Edge Function "
             f"{edge['seconds']:.2f} s, service {ours['seconds']:.2f} s (ratio > 1: service "
             "faster); the stand-in's 200 ms does not grow with image size, so this "
             "understates the difference",

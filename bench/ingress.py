@@ -5,9 +5,7 @@ inserted with the trigger off, so the webhook's enqueue really inserts the job).
 worker is off (WORKER_ENABLED=false) and no PUBLIC_WEBHOOK_URL is set: only ingress runs.
 
 The service's rpc goes to one of three PostgREST back ends, to say what limits it:
-  stand-in  tests/harness SupabaseStandIn: a new Postgres connection per request (unlike
-            production, where PostgREST keeps a pool);
-  pooled    the same stand-in with pooled connections (bench.common.PooledSupabaseStandIn);
+  stand-in  tests/harness SupabaseStandIn (pooled connections, like PostgREST);
   no-db     a minimal PostgREST answering "queued" without a database: the service's own
             cost per webhook (HTTP in, validation, rpc client round trip).
 """
@@ -50,7 +48,7 @@ class MinimalPostgrest:
 def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
     duration = 3.0 if quick else 8.0
     count = 6000 if quick else 15000  # distinct objects: a repeat would be a 'duplicate'
-    with env.stack(pooled=mode == "pooled") as stack:
+    with env.stack() as stack:
         ids, _ = stack.insert_objects([b"\xff\xd8 not read"], count, trigger=False)
         payloads = stack.webhook_payloads(ids)
         server = ThreadedServer(MinimalPostgrest().app).start() if mode == "no-db" else None
@@ -72,7 +70,7 @@ def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
 
 
 def run(env: Environment, quick: bool) -> list[Result]:
-    modes = {mode: measure(env, mode, quick) for mode in ("stand-in", "pooled", "no-db")}
+    modes = {mode: measure(env, mode, quick) for mode in ("stand-in", "no-db")}
     results = []
     for mode, stats in modes.items():
         ok = stats["statuses"].get("200", 0)

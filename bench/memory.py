@@ -24,7 +24,7 @@ WARMUP = 300
 
 def run(env: Environment, quick: bool) -> list[Result]:
     count = 2000 if quick else 10_000
-    with env.stack(hf_latency=0.2, pooled=True) as stack:
+    with env.stack(hf_latency=0.2) as stack:
         ids, _ = stack.insert_objects([photo_like(640, 480)], WARMUP + count, trigger=False)
         payloads = stack.webhook_payloads(ids)
         service = stack.service(worker_concurrency=4)

@@ -23,13 +23,13 @@ def images() -> list[bytes]:
     return [photo_like(*IMAGE_SIZE, seed=seed) for seed in range(4)]
 
 
-def measure(env: Environment, count: int, pooled: bool) -> dict[str, Any]:
+def measure(env: Environment, count: int) -> dict[str, Any]:
     """Process `count` images with the service; cached for the Edge Function comparison."""
-    key = f"pipeline-{count}-{pooled}"
+    key = f"pipeline-{count}"
     if key in env.cache:
         return env.cache[key]
     sources = images()
-    with env.stack(hf_latency=LATENCY, pooled=pooled) as stack:
+    with env.stack(hf_latency=LATENCY) as stack:
         stack.service(worker_concurrency=CONCURRENCY)
         ids, started = stack.insert_objects(sources, count)
         finished = stack.wait_for_captions(count, timeout=120)
@@ -49,22 +49,19 @@ def measure(env: Environment, count: int, pooled: bool) -> dict[str, Any]:
 def run(env: Environment, quick: bool) -> list[Result]:
     count = 100 if quick else 500
     ideal = count * LATENCY / CONCURRENCY
-    results = []
-    for pooled in (False, True):
-        stats = measure(env, count, pooled)
-        efficiency = ideal / stats["seconds"]
-        results.append(
-            Result(
-                f"2. pipeline efficiency, {'pooled' if pooled else 'stock'} stand-in",
-                efficiency,
-                "",
-                f">= {TARGET}",
-                efficiency >= TARGET,
-                f"{count} images ({IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEG), C={CONCURRENCY}, "
-                f"{LATENCY * 1000:.0f} ms captioner: ideal {ideal:.2f} s, measured "
-                f"{stats['seconds']:.2f} s ({count / stats['seconds']:.1f} images/s), "
-                f"{stats['failed']} failed",
-                stats,
-            )
+    stats = measure(env, count)
+    efficiency = ideal / stats["seconds"]
+    return [
+        Result(
+            "2. pipeline efficiency",
+            efficiency,
+            "",
+            f">= {TARGET}",
+            efficiency >= TARGET,
+            f"{count} images ({IMAGE_SIZE[0]}x{IMAGE_SIZE[1]} JPEG), C={CONCURRENCY}, "
+            f"{LATENCY * 1000:.0f} ms captioner: ideal {ideal:.2f} s, measured "
+            f"{stats['seconds']:.2f} s ({count / stats['seconds']:.1f} images/s), "
+            f"{stats['failed']} failed",
+            stats,
         )
-    return results
+    ]

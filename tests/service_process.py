@@ -1,4 +1,4 @@
-"""Run the real service as a subprocess (`python -m uvicorn --factory app.main:create_app`).
+"""Run the real service as a subprocess (`captioner serve`, as the container does).
 
 Unlike the in-thread service of tests/support.py, a subprocess can be killed with SIGKILL
 (a crash: nothing in the process gets to clean up) or stopped with SIGTERM (the way a
@@ -86,8 +86,7 @@ class ServiceProcess:
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"],
+                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log,

@@ -522,43 +522,31 @@ def dockerfile_problems(df: Dockerfile) -> list[str]:
 
 
 def cmd_problems(df: Dockerfile) -> list[str]:
+    """The CMD runs `captioner serve` (exit 0 after a graceful SIGTERM) on 0.0.0.0:8000."""
     cmds = df.final.all("CMD")
     if not cmds:
         return ["final stage has no CMD"]
     argv = cmds[-1].json_args()
     if argv is None:
         return ["CMD is not in exec (JSON) form: signals would go to a shell"]
+    if argv[:2] != ["captioner", "serve"]:
+        return [f"CMD runs {argv[:2]}, not `captioner serve`"]
+    try:
+        cli = importlib.import_module("app.cli")
+    except ImportError as exc:
+        return [f"CMD runs captioner but app.cli does not import: {exc}"]
     problems = []
-    if argv[0] == "uvicorn":
-        if "--factory" not in argv:
-            problems.append("uvicorn without --factory: create_app is a factory")
-        targets = [a for a in argv[1:] if re.fullmatch(r"[\w.]+:\w+", a)]
-        if len(targets) != 1:
-            return [*problems, f"no single module:attr in {argv}"]
-        module, attr = targets[0].split(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr, None)
-        except ImportError as exc:
-            return [*problems, f"{module} does not import: {exc}"]
-        if not callable(factory):
-            problems.append(f"{targets[0]} is not a callable")
+    if "serve" not in {command.name or command.callback.__name__
+                       for command in cli.cli.registered_commands if command.callback}:
+        problems.append("the CLI has no `serve` command")
 
-        def option(name: str) -> str | None:
-            return argv[argv.index(name) + 1] if name in argv[:-1] else None
+    def option(name: str) -> str | None:
+        return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
-        if option("--host") != "0.0.0.0":
-            problems.append("uvicorn does not listen on 0.0.0.0")
-        if option("--port") != str(APP_PORT):
-            problems.append(f"uvicorn does not listen on {APP_PORT}")
-        if "--proxy-headers" not in argv:
-            problems.append("uvicorn without --proxy-headers")
-    elif argv[0] == "captioner":
-        try:
-            importlib.import_module("app.cli")
-        except ImportError as exc:
-            problems.append(f"CMD runs captioner but app.cli does not import: {exc}")
-    else:
-        problems.append(f"CMD runs {argv[0]!r}, neither uvicorn nor captioner")
+    if option("--host") != "0.0.0.0":
+        problems.append("the service does not listen on 0.0.0.0")
+    if option("--port") != str(APP_PORT):
+        problems.append(f"the service does not listen on {APP_PORT}")
     return problems
 
 
@@ -804,7 +792,7 @@ def test_checks_catch_broken_compose_files(compose: dict[str, Any]) -> None:
 
 
 def test_checks_catch_broken_dockerfiles() -> None:
-    single = parse_dockerfile('FROM python:3.11-slim\nCMD ["uvicorn"]\n')
+    single = parse_dockerfile('FROM python:3.11-slim\nCMD ["captioner", "serve"]\n')
     assert dockerfile_problems(single)
 
     text = DOCKERFILE.read_text()
@@ -822,11 +810,11 @@ def test_checks_catch_broken_dockerfiles() -> None:
     bad_stage = text.replace("--from=builder", "--from=nosuch")
     assert any("no stage" in p for p in dockerfile_problems(parse_dockerfile(bad_stage)))
 
-    bad_module = text.replace("app.main:create_app", "app.main:no_such_factory")
-    assert cmd_problems(parse_dockerfile(bad_module))
-    bad_import = text.replace("app.main:create_app", "app.no_such_module:create_app")
-    assert cmd_problems(parse_dockerfile(bad_import))
-    shell_form = re.sub(r"(?m)^CMD .*$", "CMD uvicorn app.main:create_app", text)
+    not_serve = text.replace('"captioner", "serve"', '"captioner", "status"')
+    assert cmd_problems(parse_dockerfile(not_serve))
+    loopback = text.replace('"--host", "0.0.0.0"', '"--host", "127.0.0.1"')
+    assert cmd_problems(parse_dockerfile(loopback))
+    shell_form = re.sub(r"(?m)^CMD .*$", "CMD captioner serve", text)
     assert cmd_problems(parse_dockerfile(shell_form))
 
     no_arg = text.replace("ARG WITH_LOCAL_MODEL=false", "ARG WITH_LOCAL=false")

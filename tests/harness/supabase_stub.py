@@ -139,6 +139,41 @@ class Caller:
         return self.claims.get("sub")
 
 
+class ConnectionPool:
+    """A few reused connections, as PostgREST and storage-api keep; made on first use, in
+    the server's event loop. A connection left broken is dropped, not reused."""
+
+    def __init__(self, db_url: str, size: int = 10) -> None:
+        self._db_url = db_url
+        self._size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots: asyncio.Semaphore | None = None
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
+        await self._slots.acquire()
+        try:
+            return self._idle.pop() if self._idle else \
+                await psycopg.AsyncConnection.connect(self._db_url)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if conn.closed or conn.broken:
+            await conn.close()
+        else:
+            self._idle.append(conn)
+        assert self._slots is not None
+        self._slots.release()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
 # The stand-in ---------------------------------------------------------------------
 class SupabaseStandIn:
     """Storage + PostgREST stand-in. ``.app`` is the ASGI app; ``start()`` serves it."""
@@ -154,7 +189,13 @@ class SupabaseStandIn:
         self.service_key = self._key({"role": "service_role"})
         self.anon_key = self._key({"role": "anon"})
         self._server: ThreadedServer | None = None
-        self.app = Starlette(routes=self._routes())
+        self._pool = ConnectionPool(db_url)
+        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self._pool.close()
 
     # keys and serving ------------------------------------------------------------
     def _key(self, claims: dict[str, Any], ttl: int = 10 * 365 * 86400) -> str:
@@ -244,23 +285,20 @@ class SupabaseStandIn:
     async def _tx(self, caller: Caller, role: str | None = None,
                   rollback: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """One transaction as the caller's role (or ``role``), like PostgREST."""
-        conn = await psycopg.AsyncConnection.connect(self.db_url)
+        conn = await self._pool.acquire()
         try:
-            await conn.execute(
-                "select set_config('role', %s, true),"
-                " set_config('request.jwt.claims', %s, true),"
-                " set_config('search_path', 'public, extensions', true)",
-                (caller.role, json.dumps(caller.claims)),
-            )
-            await conn.execute(sql.SQL("set local role {}").format(
-                sql.Identifier(role or caller.role)))
-            yield conn
-            if rollback:
-                await conn.rollback()
-            else:
-                await conn.commit()
+            async with conn.transaction(force_rollback=rollback):
+                await conn.execute(
+                    "select set_config('role', %s, true),"
+                    " set_config('request.jwt.claims', %s, true),"
+                    " set_config('search_path', 'public, extensions', true)",
+                    (caller.role, json.dumps(caller.claims)),
+                )
+                await conn.execute(sql.SQL("set local role {}").format(
+                    sql.Identifier(role or caller.role)))
+                yield conn
         finally:
-            await conn.close()
+            await self._pool.release(conn)
 
     # storage ----------------------------------------------------------------------
     async def _upload(self, request: Request) -> Response:
