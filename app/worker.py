@@ -14,6 +14,9 @@ from app.jobs import Job, JobQueue
 from app.storage import ObjectFetcher
 
 log = logging.getLogger(__name__)
+# The captioner itself is away (down, loading, rate-limited): no fault of the image, so the
+# attempt is not counted and the whole worker pauses instead of burning every job's attempts.
+OUTAGE_KINDS = frozenset({"unreachable", "loading", "rate_limited"})
 
 
 def backoff_delay(attempts: int, settings: Settings, hint: float | None = None) -> float:
@@ -43,6 +46,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], Job] = {}
         self._claiming: asyncio.Future[int] | None = None
+        self._outages = 0  # consecutive pauses for a captioner outage
+        self._paused_until = 0.0  # event-loop time
 
     def wake(self) -> None:
         """Look for work now (a webhook arrived) rather than at the next poll."""
@@ -56,6 +61,9 @@ class Worker:
         """Claim and start jobs until stop() is called."""
         failures = 0
         while not self._stopping.is_set():
+            if (pause := self._paused_until - asyncio.get_running_loop().time()) > 0:
+                await self._sleep(pause)
+                continue
             self._wake.clear()  # before claiming, so a wake-up during the claim is not lost
             try:
                 # shielded: cancelling run() (shutdown) must not cut a claim short after the
@@ -91,6 +99,11 @@ class Worker:
         self._in_flight.pop(task, None)
         self._wake.set()
 
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but not past stop()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
@@ -120,6 +133,7 @@ class Worker:
     async def _settle(self, job: Job) -> None:
         try:
             caption = await self.caption(job)
+            self._outages = 0
             stored = await self._queue.complete(job, caption, self._captioner.model)
             metrics.JOB_OUTCOMES.labels("done" if stored else "discarded").inc()
             log.info(
@@ -133,7 +147,10 @@ class Worker:
         except PermanentError as exc:
             await self._fail(job, exc.reason)
         except RetryableError as exc:
-            await self._retry(job, exc.reason, exc.retry_after)
+            if exc.kind in OUTAGE_KINDS:
+                await self._defer(job, exc)
+            else:
+                await self._retry(job, exc.reason, exc.retry_after)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -172,6 +189,23 @@ class Worker:
             "failed %s/%s: %s", job.bucket_id, job.name, reason, extra={"object_id": job.object_id}
         )
         await self._queue.fail(job, reason)
+
+    async def _defer(self, job: Job, outage: RetryableError) -> None:
+        """Pause claiming (backing off while the outage lasts) and give the job back with
+        its attempt refunded."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._paused_until:
+            self._outages += 1
+        delay = backoff_delay(self._outages, self._settings, outage.retry_after)
+        self._paused_until = max(self._paused_until, now + delay)
+        metrics.JOB_OUTCOMES.labels("deferred").inc()
+        log.warning(
+            "captioner unavailable (%s); pausing for %.1fs",
+            outage.reason,
+            delay,
+            extra={"object_id": job.object_id, "attempt": job.attempts},
+        )
+        await self._queue.retry(job, outage.reason, delay, refund=True)
 
     async def _retry(self, job: Job, reason: str, hint: float | None) -> None:
         if job.attempts >= self._settings.max_attempts:

@@ -70,7 +70,7 @@ def test_metrics_count_webhooks_jobs_latency_and_bytes(service, supabase, hf, pg
         >= 1
     )
     assert grew("captioner_webhooks_total", outcome="refused_401") == 1
-    assert grew("captioner_job_outcomes_total", outcome="retried") == 1
+    assert grew("captioner_job_outcomes_total", outcome="deferred") == 1  # model loading
     assert grew("captioner_job_outcomes_total", outcome="done") == 1
     assert grew("captioner_caption_errors_total", kind="loading") == 1
     assert grew("captioner_caption_seconds_count") == 2
