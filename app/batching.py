@@ -9,11 +9,12 @@ R = TypeVar("R")
 
 
 class MicroBatcher(Generic[T, R]):
-    """Gathers up to `max_size` items, or what came within `max_wait` seconds of the first,
-    and runs them with one `run_batch(items)` call; each caller gets its own result.
+    """Runs concurrent callers' items in batches: one `run_batch(items)` call per batch, and
+    each caller gets its own result (or the batch's exception).
 
-    An exception from `run_batch` goes to every caller of that batch. Batches may overlap:
-    a new one starts while the previous one is still running.
+    A batch starts when `max_size` items are waiting or `max_wait` seconds after the first
+    arrived, but never while another batch runs: items that arrive meanwhile form the next
+    batch, so batches grow with the load and an idle system answers at once.
     """
 
     def __init__(
@@ -27,7 +28,7 @@ class MicroBatcher(Generic[T, R]):
         self._max_wait = max_wait
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: asyncio.Task[None] | None = None
         self.batches_run = 0
         self.items_done = 0
 
@@ -36,7 +37,7 @@ class MicroBatcher(Generic[T, R]):
         self._pending.append((item, future))
         if len(self._pending) >= self._max_size:
             self._flush()
-        elif len(self._pending) == 1:
+        elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
         return await future
 
@@ -44,11 +45,16 @@ class MicroBatcher(Generic[T, R]):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+        if self._running is not None or not self._pending:
+            return  # the running batch's end starts the next one
+        batch = self._pending[: self._max_size]
+        del self._pending[: self._max_size]
+        self._running = asyncio.get_running_loop().create_task(self._run(batch))
+        self._running.add_done_callback(self._batch_done)
+
+    def _batch_done(self, _: asyncio.Task[None]) -> None:
+        self._running = None
+        self._flush()
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         batch = [(item, future) for item, future in batch if not future.done()]
@@ -68,7 +74,7 @@ class MicroBatcher(Generic[T, R]):
                 future.set_result(result)
 
     async def aclose(self, error: Exception) -> None:
-        """Fail what has not started with `error`; wait for running batches."""
+        """Fail what has not started with `error`; wait for the running batch."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -76,4 +82,5 @@ class MicroBatcher(Generic[T, R]):
         for _, future in pending:
             if not future.done():
                 future.set_exception(error)
-        await asyncio.gather(*self._running, return_exceptions=True)
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -27,7 +28,7 @@ from app.worker import Sweeper, Worker, backoff_delay
 log = logging.getLogger(__name__)
 # Webhooks arriving together share one enqueue round trip; each still waits for its commit.
 ENQUEUE_BATCH = 200
-ENQUEUE_WAIT_SECONDS = 0.002
+ENQUEUE_WAIT_SECONDS = 0.001
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
     runtime = await build_runtime(settings, http)
     app.state.runtime = runtime
+    gc.freeze()  # start-up objects (imports, models) leave the collector's work: shorter pauses
     starter = asyncio.create_task(start_background_work(app, runtime))
     try:
         yield

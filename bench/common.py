@@ -350,6 +350,7 @@ def run_load(
     count: int | None = None,
     duration: float | None = None,
     warmup: int = 0,
+    rate: float | None = None,
     scratch: Path,
 ) -> dict[str, Any]:
     """Run bench.loadgen in its own process against `url`; returns its JSON summary."""
@@ -363,6 +364,7 @@ def run_load(
         "count": count,
         "duration": duration,
         "warmup": warmup,
+        "rate": rate,
     }
     done = subprocess.run(
         [sys.executable, "-m", "bench.loadgen"],

@@ -23,6 +23,7 @@ from bench.common import Environment, Result, run_load
 from tests.harness.servers import ThreadedServer
 
 CONNECTIONS = 32
+PACED_CONNECTIONS = 64
 TARGET_RPS = 1000
 TARGET_P99_MS = 50
 
@@ -45,9 +46,10 @@ class MinimalPostgrest:
         return JSONResponse(canned[fn]) if fn in canned else Response(status_code=204)
 
 
-def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
+def measure(env: Environment, mode: str, quick: bool, rate: float | None) -> dict[str, Any]:
+    """Closed loop (`rate` None: as fast as CONNECTIONS allow) or paced at `rate` per second."""
     duration = 3.0 if quick else 8.0
-    count = 6000 if quick else 15000  # distinct objects: a repeat would be a 'duplicate'
+    count = 8000 if quick else 20000  # distinct objects: a repeat would be a 'duplicate'
     with env.stack() as stack:
         ids, _ = stack.insert_objects([b"\xff\xd8 not read"], count, trigger=False)
         payloads = stack.webhook_payloads(ids)
@@ -57,9 +59,10 @@ def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
             stats = run_load(
                 service.url + "/webhooks/storage",
                 payloads,
-                CONNECTIONS,
+                PACED_CONNECTIONS if rate else CONNECTIONS,
                 duration=duration,
                 warmup=200,
+                rate=rate,
                 scratch=env.scratch,
             )
         finally:
@@ -70,23 +73,26 @@ def measure(env: Environment, mode: str, quick: bool) -> dict[str, Any]:
 
 
 def run(env: Environment, quick: bool) -> list[Result]:
-    modes = {mode: measure(env, mode, quick) for mode in ("stand-in", "no-db")}
     results = []
-    for mode, stats in modes.items():
-        ok = stats["statuses"].get("200", 0)
-        rps = ok / stats["seconds"]
-        passed = rps >= TARGET_RPS and (stats["p99_ms"] or 1e9) <= TARGET_P99_MS
+    for mode in ("stand-in", "no-db"):
+        capacity = measure(env, mode, quick, rate=None)
+        paced = measure(env, mode, quick, rate=TARGET_RPS)
+        most = capacity["statuses"].get("200", 0) / capacity["seconds"]
+        achieved = paced["statuses"].get("200", 0) / paced["seconds"]
+        p99 = paced["p99_ms"] or 1e9
+        passed = most >= TARGET_RPS and achieved >= 0.98 * TARGET_RPS and p99 <= TARGET_P99_MS
         results.append(
             Result(
                 f"1. ingress, rpc via {mode}",
-                rps,
+                most,
                 "webhooks/s",
                 f">= {TARGET_RPS}/s and p99 <= {TARGET_P99_MS} ms",
                 passed if mode == "stand-in" else None,
-                f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
-                f"{CONNECTIONS} keep-alive connections, statuses {stats['statuses']}"
-                + (f", errors {stats['errors']}" if stats["errors"] else ""),
-                {"load": stats},
+                f"at most {most:.0f}/s ({CONNECTIONS} connections, p50 "
+                f"{capacity['p50_ms']:.1f} ms, p99 {capacity['p99_ms']:.1f} ms); offered "
+                f"{TARGET_RPS}/s: {achieved:.0f}/s accepted, p50 {paced['p50_ms']:.1f} ms, "
+                f"p99 {p99:.1f} ms; statuses {capacity['statuses']} / {paced['statuses']}",
+                {"capacity": capacity, "paced": paced},
             )
         )
     return results

@@ -3,7 +3,9 @@
 Raw asyncio streams with keep-alive (no HTTP client library), so that the generator
 costs far less CPU per request than the server it measures. Reads a JSON job on stdin:
 {"url", "secret", "payloads_file" (one JSON body per line), "connections",
- "count" (requests to send) or "duration" (seconds), "warmup" (requests not measured)}
+ "count" (requests to send) or "duration" (seconds), "warmup" (requests not measured),
+ "rate" (optional: requests per second, paced; latency counts from each request's due time,
+ so a slow server cannot hide its queueing delay)}
 and prints one JSON object: sent, statuses, seconds, per_second, p50_ms, p99_ms, max_ms.
 """
 
@@ -46,6 +48,8 @@ async def main(job: dict) -> dict:
     next_index = 0
     measuring = asyncio.Event()
     started = 0.0
+    rate = job.get("rate")
+    paced_from = time.perf_counter()
 
     async def connection() -> None:
         nonlocal next_index, started, deadline
@@ -65,6 +69,10 @@ async def main(job: dict) -> dict:
                     measuring.set()
                 body = bodies[index % len(bodies)]
                 t0 = time.perf_counter()
+                if rate:
+                    due = paced_from + index / rate
+                    await asyncio.sleep(max(0.0, due - t0))
+                    t0 = due
                 try:
                     status = await send(reader, writer, head, body)
                 except (OSError, asyncio.IncompleteReadError) as exc:
