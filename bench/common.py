@@ -27,6 +27,7 @@ from PIL import Image
 from psycopg.types.json import Jsonb
 
 from tests.harness.hf_stub import HuggingFaceStandIn
+from tests.harness.pgnet import WebhookDelivery
 from tests.harness.postgres import (
     PostgresServer,
     build_template,
@@ -95,6 +96,8 @@ class Environment:
         try:
             yield stack
         finally:
+            for delivery in stack.deliveries:
+                delivery.stop()
             for proc in reversed(stack.processes):
                 proc.stop()
             hf.stop()
@@ -111,13 +114,22 @@ class Stack:
     supabase: SupabaseStandIn
     hf: HuggingFaceStandIn
     processes: list[ServiceProcess] = field(default_factory=list)
+    deliveries: list[WebhookDelivery] = field(default_factory=list)
 
-    def service(self, supabase_url: str | None = None, **overrides: Any) -> ServiceProcess:
-        """The real service (`uvicorn --factory app.main:create_app`, one worker process)."""
-        return self.process("app.main:create_app", "/readyz", supabase_url, **overrides)
+    def service(
+        self, supabase_url: str | None = None, webhooks: bool = False, **overrides: Any
+    ) -> ServiceProcess:
+        """The real service (`uvicorn --factory app.main:create_app`, one worker process).
+        With `webhooks`, the trigger's pg_net webhooks reach it, as in production."""
+        return self.process("app.main:create_app", "/readyz", supabase_url, webhooks, **overrides)
 
     def process(
-        self, factory: str, ready_path: str, supabase_url: str | None = None, **overrides: Any
+        self,
+        factory: str,
+        ready_path: str,
+        supabase_url: str | None = None,
+        webhooks: bool = False,
+        **overrides: Any,
     ) -> ServiceProcess:
         """An ASGI app factory under uvicorn in a subprocess, configured for the stand-ins."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "HF_"))}
@@ -151,6 +163,9 @@ class Stack:
         ]
         log = self.env.scratch / f"service-{uuid.uuid4().hex[:6]}.log"
         proc = ServiceProcess(command, env, log)
+        if webhooks:
+            proc.env["PUBLIC_WEBHOOK_URL"] = proc.url + "/webhooks/storage"
+            self.deliveries.append(WebhookDelivery(self.db_url).start())
         self.processes.append(proc)
         return proc.start(ready_path)
 

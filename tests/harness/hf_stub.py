@@ -124,12 +124,13 @@ class HuggingFaceStandIn:
 
     # handler ----------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
+        started = time.time()
         body = await request.body()
         path = "/" + request.path_params["path"]
         response = await self._respond(request, path, body)
         with self._lock:
             self.calls.append({
-                "time": time.time(), "path": path,
+                "started": started, "time": time.time(), "path": path,
                 "content_type": request.headers.get("content-type"), "n_bytes": len(body),
                 "status": response.status_code,
                 "authorization": request.headers.get("authorization"),
