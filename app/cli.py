@@ -75,6 +75,9 @@ def serve(
             help="Proxies whose X-Forwarded-* headers are trusted (comma-separated, or *).",
         ),
     ] = "127.0.0.1",
+    access_log: Annotated[
+        bool, typer.Option(help="Also log every request (uvicorn's access log).")
+    ] = False,
 ) -> None:
     """Run the service: webhook, worker, HTTP API and web page.
 
@@ -94,7 +97,7 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         log_level=settings.log_level.lower(),
-        access_log=False,  # metrics and the JSON event log cover requests
+        access_log=access_log,  # off by default: /metrics and the JSON event log cover requests
     )
 
 

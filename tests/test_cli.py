@@ -230,7 +230,7 @@ def test_backfill_captions_a_bucket_then_status_reports(supabase, hf, tmp_path):
 def test_serve_runs_the_service_behind_a_proxy(supabase, hf, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     env = supabase_env(supabase, hf, UI_ENABLED="false")
-    command = [str(CAPTIONER), "serve", "--port", url.rsplit(":", 1)[1]]
+    command = [str(CAPTIONER), "serve", "--port", url.rsplit(":", 1)[1], "--access-log"]
     proc = subprocess.Popen(
         command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -240,6 +240,7 @@ def test_serve_runs_the_service_behind_a_proxy(supabase, hf, tmp_path):
     finally:
         proc.terminate()  # SIGTERM, as a container runtime stops it
         output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output  # a graceful SIGTERM is a clean exit
     assert "Application shutdown complete" in output
     assert '203.0.113.7:0 - "GET /healthz' in output  # X-Forwarded-For from 127.0.0.1 trusted
 

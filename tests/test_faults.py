@@ -147,22 +147,22 @@ def test_sigkill_mid_job_then_restart_captions_everything_once(procs, supabase, 
     hf.latency = 3.0  # slow captioner: jobs stay in flight
     first = procs(worker_concurrency=4, lease_seconds=5)
     images = upload_colours(supabase, 6)
-    wait_until(lambda: states(supabase.db_url)["running"] == 4 and hf.in_flight == 4,
-               timeout=10, message="jobs never in flight")
+    wait_until(lambda: hf.in_flight == 4, timeout=10, message="jobs never in flight")
 
     first.kill()
 
     assert not first.alive
+    # 4 at the captioner, and up to as many again leased and prepared ahead of them
     stuck = [j for j in jobs(supabase.db_url) if j["state"] == "running"]
-    assert len(stuck) == 4 and all(j["lease_until"] is not None for j in stuck)
+    assert 4 <= len(stuck) <= 6 and all(j["lease_until"] is not None for j in stuck)
     hf.latency = 0.0
     procs(worker_concurrency=4, lease_seconds=5)
-    # the 2 pending jobs go at once; the 4 leased ones once their lease (5 s) expires
+    # pending jobs go at once; the leased ones once their lease (5 s) expires
     wait_until(lambda: all_done(supabase.db_url, 6), timeout=20,
                message=f"jobs stuck after restart: {states(supabase.db_url)}")
     assert_one_caption_each(supabase.db_url, images)
     by_id = {str(j["object_id"]): j for j in jobs(supabase.db_url)}
-    assert sorted(by_id[str(j["object_id"])]["attempts"] for j in stuck) == [2, 2, 2, 2]
+    assert {by_id[str(j["object_id"])]["attempts"] for j in stuck} == {2}
     assert all(j["lease_token"] is None for j in by_id.values())
 
 
