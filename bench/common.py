@@ -92,6 +92,7 @@ class Environment:
         supabase = SupabaseStandIn(db_url, storage).start()
         hf = HuggingFaceStandIn().start()
         hf.latency = hf_latency
+        hf.decode = False  # a model's time is the fixed latency, not the stand-in's own decoding
         stack = Stack(self, db_url, storage, supabase, hf)
         try:
             yield stack

@@ -77,6 +77,7 @@ class HuggingFaceStandIn:
     def __init__(self, require_token: str | None = None) -> None:
         self.require_token = require_token
         self.latency = 0.0
+        self.decode = True  # False: caption by size, without decoding (for benchmarks)
         self.calls: list[dict[str, Any]] = []
         self._script: deque[Any] = deque()
         self._lock = threading.Lock()
@@ -159,7 +160,8 @@ class HuggingFaceStandIn:
         try:
             if path.endswith("/chat/completions"):
                 return self._chat(body, model)
-            caption = caption_for(_image_bytes(request, body))
+            image = _image_bytes(request, body)
+            caption = caption_for(image) if self.decode else f"an image of {len(image)} bytes"
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse([{"generated_text": caption}])
