@@ -56,7 +56,7 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
         )
     try:
         image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale, much faster
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
         image = _to_rgb(image)
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
