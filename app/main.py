@@ -9,9 +9,10 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app import __version__, api, ops, ui, webhook
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Captions every image uploaded to Supabase Storage with a Hugging Face model.",
         lifespan=lifespan,
+        openapi_url=None,  # served below, behind the API key: only /healthz and /readyz are open
     )
     app.state.settings = settings = settings or get_settings()
     configure_logging(settings.log_level)
@@ -44,6 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(webhook.router)
     app.include_router(api.router)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(api.require_api_key)])
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     if app.state.settings.ui_enabled:
         ui.mount(app)
     return app

@@ -115,7 +115,9 @@ def test_loading_model_answers_503_with_retry_after(api, hf):
 
 
 def test_openapi_describes_the_endpoint(api):
-    schema = httpx.get(api.url + "/openapi.json").json()
+    assert httpx.get(api.url + "/openapi.json").status_code == 401
+    assert httpx.get(api.url + "/docs").status_code == 404
+    schema = httpx.get(api.url + "/openapi.json", headers=AUTH).json()
     operation = schema["paths"]["/v1/captions"]["post"]
 
     multipart = operation["requestBody"]["content"]["multipart/form-data"]
