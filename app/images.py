@@ -1,6 +1,7 @@
 """Decode an untrusted image safely and shrink it to what a captioning model needs."""
 
 import io
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -11,6 +12,8 @@ from app.errors import PermanentError
 SAFE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 JPEG_QUALITY = 90
 Image.init()  # register every plugin so `formats=` can name them
+# Pillow only warns between its pixel limit and twice that: refuse instead, like above it.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
         raise PermanentError(
             "not a supported raster image (JPEG, PNG, GIF, WebP, TIFF, BMP)"
         ) from None
-    except Image.DecompressionBombError as exc:  # not an OSError: would be retried as unexpected
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PermanentError(f"image too large (decompression bomb): {exc}") from None
     except OSError as exc:
         raise PermanentError(f"corrupt image: {exc}") from None
