@@ -1,9 +1,7 @@
 """POST /v1/captions: caption an uploaded image directly (same limits as the worker)."""
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile, status
@@ -12,11 +10,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
-from app.captioning import Captioner
+from app.bounded import too_large
+from app.captioning import caption_image
 from app.config import CaptionSettings
 from app.deps import CaptionerDep, SettingsDep, secret_matches
 from app.errors import PermanentError, RetryableError
-from app.images import prepare_image
 
 CHUNK_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and part headers around the image
@@ -32,41 +30,9 @@ class ErrorDetail(BaseModel):
     detail: str | list[dict[str, Any]] = Field(description="Why the request failed.")
 
 
-def too_large_reason(limit: int) -> str:
-    return f"image too large: more than {limit} bytes (limit MAX_IMAGE_BYTES={limit})"
-
-
-def too_large(limit: int) -> HTTPException:
-    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, too_large_reason(limit))
-
-
-def read_file(path: Path, limit: int) -> bytes:
-    """A file's bytes, never reading more than `limit` + 1; PermanentError when larger.
-
-    Blocking: call it in a worker thread.
-    """
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise PermanentError(too_large_reason(limit))
-    return data
-
-
-async def caption_image(data: bytes, captioner: Captioner, settings: CaptionSettings) -> str:
-    """Decode `data` within the limits and caption it, exactly as the worker does.
-
-    Raises `PermanentError` (bad image) or `RetryableError` (captioner unavailable).
-    """
-    image = await asyncio.to_thread(
-        prepare_image,
-        data,
-        max_side=settings.caption_max_side,
-        max_pixels=settings.max_image_pixels,
-    )
-    caption = (await captioner.caption(image)).strip()
-    if not caption:
-        raise RetryableError("captioner returned an empty caption")
-    return caption
+def too_large_error(limit: int) -> HTTPException:
+    reason = too_large(f"more than {limit} bytes", limit).reason
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, reason)
 
 
 class CappedUploadRoute(APIRoute):
@@ -80,7 +46,7 @@ class CappedUploadRoute(APIRoute):
             limit = settings.max_image_bytes + FORM_OVERHEAD_BYTES
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise too_large(settings.max_image_bytes)
+                raise too_large_error(settings.max_image_bytes)
             receive = _capped_receive(request.receive, limit, settings.max_image_bytes)
             return await handler(Request(request.scope, receive))
 
@@ -95,7 +61,7 @@ def _capped_receive(receive: Receive, limit: int, image_limit: int) -> Receive:
         message = await receive()
         received += len(message.get("body", b""))
         if received > limit:
-            raise too_large(image_limit)
+            raise too_large_error(image_limit)
         return message
 
     return capped
@@ -131,7 +97,7 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     while chunk := await upload.read(CHUNK_BYTES):
         received += len(chunk)
         if received > limit:
-            raise too_large(limit)
+            raise too_large_error(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from supabase import AsyncClient
 
-from app.api import caption_image, read_file, too_large_reason
-from app.captioning import Captioner, build_captioner
+from app.bounded import read_file, read_stream
+from app.captioning import Captioner, build_captioner, caption_image
 from app.config import CaptionSettings, Settings, SettingsError, load_settings
 from app.errors import CaptionError, PermanentError
 from app.jobs import JobQueue, QueueStats
@@ -193,15 +193,7 @@ async def download(url: str, limit: int, http: httpx.AsyncClient) -> bytes:
     async with http.stream("GET", url) as response:
         if response.status_code != 200:
             raise PermanentError(f"download failed: HTTP {response.status_code}")
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise PermanentError(too_large_reason(limit))
-        data = bytearray()
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) > limit:
-                raise PermanentError(too_large_reason(limit))
-    return bytes(data)
+        return await read_stream(response, limit)
 
 
 # -------------------------------------------------------------------- Supabase connection

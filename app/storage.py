@@ -7,6 +7,7 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
 
+from app.bounded import read_stream
 from app.errors import PermanentError, RetryableError
 
 
@@ -61,25 +62,9 @@ class ObjectFetcher:
                 if response.status_code != 200:
                     await response.aread()
                     raise _status_error(response)
-                declared = int(response.headers.get("content-length") or 0)
-                if declared > self._max_bytes:
-                    raise self._too_large(f"{declared} bytes")
-                return await self._read_capped(response)
+                return await read_stream(response, self._max_bytes)
         except httpx.HTTPError as exc:
             raise RetryableError(f"download failed: {type(exc).__name__}: {exc}") from None
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        received = 0
-        async for chunk in response.aiter_bytes():
-            received += len(chunk)
-            if received > self._max_bytes:
-                raise self._too_large(f"more than {self._max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, size: str) -> PermanentError:
-        return PermanentError(f"image too large: {size} (limit MAX_IMAGE_BYTES={self._max_bytes})")
 
     def _same_origin(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == (

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api import caption_image, read_file
+from app.bounded import read_file
+from app.captioning import caption_image
 from app.config import Settings
 from app.deps import Runtime, secret_matches
 from app.errors import CaptionError

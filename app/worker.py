@@ -6,10 +6,10 @@ import logging
 import random
 
 from app import metrics
-from app.captioning import Captioner
+from app.bounded import too_large
+from app.captioning import Captioner, caption_image
 from app.config import Settings
-from app.errors import CaptionError, PermanentError, RetryableError
-from app.images import prepare_image
+from app.errors import PermanentError, RetryableError
 from app.jobs import Job, JobQueue
 from app.storage import ObjectFetcher
 
@@ -158,30 +158,12 @@ class Worker:
             await self._retry(job, f"unexpected {type(exc).__name__}: {exc}", None)
 
     async def caption(self, job: Job) -> str:
-        if job.size is not None and job.size > self._settings.max_image_bytes:
-            raise PermanentError(
-                f"image too large: {job.size} bytes (limit MAX_IMAGE_BYTES="
-                f"{self._settings.max_image_bytes})"
-            )
+        limit = self._settings.max_image_bytes
+        if job.size is not None and job.size > limit:
+            raise too_large(f"{job.size} bytes", limit)
         data = await self._fetcher.fetch(job.bucket_id, job.name)
         metrics.BYTES_DOWNLOADED.inc(len(data))
-        image = await asyncio.to_thread(
-            prepare_image,
-            data,
-            max_side=self._settings.caption_max_side,
-            max_pixels=self._settings.max_image_pixels,
-        )
-        metrics.BYTES_SENT.inc(len(image.data))
-        try:
-            async with self._caption_slots:
-                with metrics.CAPTION_SECONDS.time():
-                    caption = (await self._captioner.caption(image)).strip()
-        except CaptionError as exc:
-            metrics.CAPTION_ERRORS.labels(exc.kind).inc()
-            raise
-        if not caption:
-            raise RetryableError("captioner returned an empty caption")
-        return caption
+        return await caption_image(data, self._captioner, self._settings, self._caption_slots)
 
     async def _fail(self, job: Job, reason: str) -> None:
         metrics.JOB_OUTCOMES.labels("failed").inc()

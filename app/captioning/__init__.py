@@ -1,9 +1,13 @@
 """Captioner backends behind one interface, chosen by one setting."""
 
+import asyncio
+import contextlib
 from typing import Protocol
 
+from app import metrics
 from app.config import CaptionSettings
-from app.images import PreparedImage
+from app.errors import CaptionError, RetryableError
+from app.images import PreparedImage, prepare_image
 
 
 class Captioner(Protocol):
@@ -31,3 +35,30 @@ def build_captioner(settings: CaptionSettings) -> Captioner:
     if backend == "chat":
         return ChatCaptioner(settings)
     return InferenceCaptioner(settings)
+
+
+async def caption_image(
+    data: bytes,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    slots: asyncio.Semaphore | None = None,
+) -> str:
+    """Decode `data` within the limits and caption it: the one path the worker, the API, the
+    web page and the CLI share. `slots` bounds the captioner calls, not the decoding."""
+    image = await asyncio.to_thread(
+        prepare_image,
+        data,
+        max_side=settings.caption_max_side,
+        max_pixels=settings.max_image_pixels,
+    )
+    metrics.BYTES_SENT.inc(len(image.data))
+    try:
+        async with slots or contextlib.nullcontext():
+            with metrics.CAPTION_SECONDS.time():
+                caption = (await captioner.caption(image)).strip()
+    except CaptionError as exc:
+        metrics.CAPTION_ERRORS.labels(exc.kind).inc()
+        raise
+    if not caption:
+        raise RetryableError("captioner returned an empty caption")
+    return caption
