@@ -1,6 +1,7 @@
 """Shared pytest configuration; harness fixtures live in tests/harness/fixtures.py."""
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,14 @@ def service(service_factory, pgnet, supabase) -> RunningService:
     """The service, an `images` bucket, and pg_net delivering the trigger's webhooks."""
     create_bucket(supabase.db_url, "images")
     return service_factory()
+
+
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised BLIP, saved like a real one (tests/tiny_blip.py)."""
+    from tests.tiny_blip import build_tiny_blip
+
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
 @pytest.fixture

@@ -54,14 +54,6 @@ def supabase_env(supabase, hf, **values: str) -> dict[str, str]:
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("transformers")
-    from tests.tiny_blip import build_tiny_blip
-
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
-
-
 @pytest.fixture
 def pictures(tmp_path: Path) -> dict[str, Path]:
     files = {

@@ -17,10 +17,7 @@ from app.captioning.local import LocalCaptioner, ModelNotAvailable
 from app.config import Settings
 from app.errors import RetryableError
 from app.images import PreparedImage, prepare_image
-from tests.tiny_blip import build_tiny_blip, build_tiny_vit_gpt2
-
-pytest.importorskip("torch")  # the optional `local` extra
-pytest.importorskip("transformers")
+from tests.tiny_blip import build_tiny_vit_gpt2
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,11 +26,6 @@ def offline() -> Iterator[None]:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TRANSFORMERS_OFFLINE", "1")
         yield
-
-
-@pytest.fixture(scope="session")
-def blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
 @pytest.fixture(scope="session")
@@ -93,9 +85,9 @@ def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def test_caption_is_a_non_empty_string(blip_dir: Path) -> None:
-    captioner = LocalCaptioner(make_settings(blip_dir))
-    assert captioner.model == str(blip_dir)
+def test_caption_is_a_non_empty_string(tiny_blip: Path) -> None:
+    captioner = LocalCaptioner(make_settings(tiny_blip))
+    assert captioner.model == str(tiny_blip)
     assert not captioner.loaded
     text = run(captioner, lambda: captioner.caption(IMAGES[0]))
     assert isinstance(text, str) and text
@@ -104,7 +96,7 @@ def test_caption_is_a_non_empty_string(blip_dir: Path) -> None:
 
 
 def test_model_loads_once_for_concurrent_callers(
-    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[str] = []
     real = local.load_model
@@ -114,7 +106,7 @@ def test_model_loads_once_for_concurrent_callers(
         return real(name, device, dtype)
 
     monkeypatch.setattr(local, "load_model", counting)
-    captioner = LocalCaptioner(make_settings(blip_dir))
+    captioner = LocalCaptioner(make_settings(tiny_blip))
 
     async def scenario() -> list[str]:
         results = await asyncio.gather(*(captioner.caption(image) for image in IMAGES))
@@ -123,14 +115,14 @@ def test_model_loads_once_for_concurrent_callers(
 
     results = run(captioner, scenario)
     assert len(results) == 8
-    assert loads == [str(blip_dir)]
+    assert loads == [str(tiny_blip)]
 
 
-def test_explicit_load(blip_dir: Path) -> None:
-    captioner = LocalCaptioner(make_settings(blip_dir))
+def test_explicit_load(tiny_blip: Path) -> None:
+    captioner = LocalCaptioner(make_settings(tiny_blip))
     run(captioner, captioner.load)
     assert captioner.batches_run == 0
-    captioner = LocalCaptioner(make_settings(blip_dir))
+    captioner = LocalCaptioner(make_settings(tiny_blip))
 
     async def scenario() -> bool:
         await captioner.load()
@@ -140,9 +132,9 @@ def test_explicit_load(blip_dir: Path) -> None:
 
 
 def test_concurrent_captions_share_batches_and_each_caller_gets_its_own(
-    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    one_by_one = LocalCaptioner(make_settings(blip_dir, local_batch_size=1))
+    one_by_one = LocalCaptioner(make_settings(tiny_blip, local_batch_size=1))
 
     async def sequential() -> list[str]:
         return [await one_by_one.caption(image) for image in IMAGES]
@@ -153,7 +145,7 @@ def test_concurrent_captions_share_batches_and_each_caller_gets_its_own(
     sizes = record_batches(monkeypatch)
     # A long wait: the batches can only have been cut by size.
     captioner = LocalCaptioner(
-        make_settings(blip_dir, local_batch_size=4, local_batch_wait_ms=5000)
+        make_settings(tiny_blip, local_batch_size=4, local_batch_wait_ms=5000)
     )
     started = time.perf_counter()
     results = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES)))
@@ -164,27 +156,27 @@ def test_concurrent_captions_share_batches_and_each_caller_gets_its_own(
 
 
 def test_batch_size_one_runs_one_batch_per_image(
-    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes = record_batches(monkeypatch)
-    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=1))
+    captioner = LocalCaptioner(make_settings(tiny_blip, local_batch_size=1))
     run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3])))
     assert sizes == [1, 1, 1]
     assert (captioner.batches_run, captioner.images_captioned) == (3, 3)
 
 
 def test_a_partial_batch_runs_after_the_wait(
-    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sizes = record_batches(monkeypatch)
-    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=8, local_batch_wait_ms=30))
+    captioner = LocalCaptioner(make_settings(tiny_blip, local_batch_size=8, local_batch_wait_ms=30))
     results = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3])))
     assert len(results) == 3
     assert sizes == [3]
 
 
 def test_the_event_loop_keeps_running_during_load_and_generate(
-    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_load, real_generate = local.load_model, local.generate_captions
 
@@ -198,7 +190,7 @@ def test_the_event_loop_keeps_running_during_load_and_generate(
 
     monkeypatch.setattr(local, "load_model", slow_load)
     monkeypatch.setattr(local, "generate_captions", slow_generate)
-    captioner = LocalCaptioner(make_settings(blip_dir))
+    captioner = LocalCaptioner(make_settings(tiny_blip))
 
     async def scenario() -> list[float]:
         ticks: list[float] = []
@@ -216,13 +208,13 @@ def test_the_event_loop_keeps_running_during_load_and_generate(
 
 
 def test_an_exception_in_a_batch_reaches_every_caller(
-    blip_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any) -> list[str]:
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(local, "generate_captions", broken)
-    captioner = LocalCaptioner(make_settings(blip_dir, local_batch_size=4))
+    captioner = LocalCaptioner(make_settings(tiny_blip, local_batch_size=4))
     results = run(
         captioner,
         lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3]), return_exceptions=True),
@@ -234,9 +226,9 @@ def test_an_exception_in_a_batch_reaches_every_caller(
     assert (captioner.batches_run, captioner.images_captioned) == (0, 0)
 
 
-def test_close_fails_waiting_callers(blip_dir: Path) -> None:
+def test_close_fails_waiting_callers(tiny_blip: Path) -> None:
     captioner = LocalCaptioner(
-        make_settings(blip_dir, local_batch_size=8, local_batch_wait_ms=10_000)
+        make_settings(tiny_blip, local_batch_size=8, local_batch_wait_ms=10_000)
     )
 
     async def scenario() -> list[BaseException | str]:
@@ -286,35 +278,35 @@ def test_vit_gpt2_style_model(vit_gpt2_dir: Path, monkeypatch: pytest.MonkeyPatc
     assert sizes == [4]
 
 
-def test_build_captioner_picks_the_local_backend(blip_dir: Path) -> None:
-    assert isinstance(build_captioner(make_settings(blip_dir)), LocalCaptioner)
-    auto = make_settings(blip_dir, caption_backend="auto", hf_token=None)
+def test_build_captioner_picks_the_local_backend(tiny_blip: Path) -> None:
+    assert isinstance(build_captioner(make_settings(tiny_blip)), LocalCaptioner)
+    auto = make_settings(tiny_blip, caption_backend="auto", hf_token=None)
     assert isinstance(build_captioner(auto), LocalCaptioner)
 
 
-def test_a_model_that_appears_later_is_picked_up(blip_dir: Path, tmp_path: Path) -> None:
+def test_a_model_that_appears_later_is_picked_up(tiny_blip: Path, tmp_path: Path) -> None:
     target = tmp_path / "model"
     captioner = LocalCaptioner(make_settings(target))
 
     async def scenario() -> str:
         with pytest.raises(RetryableError, match="LOCAL_MODEL"):
             await captioner.caption(IMAGES[0])
-        shutil.copytree(blip_dir, target)  # the operator fixes the configuration
+        shutil.copytree(tiny_blip, target)  # the operator fixes the configuration
         return await captioner.caption(IMAGES[0])
 
     assert run(captioner, scenario)
 
 
-def test_device_and_dtype(blip_dir: Path) -> None:
+def test_device_and_dtype(tiny_blip: Path) -> None:
     import torch
 
-    loaded = local.load_model(str(blip_dir), "auto", "auto")
+    loaded = local.load_model(str(tiny_blip), "auto", "auto")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert loaded.device.type == expected
     assert loaded.dtype == (torch.float16 if expected == "cuda" else torch.float32)
-    loaded = local.load_model(str(blip_dir), "cpu", "bfloat16")
+    loaded = local.load_model(str(tiny_blip), "cpu", "bfloat16")
     assert loaded.dtype == torch.bfloat16
     assert len(local.generate_captions(loaded, [IMAGES[0].pil, IMAGES[1].pil], 3, 1)) == 2
     if not torch.cuda.is_available():
         with pytest.raises(ModelNotAvailable, match="LOCAL_DEVICE=cuda"):
-            local.load_model(str(blip_dir), "cuda", "auto")
+            local.load_model(str(tiny_blip), "cuda", "auto")

@@ -193,3 +193,19 @@ def test_concurrent_webhooks_share_enqueue_round_trips(service, supabase, pgnet)
     assert {r.json()["status"] for r in responses} == {"duplicate"}  # the trigger queued them
     round_trips = sum(route == "rpc:caption_jobs_enqueue" for route, _ in supabase.calls) - before
     assert 1 <= round_trips < len(payloads) / 2
+
+
+def test_local_model_captions_uploads_end_to_end(service_factory, supabase, pgnet, tiny_blip):
+    """No HF_TOKEN: the local transformers backend (a tiny BLIP) does the captioning."""
+    from tests.harness.supabase_stub import create_bucket
+
+    create_bucket(supabase.db_url, "images")
+    service = service_factory(caption_backend="auto", hf_token=None, local_model=str(tiny_blip),
+                              max_new_tokens=8)
+    assert httpx.get(service.url + "/readyz").json()["checks"]["captioner"] == "ok"  # loadable
+    object_id = upload(supabase, "local.png", make_image((200, 120, 40), size=(96, 64)))
+
+    row = wait_for_caption(supabase.db_url, object_id, timeout=60)
+
+    assert row["caption"].strip()
+    assert row["model"] == str(tiny_blip)
