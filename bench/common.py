@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,6 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import psycopg
 from PIL import Image
@@ -35,10 +33,13 @@ from tests.harness.postgres import (
     drop_database,
 )
 from tests.harness.supabase_stub import SupabaseStandIn, create_bucket
+from tests.service_process import ServiceProcess, service_env
 from tests.support import TEST_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "images"
+# on top of tests/service_process.FAST_ENV: quiet logs, and leases no burst can outlast
+BENCH_SETTINGS = {"log_level": "WARNING", "lease_seconds": 60}
 
 
 @dataclass
@@ -120,55 +121,28 @@ class Stack:
     def service(
         self, supabase_url: str | None = None, webhooks: bool = False, **overrides: Any
     ) -> ServiceProcess:
-        """The real service (`uvicorn --factory app.main:create_app`, one worker process).
-        With `webhooks`, the trigger's pg_net webhooks reach it, as in production."""
-        return self.process("app.main:create_app", "/readyz", supabase_url, webhooks, **overrides)
+        """The real service (`captioner serve`, as the container runs it). With `webhooks`,
+        the trigger's pg_net webhooks reach it, as in production."""
+        return self.process(None, "/readyz", supabase_url, webhooks, **overrides)
 
     def process(
         self,
-        factory: str,
+        factory: str | None,
         ready_path: str,
         supabase_url: str | None = None,
         webhooks: bool = False,
         **overrides: Any,
     ) -> ServiceProcess:
-        """An ASGI app factory under uvicorn in a subprocess, configured for the stand-ins."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "HF_"))}
-        env.update(
-            {
-                "SUPABASE_URL": supabase_url or self.supabase.url,
-                "SUPABASE_SERVICE_ROLE_KEY": self.supabase.service_key,
-                "WEBHOOK_SECRET": TEST_SECRET,
-                "HF_TOKEN": "hf_test_token",
-                "CAPTION_BACKEND": "hf",
-                "CAPTION_MODEL": f"{self.hf.url}/models/Salesforce/blip-image-captioning-base",
-                "UI_ENABLED": "false",
-                "LOG_LEVEL": "WARNING",
-                "WORKER_POLL_INTERVAL": "0.2",
-                "SWEEP_INTERVAL": "0",
-                "SHUTDOWN_GRACE_SECONDS": "3",
-            }
-        )
-        env.update({key.upper(): str(value) for key, value in overrides.items()})
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            factory,
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        """The service, or another ASGI `factory` under uvicorn, configured for the stand-ins."""
+        settings = {**BENCH_SETTINGS, "supabase_url": supabase_url or self.supabase.url}
+        env = service_env(self.supabase, self.hf, **(settings | overrides))
         log = self.env.scratch / f"service-{uuid.uuid4().hex[:6]}.log"
-        proc = ServiceProcess(command, env, log)
+        proc = ServiceProcess(env, log, factory=factory, ready_path=ready_path)
         if webhooks:
-            proc.env["PUBLIC_WEBHOOK_URL"] = proc.url + "/webhooks/storage"
+            proc.env["PUBLIC_WEBHOOK_URL"] = proc.webhook_url
             self.deliveries.append(WebhookDelivery(self.db_url).start())
         self.processes.append(proc)
-        return proc.start(ready_path)
+        return proc.start(timeout=30)
 
     def insert_objects(
         self, images: list[bytes], count: int, *, trigger: bool = True, prefix: str = "bench"
@@ -253,59 +227,6 @@ class Stack:
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
-
-
-class ServiceProcess:
-    """A uvicorn subprocess on a free port; `start()` returns once `ready_path` answers."""
-
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [*command, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, ready_path: str, timeout: float = 30.0) -> ServiceProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.command} exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + ready_path, timeout=2.0).status_code < 300:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def photo_like(width: int, height: int, seed: int = 0, quality: int = 90) -> bytes:

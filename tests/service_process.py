@@ -68,15 +68,27 @@ def service_env(
 
 
 class ServiceProcess:
-    """One service process. `start()` returns once /readyz answers 200."""
+    """One service process (`captioner serve`, or another ASGI factory under uvicorn).
+    `start()` returns once `ready_path` answers 200."""
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, port: int | None = None
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        port: int | None = None,
+        factory: str | None = None,
+        ready_path: str = "/readyz",
     ) -> None:
         self.env = dict(env)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.ready_path = ready_path
+        self.command = (
+            [sys.executable, "-m", "uvicorn", "--factory", factory, "--no-access-log"]
+            if factory
+            else [sys.executable, "-m", "app.cli", "serve"]
+        ) + ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +98,7 @@ class ServiceProcess:
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
+                self.command,
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log,
@@ -103,7 +115,7 @@ class ServiceProcess:
                     f"service exited with {self.proc.returncode} before it was ready:\n{self.log}"
                 )
             try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
