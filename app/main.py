@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
-    if app.state.settings.ui_enabled:
+    if settings.ui_enabled:
         ui.mount(app)
     return app
 
