@@ -271,13 +271,7 @@ async def run_backfill(settings: Settings, bucket: str, batch: int) -> dict[str,
 async def caption_queued(connection: Connection, bucket: str, total: int) -> None:
     """Run a worker, with a progress bar, until the bucket has no pending or running job."""
     settings = connection.settings
-    fetcher = ObjectFetcher(
-        connection.supabase,
-        settings.supabase_url,
-        max_bytes=settings.max_image_bytes,
-        signed_url_ttl=settings.signed_url_ttl,
-        timeout=settings.download_timeout,
-    )
+    fetcher = ObjectFetcher.from_settings(connection.supabase, settings)
     captioner = build_captioner(settings)
     worker = Worker(connection.queue, fetcher, captioner, settings)
     running = asyncio.create_task(worker.run())

@@ -82,13 +82,7 @@ async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
     supabase = await connect_supabase(settings, http)
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     queue = JobQueue(supabase, worker_id)
-    fetcher = ObjectFetcher(
-        supabase,
-        settings.supabase_url,
-        max_bytes=settings.max_image_bytes,
-        signed_url_ttl=settings.signed_url_ttl,
-        timeout=settings.download_timeout,
-    )
+    fetcher = ObjectFetcher.from_settings(supabase, settings)
     captioner = build_captioner(settings)
     worker = Worker(queue, fetcher, captioner, settings) if settings.worker_enabled else None
     signing = settings.webhook_signing_secret

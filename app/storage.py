@@ -8,6 +8,7 @@ from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
 
 from app.bounded import read_stream
+from app.config import Settings
 from app.errors import PermanentError, RetryableError
 
 
@@ -26,6 +27,16 @@ class ObjectFetcher:
         self._max_bytes = max_bytes
         self._ttl = signed_url_ttl
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    @classmethod
+    def from_settings(cls, client: AsyncClient, settings: Settings) -> "ObjectFetcher":
+        return cls(
+            client,
+            settings.supabase_url,
+            max_bytes=settings.max_image_bytes,
+            signed_url_ttl=settings.signed_url_ttl,
+            timeout=settings.download_timeout,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
