@@ -13,7 +13,7 @@ from starlette.types import Message, Receive
 from app.bounded import too_large
 from app.captioning import caption_image
 from app.config import CaptionSettings
-from app.deps import CaptionerDep, SettingsDep, secret_matches
+from app.deps import CaptionerDep, SettingsDep, bearer_matches
 from app.errors import PermanentError, RetryableError
 
 CHUNK_BYTES = 64 * 1024
@@ -74,12 +74,12 @@ bearer = HTTPBearer(
 
 
 async def require_api_key(
+    request: Request,
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # the OpenAPI scheme
 ) -> None:
     """`Authorization: Bearer <key>`, compared in constant time against every accepted key."""
-    presented = credentials.credentials if credentials else ""
-    if not credentials or not secret_matches(presented, settings.accepted_api_keys):
+    if not bearer_matches(request, settings.accepted_api_keys):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong API key (Authorization: Bearer <API_KEYS>)",

@@ -37,9 +37,14 @@ def secret_matches(presented: str, secrets: Iterable[str]) -> bool:
     return any(matches)
 
 
-def bearer_matches(authorization: str | None, secrets: Iterable[str]) -> bool:
-    """Whether an `Authorization: Bearer <token>` header carries one of `secrets`."""
-    scheme, _, token = (authorization or "").partition(" ")
+def bearer_matches(request: Request, secrets: Iterable[str]) -> bool:
+    """Whether the request's one `Authorization: Bearer <token>` header carries one of
+    `secrets`. Several Authorization headers never match: which one counts is ambiguous
+    (proxies differ)."""
+    headers = request.headers.getlist("authorization")
+    if len(headers) != 1:
+        return False
+    scheme, _, token = headers[0].partition(" ")
     return scheme.lower() == "bearer" and secret_matches(token.strip(), secrets)
 
 

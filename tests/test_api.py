@@ -149,3 +149,13 @@ def test_chunked_body_is_cut_off_at_the_cap(service_factory, hf):
 
     assert response.status_code == 413
     assert "image too large" in response.json()["detail"]
+
+
+def test_two_authorization_headers_are_refused(api, hf):
+    headers = [("Authorization", f"Bearer {TEST_SECRET}"), ("Authorization", "Bearer other")]
+    files = {"image": ("a.png", make_image(), "image/png")}
+
+    response = httpx.post(api.url + "/v1/captions", files=files, headers=headers, timeout=30)
+
+    assert response.status_code == 401
+    assert hf.calls == []
