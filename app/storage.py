@@ -1,6 +1,12 @@
 """Fetch an object's bytes from Supabase Storage: a short-lived signed URL, then a capped,
-streamed download that never follows a redirect and never leaves the Supabase host."""
+streamed download that never follows a redirect and never leaves the Supabase host.
 
+Some names the storage server accepts cannot be fetched through a signed URL (one with
+a `?` never verifies: storage-api v1.70.6 answers 400 InvalidSignature). Those, and any
+signed URL the server refuses, are read through the authenticated route with the
+service key instead, under the same cap."""
+
+import logging
 from urllib.parse import quote
 
 import httpx
@@ -11,6 +17,17 @@ from app.bounded import read_stream
 from app.config import Settings
 from app.errors import PermanentError, RetryableError
 
+log = logging.getLogger(__name__)
+# storage-api's answers to a signed URL it cannot verify: not the object's fault, and the
+# authenticated route still serves it
+UNUSABLE_SIGNATURE = frozenset({"InvalidSignature", "InvalidRequest", "InvalidJWT"})
+
+
+class SignedUrlRefused(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
 
 class ObjectFetcher:
     def __init__(
@@ -18,6 +35,7 @@ class ObjectFetcher:
         client: AsyncClient,
         supabase_url: str,
         *,
+        service_key: str,
         max_bytes: int,
         signed_url_ttl: int,
         timeout: float,
@@ -27,12 +45,14 @@ class ObjectFetcher:
         self._max_bytes = max_bytes
         self._ttl = signed_url_ttl
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._auth = {"Authorization": f"Bearer {service_key}", "apikey": service_key}
 
     @classmethod
     def from_settings(cls, client: AsyncClient, settings: Settings) -> "ObjectFetcher":
         return cls(
             client,
             settings.supabase_url,
+            service_key=settings.supabase_service_role_key.get_secret_value(),
             max_bytes=settings.max_image_bytes,
             signed_url_ttl=settings.signed_url_ttl,
             timeout=settings.download_timeout,
@@ -43,14 +63,29 @@ class ObjectFetcher:
 
     async def fetch(self, bucket: str, path: str) -> bytes:
         """The object's bytes. Raises PermanentError (gone, too large) or RetryableError."""
-        return await self._download(await self.signed_url(bucket, path))
+        if "?" in path:
+            log.info("%s/%s: a name with '?' cannot be signed; authenticated download",
+                     bucket, path)
+            return await self.fetch_authenticated(bucket, path)
+        try:
+            return await self._download(await self.signed_url(bucket, path))
+        except SignedUrlRefused as exc:
+            log.warning("%s/%s: storage refused its signed URL (%s); authenticated download",
+                        bucket, path, exc.code)
+            return await self.fetch_authenticated(bucket, path)
+
+    async def fetch_authenticated(self, bucket: str, path: str) -> bytes:
+        """The bytes through `GET /storage/v1/object/authenticated/<bucket>/<name>`."""
+        _check_segments(path)
+        url = self._origin.join(
+            f"/storage/v1/object/authenticated/{quote(bucket, safe='')}/{quote(path, safe='/')}"
+        )
+        return await self._download(url, headers=self._auth)
 
     async def signed_url(self, bucket: str, path: str) -> str:
-        if any(part in (".", "..") for part in path.split("/")):
-            # storage3 refuses such keys (ValueError): no URL can name them, so do not retry
-            raise PermanentError(f"object name has a dot segment ('.' or '..'): {path!r}")
-        # storage3 percent-DEcodes the path it is given: encode it first, so a name that
-        # contains "%2F" or "%C3%A9" literally is the object that gets signed
+        _check_segments(path)
+        # storage3 percent-DEcodes the path it is given: encode it first, so the name that
+        # gets signed is exactly the object's
         key = quote(path, safe="/")
         try:
             signed = await self._client.storage.from_(bucket).create_signed_url(key, self._ttl)
@@ -67,12 +102,12 @@ class ObjectFetcher:
             raise PermanentError("signed URL points outside the configured SUPABASE_URL")
         return url
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, url: str | httpx.URL, headers: dict[str, str] | None = None) -> bytes:
         try:
-            async with self._http.stream("GET", url) as response:
+            async with self._http.stream("GET", url, headers=headers) as response:
                 if response.status_code != 200:
                     await response.aread()
-                    raise _status_error(response)
+                    raise _status_error(response, signed=headers is None)
                 return await read_stream(response, self._max_bytes)
         except httpx.HTTPError as exc:
             raise RetryableError(f"download failed: {type(exc).__name__}: {exc}") from None
@@ -85,19 +120,28 @@ class ObjectFetcher:
         )
 
 
+def _check_segments(path: str) -> None:
+    if any(part in (".", "..") for part in path.split("/")):
+        # storage3 refuses such keys (ValueError) and URLs normalise them away: no
+        # request can name them, so do not retry
+        raise PermanentError(f"object name has a dot segment ('.' or '..'): {path!r}")
+
+
 def _is_not_found(exc: StorageApiError) -> bool:
     return str(exc.status) == "404" or exc.code in ("not_found", "NoSuchKey")
 
 
-def _status_error(response: httpx.Response) -> Exception:
+def _status_error(response: httpx.Response, *, signed: bool) -> Exception:
     status = response.status_code
     if 300 <= status < 400:
         return PermanentError(
             f"download refused: redirect ({status}) to {response.headers.get('location')}"
         )
     body = _json_or_empty(response)
-    if str(body.get("statusCode")) == "404" or body.get("error") == "not_found":
+    if body.get("code") == "NoSuchKey" or str(body.get("statusCode")) == "404":
         return PermanentError("object not found (deleted?)")
+    if signed and body.get("code") in UNUSABLE_SIGNATURE:
+        return SignedUrlRefused(str(body["code"]))
     return RetryableError(f"download failed: HTTP {status} {response.text[:200]}")
 
 

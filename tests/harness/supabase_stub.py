@@ -6,6 +6,42 @@ Every request runs in one transaction as the JWT's role, set like PostgREST:
 ``SET LOCAL ROLE``. Uploads first INSERT a probe row in a transaction that is
 always rolled back (like storage-api), then write the real row as
 ``supabase_storage_admin`` (owner of the storage tables).
+
+What the storage side models, and where each fact comes from. M: measured on
+storage-api v1.70.6 run locally (/work/shared/REFERENCE.md section 6); S: supabase/storage's
+source (file named).
+
+| behaviour | the stand-in | from |
+| --- | --- | --- |
+| object keys | ASCII ``A-Za-z0-9 _/!.*'()&$=@;:+,?-`` only, else 400 | M; S |
+|             | ``InvalidKey`` "Invalid key: <name>" | storage/limits.ts ``isValidKey`` |
+| error body | HTTP 400 (500 for a 5xx) ``{statusCode: "<status>", code, | M; S |
+|            | error, message}`` | internal/errors/codes.ts |
+| no Authorization | 400 ``InvalidRequest`` "headers must have required property | M |
+|                  | 'authorization'" (storage never reads ``apikey``) | |
+| sign | ``{"signedURL": "/object/sign/<bucket>/<name>?token=<jwt>"}``, the | M; S |
+|      | name NOT percent-encoded; claims ``{url, scope: "download", iat, exp}`` | getSignedURL.ts |
+| signed GET | no token ``InvalidRequest``; bad JWT ``InvalidJWT``; ``url`` claim | M; S |
+|            | differs from the path ``InvalidSignature`` | getSignedObject.ts |
+| name with ``?`` | signs, but the URL never verifies (``InvalidSignature``): unencoded | M (how: |
+|                 | the path ends at the first ``?``; encoded, ``%3F`` is not decoded | our model) |
+| authenticated GET | ``/object/authenticated/<bucket>/<name>``, ``/object/<bucket>/<name>`` | M |
+| upload row | one INSERT; ``metadata``: ``eTag`` (quoted MD5), ``size``, ``mimetype`` | M |
+|            | as sent, ``cacheControl`` ``no-cache`` (raw body) or ``max-age=N`` | |
+|            | (multipart), ISO-8601 ``lastModified``, ``contentLength``, | |
+|            | ``httpStatusCode``; ``owner`` NULL, ``owner_id`` = ``sub``; | |
+|            | ``user_metadata`` ``{}`` | |
+| upsert | one UPDATE: same id, new version | M |
+| move | ``POST /object/move``: same id, new name and version | M; moveObject.ts |
+| copy | ``POST /object/copy``: new id and version, same bytes, eTag, size | M; copyObject.ts |
+| delete | the API's ``DELETE /object/<bucket>`` works; a direct ``DELETE FROM | M; S migration |
+|        | storage.objects`` fails 42501 (trigger ``protect_objects_delete``) | 0050 |
+| columns | ``archived_at``, ``is_delete_marker``, ``is_versioned``; no ``level`` | M; S migration |
+|         | (tests/harness/supabase.sql) | 0063 |
+
+Not modelled: TUS and S3-protocol uploads (their rows have ``user_metadata`` NULL),
+image transformations, multipart eTags (``"<md5>-<parts>"``), object versioning beyond
+its columns, and which other percent-escapes the real router leaves undecoded.
 """
 
 from __future__ import annotations
@@ -13,16 +49,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from email.utils import formatdate
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import jwt
 import psycopg
@@ -40,6 +77,8 @@ DEFAULT_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters"
 API_ROLES = ("anon", "authenticated", "service_role")
 STORAGE_ADMIN = "supabase_storage_admin"
 CHUNK = 64 * 1024
+# storage-api's isValidKey: the characters S3 handles without special encoding.
+VALID_KEY = re.compile(r"[A-Za-z0-9_/!\-.*'() &$@=;:+,?]+")
 
 
 class ApiError(Exception):
@@ -51,14 +90,21 @@ class ApiError(Exception):
         self.body = body
 
 
-def storage_error(status: int, code: str, error: str, message: str) -> ApiError:
-    """storage-api style: HTTP 400 (mostly) with the real status in the body."""
-    return ApiError(status, {"statusCode": code, "error": error, "message": message})
+def storage_error(code: str, message: str, status: int = 400,
+                  error: str | None = None) -> ApiError:
+    """storage-api style: HTTP 400 (500 for a 5xx) with the real status in the body."""
+    body = {"statusCode": str(status), "code": code, "error": error or code,
+            "message": message}
+    return ApiError(500 if status >= 500 else 400, body)
 
 
 def not_found() -> ApiError:
-    return ApiError(400, {"statusCode": "404", "code": "NoSuchKey", "error": "not_found",
-                          "message": "Object not found"})
+    return storage_error("NoSuchKey", "Object not found", 404, "not_found")
+
+
+def check_key(name: str) -> None:
+    if not VALID_KEY.fullmatch(name):
+        raise storage_error("InvalidKey", f"Invalid key: {name}")
 
 
 def pgrst_error(status: int, code: str, message: str, details: Any = None,
@@ -232,6 +278,8 @@ class SupabaseStandIn:
     def _routes(self) -> list[Route]:
         s = "/storage/v1/object"
         return [
+            Route(s + "/move", self._move, methods=["POST"]),
+            Route(s + "/copy", self._copy, methods=["POST"]),
             Route(s + "/sign/{bucket}/{path:path}", self._sign, methods=["POST"]),
             Route(s + "/sign/{bucket}/{path:path}", self._signed_download, methods=["GET"]),
             Route(s + "/authenticated/{bucket}/{path:path}", self._download, methods=["GET"]),
@@ -262,6 +310,9 @@ class SupabaseStandIn:
     def _caller(self, request: Request, storage: bool) -> Caller:
         auth = request.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        if storage and not auth:  # storage-api reads only Authorization, never apikey
+            raise storage_error("InvalidRequest",
+                                "headers must have required property 'authorization'")
         token = token or request.headers.get("apikey")
         if not token:
             raise self._auth_error(storage, "No API key found in request")
@@ -278,7 +329,7 @@ class SupabaseStandIn:
     @staticmethod
     def _auth_error(storage: bool, message: str) -> ApiError:
         if storage:
-            return storage_error(400, "403", "Unauthorized", message)
+            return storage_error("AccessDenied", message, 403, "Unauthorized")
         return pgrst_error(401, "PGRST301", message)
 
     @asynccontextmanager
@@ -305,62 +356,55 @@ class SupabaseStandIn:
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket, path = request.path_params["bucket"], request.path_params["path"]
+            check_key(path)
             data, mimetype, cache_control, user_meta = await _read_upload(request)
             upsert = request.method == "PUT" or \
                 request.headers.get("x-upsert", "").lower() == "true"
             await self._probe(caller, bucket, path, mimetype, upsert)
-            object_id = await self._store(caller, bucket, path, data, mimetype,
-                                          cache_control, user_meta, upsert)
+            object_id = await self._store(caller, bucket, path, data,
+                                          _metadata(data, mimetype, cache_control),
+                                          user_meta, upsert)
             return JSONResponse({"Key": f"{bucket}/{path}", "Id": object_id})
         return await self._handle("upload", request, True, work)
 
     async def _probe(self, caller: Caller, bucket: str, path: str, mimetype: str,
                      upsert: bool) -> None:
         """storage-api's permission check: insert a probe row, always roll back."""
-        query = ("insert into storage.objects (bucket_id, name, owner, owner_id, version,"
-                 " metadata) values (%s, %s, %s, %s, '1', %s)")
+        query = ("insert into storage.objects (bucket_id, name, owner_id, version,"
+                 " metadata) values (%s, %s, %s, '1', %s)")
         if upsert:
             query += (" on conflict (bucket_id, name) do update set version = '1',"
-                      " owner = excluded.owner, owner_id = excluded.owner_id,"
-                      " metadata = excluded.metadata")
+                      " owner_id = excluded.owner_id, metadata = excluded.metadata")
         try:
             async with self._tx(caller, rollback=True) as conn:
-                await conn.execute(query, (bucket, path, _owner(caller), caller.sub,
+                await conn.execute(query, (bucket, path, caller.sub,
                                            Jsonb({"mimetype": mimetype})))
         except psycopg.Error as exc:
             raise _storage_db_error(exc) from exc
 
     async def _store(self, caller: Caller, bucket: str, path: str, data: bytes,
-                     mimetype: str, cache_control: str, user_meta: Any,
-                     upsert: bool) -> str:
+                     metadata: dict[str, Any], user_meta: Any, upsert: bool) -> str:
         version = str(uuid.uuid4())
-        metadata = {
-            "eTag": f'"{hashlib.md5(data).hexdigest()}"', "size": len(data),
-            "mimetype": mimetype, "cacheControl": cache_control,
-            "lastModified": formatdate(usegmt=True), "contentLength": len(data),
-            "httpStatusCode": 200,
-        }
         try:
             async with self._tx(caller, role=STORAGE_ADMIN) as conn:
                 row = await (await conn.execute(
                     "select id from storage.objects where bucket_id = %s and name = %s"
                     " for update", (bucket, path))).fetchone()
                 if row is not None and not upsert:
-                    raise storage_error(400, "409", "Duplicate", "The resource already exists")
+                    raise _duplicate()
                 object_id = str(row[0]) if row else str(uuid.uuid4())
                 self._blob(object_id, version).write_bytes(data)
                 if row is None:
                     await conn.execute(
-                        "insert into storage.objects (id, bucket_id, name, owner, owner_id,"
-                        " version, metadata, user_metadata) values (%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (object_id, bucket, path, _owner(caller), caller.sub, version,
-                         Jsonb(metadata), Jsonb(user_meta)))
+                        "insert into storage.objects (id, bucket_id, name, owner_id,"
+                        " version, metadata, user_metadata) values (%s,%s,%s,%s,%s,%s,%s)",
+                        (object_id, bucket, path, caller.sub, version, Jsonb(metadata),
+                         Jsonb(user_meta)))
                 else:
                     await conn.execute(
                         "update storage.objects set version = %s, metadata = %s,"
-                        " user_metadata = %s, owner = %s, owner_id = %s where id = %s",
-                        (version, Jsonb(metadata), Jsonb(user_meta), _owner(caller),
-                         caller.sub, object_id))
+                        " user_metadata = %s, owner_id = %s where id = %s",
+                        (version, Jsonb(metadata), Jsonb(user_meta), caller.sub, object_id))
         except psycopg.Error as exc:
             raise _storage_db_error(exc) from exc
         return object_id
@@ -376,14 +420,13 @@ class SupabaseStandIn:
             try:
                 expires_in = int(body.get("expiresIn"))
             except (TypeError, ValueError) as exc:
-                raise storage_error(400, "400", "InvalidRequest",
+                raise storage_error("InvalidRequest",
                                     "body/expiresIn must be integer") from exc
             await self._find(caller, bucket, path)
             now = int(time.time())
-            token = jwt.encode({"url": f"{bucket}/{path}", "iat": now, "exp": now + expires_in},
-                               self.jwt_secret, algorithm="HS256")
-            return JSONResponse(
-                {"signedURL": f"/object/sign/{bucket}/{quote(path)}?token={token}"})
+            token = jwt.encode({"url": f"{bucket}/{path}", "scope": "download", "iat": now,
+                                "exp": now + expires_in}, self.jwt_secret, algorithm="HS256")
+            return JSONResponse({"signedURL": f"/object/sign/{bucket}/{path}?token={token}"})
         return await self._handle("sign", request, True, work)
 
     async def _find(self, caller: Caller, bucket: str, path: str,
@@ -399,14 +442,17 @@ class SupabaseStandIn:
     async def _signed_download(self, request: Request) -> Response:
         async def work() -> Response:
             bucket, path = request.path_params["bucket"], request.path_params["path"]
-            token = request.query_params.get("token", "")
+            token = _signed_token(request)
+            if not token:
+                raise storage_error("InvalidRequest",
+                                    "querystring must have required property 'token'")
             try:
                 payload = jwt.decode(token, self.jwt_secret, algorithms=["HS256"])
             except jwt.PyJWTError as exc:
-                raise storage_error(400, "400", "InvalidJWT", str(exc)) from exc
-            if payload.get("url") != f"{bucket}/{path}":
-                raise storage_error(400, "400", "InvalidSignature",
-                                    "The url do not match the signature")
+                raise storage_error("InvalidJWT", str(exc)) from exc
+            # "?" in the path: it came as %3F, which the real router leaves undecoded here
+            if payload.get("url") != f"{bucket}/{path}" or "?" in path:
+                raise storage_error("InvalidSignature", "The url do not match the signature")
             caller = Caller("service_role", {"role": "service_role"})
             obj = await self._find(caller, bucket, path, role=STORAGE_ADMIN)
             return self._stream(obj)
@@ -438,6 +484,50 @@ class SupabaseStandIn:
         return StreamingResponse(chunks(), headers=headers,
                                  media_type=meta.get("mimetype", "application/octet-stream"))
 
+    async def _move(self, request: Request) -> Response:
+        """Same id, new name and version (the bytes move to the new version's blob)."""
+        async def work() -> Response:
+            caller = self._caller(request, storage=True)
+            bucket, source, dest_bucket, dest = await _transfer_body(request)
+            version = str(uuid.uuid4())
+            try:
+                async with self._tx(caller) as conn:
+                    row = await (await conn.execute(
+                        "select id::text, version from storage.objects"
+                        " where bucket_id = %s and name = %s for update",
+                        (bucket, source))).fetchone()
+                    if row is None:
+                        raise not_found()
+                    object_id, old_version = row
+                    await conn.execute(
+                        "update storage.objects set bucket_id = %s, name = %s, version = %s"
+                        " where id = %s", (dest_bucket, dest, version, object_id))
+                    shutil.copyfile(self._blob(object_id, old_version),
+                                    self._blob(object_id, version))
+            except psycopg.Error as exc:
+                raise _storage_db_error(exc) from exc
+            self._blob(object_id, old_version).unlink(missing_ok=True)
+            return JSONResponse({"message": "Successfully moved", "Id": object_id,
+                                 "Key": dest})
+        return await self._handle("move", request, True, work)
+
+    async def _copy(self, request: Request) -> Response:
+        """A new object (new id and version) with the source's bytes and metadata."""
+        async def work() -> Response:
+            caller = self._caller(request, storage=True)
+            bucket, source, dest_bucket, dest = await _transfer_body(request)
+            obj = await self._find(caller, bucket, source)
+            data = self._blob(obj["id"], obj["version"]).read_bytes()
+            meta = obj["metadata"]
+            mimetype = meta.get("mimetype", "application/octet-stream")
+            await self._probe(caller, dest_bucket, dest, mimetype, upsert=False)
+            object_id = await self._store(
+                caller, dest_bucket, dest, data,
+                _metadata(data, mimetype, meta.get("cacheControl", "no-cache")), {},
+                upsert=False)
+            return JSONResponse({"Key": f"{dest_bucket}/{dest}", "Id": object_id})
+        return await self._handle("copy", request, True, work)
+
     async def _remove(self, request: Request) -> Response:
         async def work() -> Response:
             caller = self._caller(request, storage=True)
@@ -445,6 +535,8 @@ class SupabaseStandIn:
             prefixes = (await _json_body(request)).get("prefixes") or []
             try:
                 async with self._tx(caller) as conn:
+                    # the API's own deletes pass storage.protect_delete()
+                    await conn.execute("select set_config('storage.can_delete', 'true', true)")
                     rows = await (await conn.execute(
                         "with d as (delete from storage.objects where bucket_id = %s"
                         " and name = any(%s) returning *)"
@@ -490,30 +582,57 @@ class SupabaseStandIn:
 # helpers ---------------------------------------------------------------------------
 def _fault_body(status: int, storage: bool) -> dict[str, Any]:
     if storage:
-        return {"statusCode": str(status), "error": "InternalError",
+        return {"statusCode": str(status), "code": "InternalError", "error": "InternalError",
                 "message": f"injected fault ({status})"}
     return {"code": "PGRST000", "details": None, "hint": None,
             "message": f"injected fault ({status})"}
 
 
-def _owner(caller: Caller) -> str | None:
-    sub = caller.sub
-    try:
-        return str(uuid.UUID(sub)) if sub else None
-    except ValueError:
-        return None
+def _duplicate() -> ApiError:
+    return storage_error("Duplicate", "The resource already exists", 409, "Duplicate")
 
 
 def _storage_db_error(exc: psycopg.Error) -> ApiError:
     code = exc.sqlstate or ""
     if code == "23505":
-        return storage_error(400, "409", "Duplicate", "The resource already exists")
+        return _duplicate()
     if code == "23503":
-        return storage_error(400, "404", "Bucket not found", "Bucket not found")
+        return storage_error("NoSuchBucket", "Bucket not found", 404, "Bucket not found")
     if code == "42501":
-        return storage_error(400, "403", "Unauthorized",
-                             "new row violates row-level security policy")
-    return storage_error(500, "500", "DatabaseError", str(exc))
+        return storage_error("AccessDenied", "new row violates row-level security policy",
+                             403, "Unauthorized")
+    return storage_error("DatabaseError", str(exc), 500)
+
+
+def _metadata(data: bytes, mimetype: str, cache_control: str) -> dict[str, Any]:
+    """The ``metadata`` storage-api writes for stored bytes."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"eTag": f'"{hashlib.md5(data).hexdigest()}"', "size": len(data),
+            "mimetype": mimetype, "cacheControl": cache_control, "lastModified": now,
+            "contentLength": len(data), "httpStatusCode": 200}
+
+
+def _signed_token(request: Request) -> str | None:
+    """The ``token`` query parameter. When the object's name holds a ``?``, the unencoded
+    signed path ends there and the token is found after the name's own ``?``: the path
+    the server checks is then cut short, so the signature never matches (as measured)."""
+    token = request.query_params.get("token")
+    if token is None and "token=" in request.url.query:
+        token = request.url.query.rpartition("token=")[2]
+    return token
+
+
+async def _transfer_body(request: Request) -> tuple[str, str, str, str]:
+    """(bucket, source, destination bucket, destination) of a move or copy."""
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise storage_error("InvalidRequest", "body must be object")
+    for field in ("bucketId", "sourceKey", "destinationKey"):
+        if not isinstance(body.get(field), str):
+            raise storage_error("InvalidRequest", f"body must have required property '{field}'")
+    check_key(body["destinationKey"])
+    return (body["bucketId"], body["sourceKey"], body.get("destinationBucket") or
+            body["bucketId"], body["destinationKey"])
 
 
 async def _json_body(request: Request) -> Any:
@@ -529,16 +648,16 @@ async def _json_body(request: Request) -> Any:
 async def _read_upload(request: Request) -> tuple[bytes, str, str, Any]:
     """(bytes, mimetype, cacheControl, user_metadata) from multipart or a raw body."""
     ctype = request.headers.get("content-type", "application/octet-stream")
-    cache = request.headers.get("cache-control", "3600")
-    user_meta: Any = None
+    cache = request.headers.get("cache-control", "no-cache")
+    user_meta: Any = {}
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
         files = [v for v in form.values() if isinstance(v, UploadFile)]
         if not files:
-            raise storage_error(400, "400", "InvalidRequest", "No file in the form")
+            raise storage_error("InvalidRequest", "No file in the form")
         data = await files[0].read()
         ctype = files[0].content_type or "application/octet-stream"
-        cache = str(form.get("cacheControl") or cache)
+        cache = str(form.get("cacheControl") or "3600")
         if form.get("metadata"):
             user_meta = json.loads(str(form["metadata"]))
     else:
