@@ -365,11 +365,14 @@ OBJECTS = {
                                      reason="picture"),
 }
 
-def put_direct(env: Env, obj: Obj, data: bytes) -> str:
-    """Write a storage.objects row and its bytes directly (as storage-api would)."""
-    object_id, version = str(uuid.uuid4()), str(uuid.uuid4())
+def put_direct(env: Env, obj: Obj, data: bytes, object_id: str | None = None,
+               size: int | None = None) -> str:
+    """Write a storage.objects row and its bytes directly (as storage-api would); `size`:
+    what the metadata claims, if not the truth."""
+    object_id, version = object_id or str(uuid.uuid4()), str(uuid.uuid4())
     (env.supabase.storage_dir / f"{object_id}.{version}").write_bytes(data)
-    metadata = ({"mimetype": obj.mimetype, "size": len(data), "contentLength": len(data)}
+    size = len(data) if size is None else size
+    metadata = ({"mimetype": obj.mimetype, "size": size, "contentLength": size}
                 if obj.metadata == "auto" else obj.metadata)
     query(env.db, "insert into storage.objects (id, bucket_id, name, version, metadata)"
           " values (%s, %s, %s, %s, %s)", object_id, obj.bucket, obj.name, version,
@@ -395,13 +398,11 @@ def corpus(env: Env) -> dict[str, dict[str, Any]]:
         if obj.direct or obj.metadata != "auto":
             ids[key] = put_direct(env, obj, data)
         elif obj.setup == "lie-size-chunked":
-            # stored small, then its bytes swapped for 32 MB behind the metadata's back
-            ids[key] = oid = upload(env.supabase, obj.name, data, obj.mimetype)
-            env.supabase.chunked.add(oid)
-            version = query(env.db, "select version from storage.objects where id=%s",
-                            oid)[0]["version"]
-            blob = env.supabase.storage_dir / f"{oid}.{version}"
-            blob.write_bytes(data + b"\x00" * (32 * 1024 * 1024))
+            # the metadata says small; the bytes are 32 MB, served without a Content-Length
+            object_id = str(uuid.uuid4())
+            env.supabase.chunked.add(object_id)
+            ids[key] = put_direct(env, obj, data + b"\x00" * (32 * 1024 * 1024), object_id,
+                                  size=len(data))
         else:
             ids[key] = upload(env.supabase, obj.name, data, obj.mimetype, bucket=obj.bucket)
     outcomes = {}
