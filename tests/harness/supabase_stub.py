@@ -38,9 +38,17 @@ source (file named).
 |        | storage.objects`` fails 42501 (trigger ``protect_objects_delete``) | 0050 |
 | columns | ``archived_at``, ``is_delete_marker``, ``is_versioned``; no ``level`` | M; S migration |
 |         | (tests/harness/supabase.sql) | 0063 |
+| image | sign with ``transform`` {width, height, resize, quality, format}: | S: getSignedURL.ts |
+| resizing | the token also holds ``transformations`` ("height:H,width:W,resize:R") | object.ts |
+|          | and the URL is ``/render/image/sign/<bucket>/<name>?token=``; its GET | render/ |
+|          | checks the token like a signed download, then resizes (Pillow here, | renderSigned- |
+|          | imgproxy there): cover/contain/fill, never enlarging, sides clamped | Image.ts, |
+|          | to 1..2500. ``image_transformation = False``: ``transform`` ignored | renderer/ |
+|          | | image.ts |
 
 Not modelled: TUS and S3-protocol uploads (their rows have ``user_metadata`` NULL),
-image transformations, multipart eTags (``"<md5>-<parts>"``), object versioning beyond
+imgproxy's WebP/AVIF answers to a browser's Accept header, multipart eTags
+(``"<md5>-<parts>"``), object versioning beyond
 its columns, and which other percent-escapes the real router leaves undecoded.
 """
 
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -231,6 +240,9 @@ class SupabaseStandIn:
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.jwt_secret = jwt_secret
         self.faults = Faults()
+        # storage-api's ENABLE_IMAGE_TRANSFORMATION (a paid add-on on Supabase's platform):
+        # off, a sign request's `transform` is ignored and the URL serves the original
+        self.image_transformation = True
         self.calls: list[tuple[str, int]] = []
         self.service_key = self._key({"role": "service_role"})
         self.anon_key = self._key({"role": "anon"})
@@ -283,6 +295,8 @@ class SupabaseStandIn:
             Route(s + "/sign/{bucket}/{path:path}", self._sign, methods=["POST"]),
             Route(s + "/sign/{bucket}/{path:path}", self._signed_download, methods=["GET"]),
             Route(s + "/authenticated/{bucket}/{path:path}", self._download, methods=["GET"]),
+            Route("/storage/v1/render/image/sign/{bucket}/{path:path}", self._render_signed,
+                  methods=["GET"]),
             Route(s + "/{bucket}/{path:path}", self._download, methods=["GET"]),
             Route(s + "/{bucket}/{path:path}", self._upload, methods=["POST", "PUT"]),
             Route(s + "/{bucket}", self._remove, methods=["DELETE"]),
@@ -424,9 +438,18 @@ class SupabaseStandIn:
                                     "body/expiresIn must be integer") from exc
             await self._find(caller, bucket, path)
             now = int(time.time())
-            token = jwt.encode({"url": f"{bucket}/{path}", "scope": "download", "iat": now,
-                                "exp": now + expires_in}, self.jwt_secret, algorithm="HS256")
-            return JSONResponse({"signedURL": f"/object/sign/{bucket}/{path}?token={token}"})
+            claims: dict[str, Any] = {"url": f"{bucket}/{path}", "scope": "download",
+                                      "iat": now, "exp": now + expires_in}
+            transform = body.get("transform")
+            route = "object"
+            if self.image_transformation and isinstance(transform, dict):
+                if transformations := _transformations(transform):
+                    claims["transformations"] = transformations
+                    route = "render/image"
+                if transform.get("format"):
+                    claims["format"] = transform["format"]
+            token = jwt.encode(claims, self.jwt_secret, algorithm="HS256")
+            return JSONResponse({"signedURL": f"/{route}/sign/{bucket}/{path}?token={token}"})
         return await self._handle("sign", request, True, work)
 
     async def _find(self, caller: Caller, bucket: str, path: str,
@@ -442,21 +465,45 @@ class SupabaseStandIn:
     async def _signed_download(self, request: Request) -> Response:
         async def work() -> Response:
             bucket, path = request.path_params["bucket"], request.path_params["path"]
-            token = _signed_token(request)
-            if not token:
-                raise storage_error("InvalidRequest",
-                                    "querystring must have required property 'token'")
-            try:
-                payload = jwt.decode(token, self.jwt_secret, algorithms=["HS256"])
-            except jwt.PyJWTError as exc:
-                raise storage_error("InvalidJWT", str(exc)) from exc
-            # "?" in the path: it came as %3F, which the real router leaves undecoded here
-            if payload.get("url") != f"{bucket}/{path}" or "?" in path:
-                raise storage_error("InvalidSignature", "The url do not match the signature")
+            self._verify_url_token(request, bucket, path)
             caller = Caller("service_role", {"role": "service_role"})
             obj = await self._find(caller, bucket, path, role=STORAGE_ADMIN)
             return self._stream(obj)
         return await self._handle("download", request, True, work)
+
+    async def _render_signed(self, request: Request) -> Response:
+        """GET /render/image/sign/...: the transformations come from the token."""
+        async def work() -> Response:
+            bucket, path = request.path_params["bucket"], request.path_params["path"]
+            payload = self._verify_url_token(request, bucket, path)
+            caller = Caller("service_role", {"role": "service_role"})
+            obj = await self._find(caller, bucket, path, role=STORAGE_ADMIN)
+            blob = self._blob(obj["id"], obj["version"])
+            if not blob.exists():
+                raise not_found()
+            options = _parse_transformations(payload.get("transformations") or "")
+            data, mimetype = await asyncio.to_thread(_render, blob.read_bytes(), options)
+            meta = obj["metadata"]
+            headers = {"cache-control": meta.get("cacheControl", "no-cache"),
+                       "etag": meta.get("eTag", ""), "x-transformations": ",".join(
+                           f"{k}:{v}" for k, v in options.items())}
+            return Response(data, media_type=mimetype, headers=headers)
+        return await self._handle("render", request, True, work)
+
+    def _verify_url_token(self, request: Request, bucket: str, path: str) -> dict[str, Any]:
+        """The claims of a signed URL's token, checked against the requested path."""
+        token = _signed_token(request)
+        if not token:
+            raise storage_error("InvalidRequest",
+                                "querystring must have required property 'token'")
+        try:
+            payload: dict[str, Any] = jwt.decode(token, self.jwt_secret, algorithms=["HS256"])
+        except jwt.PyJWTError as exc:
+            raise storage_error("InvalidJWT", str(exc)) from exc
+        # "?" in the path: it came as %3F, which the real router leaves undecoded here
+        if payload.get("url") != f"{bucket}/{path}" or "?" in path:
+            raise storage_error("InvalidSignature", "The url do not match the signature")
+        return payload
 
     async def _download(self, request: Request) -> Response:
         async def work() -> Response:
@@ -577,6 +624,73 @@ class SupabaseStandIn:
             except psycopg.Error as exc:
                 raise db_error(exc, caller.role) from exc
         return await self._handle(f"rest:{table}", request, False, work)
+
+
+# image transformation (storage-api src/storage/renderer/image.ts, imgproxy) ---------
+IMG_SIZE_LIMITS = (1, 2500)  # storage-api's IMG_LIMITS_MIN_SIZE / IMG_LIMITS_MAX_SIZE defaults
+
+
+def _transformations(transform: dict[str, Any]) -> str:
+    """ImageRenderer.applyTransformation(transform, keepOriginal=true): the string kept in
+    the signed token, e.g. "height:200,width:200,resize:cover"."""
+    def clamp(value: Any) -> int:
+        return min(max(int(value), IMG_SIZE_LIMITS[0]), IMG_SIZE_LIMITS[1])
+
+    segments = []
+    if transform.get("height"):
+        segments.append(f"height:{clamp(transform['height'])}")
+    if transform.get("width"):
+        segments.append(f"width:{clamp(transform['width'])}")
+    if transform.get("width") or transform.get("height"):
+        segments.append(f"resize:{transform.get('resize')}")  # "None" when absent, as in JS
+    if transform.get("quality"):
+        segments.append(f"quality:{int(transform['quality'])}")
+    if transform.get("format") and transform["format"] != "origin":
+        segments.append(f"format:{transform['format']}")
+    return ",".join(segments)
+
+
+def _parse_transformations(text: str) -> dict[str, Any]:
+    """ImageRenderer.setTransformationsFromString."""
+    options: dict[str, Any] = {}
+    for segment in filter(None, text.split(",")):
+        name, _, value = segment.partition(":")
+        if name in ("width", "height", "quality"):
+            options[name] = int(value)
+        elif name in ("resize", "format"):
+            options[name] = value
+    return options
+
+
+def _render(data: bytes, options: dict[str, Any]) -> tuple[bytes, str]:
+    """What imgproxy answers for storage-api's options: `cover` (its default) fills the box
+    and crops the centre, `contain` fits inside it, `fill` stretches; one side alone keeps
+    the aspect ratio; never enlarges. The original format is kept (imgproxy may instead
+    answer WebP/AVIF to a browser's Accept header)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as image:
+        fmt = image.format or "PNG"
+        image = ImageOps.exif_transpose(image)
+        w, h = image.size
+        width, height = options.get("width"), options.get("height")
+        mode = options.get("resize")
+        if width and height:
+            box = (min(width, w), min(height, h))
+            if mode == "contain":
+                image = ImageOps.contain(image, box)
+            elif mode == "fill":
+                image = image.resize(box)
+            else:
+                image = ImageOps.fit(image, box)
+        elif width or height:
+            scale = min((width or w) / w, (height or h) / h, 1.0)
+            image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))))
+        out = io.BytesIO()
+        if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        image.save(out, format=fmt, quality=options.get("quality", 80))
+    return out.getvalue(), Image.MIME.get(fmt, "application/octet-stream")
 
 
 # helpers ---------------------------------------------------------------------------
