@@ -27,7 +27,8 @@ MIGRATIONS = sorted((Path(__file__).resolve().parents[1] / "migrations").glob("*
 
 def clean_env(**values: str) -> dict[str, str]:
     """Only what a shell would have, plus `values`: no settings leak in from the test run."""
-    env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+    keep = ("PATH", "HOME", "LANG", "PYTHONPATH")  # PYTHONPATH: this checkout's app, not main's
+    env = {key: os.environ[key] for key in keep if key in os.environ}
     return {**env, "NO_COLOR": "1", "COLUMNS": "200", **values}
 
 
