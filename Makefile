@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench supabase-migrations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# after changing migrations/: refresh their copies in supabase/migrations/ (Supabase CLI)
+supabase-migrations:
+	$(PYTHON) scripts/supabase_migrations.py

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import httpx
-import psycopg
 import typer
 import uvicorn
 from rich.console import Console
@@ -30,11 +29,11 @@ from app.config import CaptionSettings, Settings, SettingsError, load_settings
 from app.errors import CaptionError, PermanentError
 from app.jobs import JobQueue, QueueStats
 from app.main import connect_supabase, create_app
+from app.migrate import MigrationError, apply_migrations
 from app.storage import ObjectFetcher
 from app.worker import Worker
 
 S = TypeVar("S", bound=CaptionSettings)
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"  # next to the package
 CAPTION_CONCURRENCY = 4
 DOWNLOAD_TIMEOUT = 30.0
 
@@ -310,13 +309,21 @@ def migrate(
         ),
     ] = None,
     directory: Annotated[
-        Path, typer.Option("--dir", help="Directory of the *.sql files.", file_okay=False)
-    ] = MIGRATIONS_DIR,
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Directory of the *.sql files (default: the repository's migrations/).",
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Apply migrations/*.sql in order, each file in one transaction.
 
     Every file is safe to run again, so running `migrate` after an upgrade is enough.
-    Supabase: the URL is under Project Settings → Database → Connection string.
+    Supabase: the URL is under Project Settings → Database → Connection string. With the
+    Supabase CLI, `supabase db reset` / `supabase db push` apply the same files from
+    supabase/migrations/ instead.
 
     Example: `DATABASE_URL=postgresql://postgres:...@db.<ref>.supabase.co:5432/postgres
     captioner migrate`
@@ -324,28 +331,11 @@ def migrate(
     if not database_url:
         typer.echo("captioner: DATABASE_URL is required (or --database-url)", err=True)
         raise typer.Exit(2)
-    files = sorted(directory.glob("*.sql"))
-    if not files:
-        typer.echo(f"captioner: no *.sql files in {directory}", err=True)
-        raise typer.Exit(2)
     try:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            for path in files:
-                apply_migration(conn, path)
-    except psycopg.OperationalError as exc:
-        typer.echo(f"captioner: cannot connect to the database: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-def apply_migration(conn: psycopg.Connection, path: Path) -> None:
-    """Run one file in one transaction; exit 1 with the file's name when it fails."""
-    try:
-        with conn.transaction():
-            conn.execute(path.read_bytes())
-    except psycopg.Error as exc:
-        typer.echo(f"captioner: {path.name} failed: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"applied {path.name}")
+        apply_migrations(database_url, directory, lambda path: typer.echo(f"applied {path.name}"))
+    except MigrationError as exc:
+        typer.echo(f"captioner: {exc}", err=True)
+        raise typer.Exit(1 if "*.sql" not in str(exc) else 2) from None
 
 
 # --------------------------------------------------------------------------------- status

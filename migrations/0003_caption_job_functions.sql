@@ -40,15 +40,17 @@ end $$;
 
 revoke all on all functions in schema captioner from public;
 
+-- The service's settings, exactly: a null URL or secret removes it (no more wake-ups, a
+-- rotated-out secret is no longer sent).
 create or replace function public.caption_configure(
   p_buckets text[], p_webhook_url text default null, p_webhook_secret text default null,
   p_signing_secret text default null)
 returns void language sql security definer set search_path = '' as $$
   update captioner.config
      set buckets = p_buckets,
-         webhook_url = coalesce(p_webhook_url, webhook_url),
-         webhook_secret = coalesce(p_webhook_secret, webhook_secret),
-         signing_secret = coalesce(p_signing_secret, signing_secret),
+         webhook_url = p_webhook_url,
+         webhook_secret = p_webhook_secret,
+         signing_secret = p_signing_secret,
          updated_at = now();
 $$;
 

@@ -2,14 +2,18 @@
 -- upload, so nothing is lost even when the webhook is. Then, if the service has told us
 -- its URL (caption_configure), a pg_net request wakes it at once. The URL and secret are
 -- read from captioner.config, never written into the trigger's text.
+--
+-- Nothing here may fail an upload: the wake-up is best-effort (a broken signing secret, or
+-- pg_net missing, is a warning and the worker finds the job by polling), and a job that
+-- cannot be queued is a warning too (the sweep queues it later).
 
+create schema if not exists extensions;
 do $$
 begin
   if exists (select 1 from pg_available_extensions where name = 'pg_net') then
-    create extension if not exists pg_net;
+    create extension if not exists pg_net with schema extensions;
   end if;
 end $$;
-create schema if not exists extensions;
 create extension if not exists pgcrypto with schema extensions;
 
 -- Standard Webhooks: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}"> keyed with the
@@ -45,6 +49,7 @@ end $$;
 create or replace function captioner.on_object_change()
 returns trigger language plpgsql security definer set search_path = '' as $$
 declare
+  outcome text;
   cfg captioner.config;
   body jsonb;
 begin
@@ -52,22 +57,35 @@ begin
      and old.metadata is not null then
     return null;  -- renamed or touched: same bytes, the caption still holds
   end if;
-  if captioner.enqueue(new.id) <> 'queued' then
+  begin
+    outcome := captioner.enqueue(new.id);
+  exception when others then
+    raise warning 'captioner: % not queued (%: %); the sweep will queue it',
+      new.id, sqlstate, sqlerrm;
+    return null;
+  end;
+  if outcome <> 'queued' then
     return null;
   end if;
   select * into cfg from captioner.config;
-  if cfg.webhook_url is not null then
-    body := jsonb_build_object(
-      'type', tg_op, 'table', tg_table_name, 'schema', tg_table_schema,
-      'record', to_jsonb(new),
-      'old_record', case when tg_op = 'UPDATE' then to_jsonb(old) end);
+  if cfg.webhook_url is null then
+    return null;
+  end if;
+  body := jsonb_build_object(
+    'type', tg_op, 'table', tg_table_name, 'schema', tg_table_schema,
+    'record', to_jsonb(new),
+    'old_record', case when tg_op = 'UPDATE' then to_jsonb(old) end);
+  begin
     -- pg_net sends convert_to(body::text, 'UTF8'): sign exactly that text
     perform net.http_post(
       url := cfg.webhook_url,
       body := body,
       headers := captioner.webhook_headers(cfg, body::text),
       timeout_milliseconds := cfg.webhook_timeout_ms);
-  end if;
+  exception when others then
+    raise warning 'captioner: no wake-up for % (%: %); the worker will find its job by polling',
+      new.id, sqlstate, sqlerrm;
+  end;
   return null;
 end $$;
 

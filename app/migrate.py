@@ -1,0 +1,60 @@
+"""Apply migrations/*.sql to a database: in file order, each file in one transaction.
+
+Every file is re-runnable, so applying all of them again after an upgrade is the upgrade.
+(supabase/migrations/ holds the same files under the Supabase CLI's names; see
+scripts/supabase_migrations.py.)
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+# A source checkout has migrations/ next to app/; the container has it in its working
+# directory (/srv/captioner), since an installed package has no repository around it.
+CANDIDATE_DIRS = (Path(__file__).resolve().parents[1] / "migrations", Path("migrations"))
+
+
+class MigrationError(Exception):
+    """A migration could not be applied; the message names the file or the connection."""
+
+
+def default_directory() -> Path:
+    """The first of CANDIDATE_DIRS holding *.sql files (else the first, to name it)."""
+    for directory in CANDIDATE_DIRS:
+        if any(directory.glob("*.sql")):
+            return directory
+    return CANDIDATE_DIRS[0]
+
+
+def migration_files(directory: Path) -> list[Path]:
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise MigrationError(f"no *.sql files in {directory}")
+    return files
+
+
+def apply_migrations(
+    database_url: str,
+    directory: Path | None = None,
+    on_applied: Callable[[Path], None] = lambda path: None,
+) -> list[Path]:
+    """Apply every file in `directory` in order; stops at the first that fails."""
+    files = migration_files(directory or default_directory())
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for path in files:
+                apply_file(conn, path)
+                on_applied(path)
+    except psycopg.OperationalError as exc:
+        raise MigrationError(f"cannot connect to the database: {exc}") from None
+    return files
+
+
+def apply_file(conn: psycopg.Connection, path: Path) -> None:
+    """Run one file in one transaction."""
+    try:
+        with conn.transaction():
+            conn.execute(path.read_bytes())
+    except psycopg.Error as exc:
+        raise MigrationError(f"{path.name} failed: {exc}") from None

@@ -1,0 +1,239 @@
+-- Generated from migrations/0003_caption_job_functions.sql: edit that file, then run
+-- `make supabase-migrations` (scripts/supabase_migrations.py).
+-- The queue's operations. Each is `security definer` with an empty search_path, lives in
+-- `public` so PostgREST can call it (rpc), and is executable by service_role only.
+
+create or replace function captioner.skip_reason(p_bucket text, p_name text, p_metadata jsonb, p_buckets text[])
+returns text language sql immutable set search_path = '' as $$
+  select case
+    when not (p_bucket = any (p_buckets)) then format('bucket %s is not watched', p_bucket)
+    when p_name like '%.emptyFolderPlaceholder' then 'folder placeholder'
+    when p_metadata is null or p_metadata ->> 'mimetype' is null then 'unknown content type (no metadata)'
+    when lower(p_metadata ->> 'mimetype') not like 'image/%'
+      then format('not an image (%s)', p_metadata ->> 'mimetype')
+    when lower(p_metadata ->> 'mimetype') like 'image/svg%' then 'SVG is a vector image, not captioned'
+  end
+$$;
+
+-- Creates or resets the object's job for its current version. Returns 'queued',
+-- 'duplicate' (this version already has a job) or 'ignored: <reason>'.
+create or replace function captioner.enqueue(p_object_id uuid)
+returns text language plpgsql security definer set search_path = '' as $$
+declare
+  obj storage.objects;
+  reason text;
+begin
+  select * into obj from storage.objects where id = p_object_id;
+  if not found then
+    return 'ignored: object not found';
+  end if;
+  select captioner.skip_reason(obj.bucket_id, obj.name, obj.metadata, c.buckets)
+    into reason from captioner.config c;
+  if reason is not null then
+    return 'ignored: ' || reason;
+  end if;
+  insert into captioner.jobs as j (object_id, version) values (obj.id, obj.version)
+  on conflict (object_id) do update
+    set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
+    where j.version is distinct from excluded.version;
+  return case when found then 'queued' else 'duplicate' end;
+end $$;
+
+revoke all on all functions in schema captioner from public;
+
+-- The service's settings, exactly: a null URL or secret removes it (no more wake-ups, a
+-- rotated-out secret is no longer sent).
+create or replace function public.caption_configure(
+  p_buckets text[], p_webhook_url text default null, p_webhook_secret text default null,
+  p_signing_secret text default null)
+returns void language sql security definer set search_path = '' as $$
+  update captioner.config
+     set buckets = p_buckets,
+         webhook_url = p_webhook_url,
+         webhook_secret = p_webhook_secret,
+         signing_secret = p_signing_secret,
+         updated_at = now();
+$$;
+
+-- Many webhooks' objects in one round trip; outcomes in the order of p_object_ids.
+create or replace function public.caption_jobs_enqueue(p_object_ids uuid[])
+returns table (object_id uuid, outcome text)
+language sql security definer set search_path = '' as $$
+  select u.id, captioner.enqueue(u.id)
+    from unnest(p_object_ids) with ordinality as u(id, n)
+   order by u.n;
+$$;
+
+-- Leases up to p_limit due jobs (pending and due, or running with an expired lease).
+-- A job whose lease expired after its last allowed attempt ends as failed instead.
+create or replace function public.caption_jobs_claim(
+  p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer)
+returns table (object_id uuid, version text, bucket_id text, name text, mimetype text,
+               size bigint, attempts integer, lease_token uuid)
+language plpgsql security definer set search_path = '' as $$
+begin
+  update captioner.jobs j
+     set state = 'failed', lease_token = null, lease_until = null, updated_at = now(),
+         last_error = format('lease expired after %s attempts (worker crashed or stuck)', j.attempts)
+   where j.state = 'running' and j.lease_until < now() and j.attempts >= p_max_attempts;
+
+  return query
+  with due as (
+    select d.object_id from captioner.jobs d
+     where (d.state = 'pending' and d.run_after <= now())
+        or (d.state = 'running' and d.lease_until < now())
+     order by d.run_after
+     limit p_limit
+     for update skip locked
+  )
+  update captioner.jobs j
+     set state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+         lease_until = now() + make_interval(secs => p_lease_seconds), worker = p_worker,
+         updated_at = now()
+    from due, storage.objects o
+   where j.object_id = due.object_id and o.id = j.object_id
+  returning j.object_id, j.version, o.bucket_id, o.name, o.metadata ->> 'mimetype',
+            (o.metadata ->> 'size')::bigint, j.attempts, j.lease_token;
+end $$;
+
+-- Writes the caption and marks the job done in one transaction, only while the caller
+-- still holds the lease (a newer version or another worker makes it a no-op).
+create or replace function public.caption_jobs_complete(
+  p_object_id uuid, p_lease_token uuid, p_caption text, p_model text)
+returns boolean language plpgsql security definer set search_path = '' as $$
+declare
+  done_version text;
+begin
+  update captioner.jobs
+     set state = 'done', lease_token = null, lease_until = null, last_error = null, updated_at = now()
+   where object_id = p_object_id and lease_token = p_lease_token and state = 'running'
+  returning version into done_version;
+  if not found then
+    return false;
+  end if;
+  insert into public.image_caption (id, caption, model, object_version)
+  values (p_object_id, p_caption, p_model, done_version)
+  on conflict (id) do update
+    set caption = excluded.caption, model = excluded.model,
+        object_version = excluded.object_version, updated_at = now();
+  return true;
+end $$;
+
+-- Gives the job back to run again after p_delay_seconds. p_refund: the attempt does not
+-- count (released at shutdown, not failed).
+create or replace function public.caption_jobs_retry(
+  p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision,
+  p_refund boolean default false)
+returns boolean language plpgsql security definer set search_path = '' as $$
+begin
+  update captioner.jobs
+     set state = 'pending', run_after = now() + make_interval(secs => p_delay_seconds),
+         attempts = attempts - case when p_refund then 1 else 0 end,
+         last_error = coalesce(p_error, last_error),
+         lease_token = null, lease_until = null, updated_at = now()
+   where object_id = p_object_id and lease_token = p_lease_token and state = 'running';
+  return found;
+end $$;
+
+-- Ends the job as failed; a caption of an older version is stale and goes too.
+create or replace function public.caption_jobs_fail(
+  p_object_id uuid, p_lease_token uuid, p_error text)
+returns boolean language plpgsql security definer set search_path = '' as $$
+declare
+  failed_version text;
+begin
+  update captioner.jobs
+     set state = 'failed', last_error = p_error, lease_token = null, lease_until = null,
+         updated_at = now()
+   where object_id = p_object_id and lease_token = p_lease_token and state = 'running'
+  returning version into failed_version;
+  if not found then
+    return false;
+  end if;
+  delete from public.image_caption
+   where id = p_object_id and object_version is distinct from failed_version;
+  return true;
+end $$;
+
+-- Finds captionable objects with no caption for their current version and no job for
+-- it (uploaded before install, or their job was lost) and queues up to p_limit of them.
+-- p_buckets: only these buckets (default: the watched ones).
+drop function if exists public.caption_jobs_sweep(integer);
+create or replace function public.caption_jobs_sweep(p_limit integer, p_buckets text[] default null)
+returns integer language plpgsql security definer set search_path = '' as $$
+declare
+  queued integer;
+  buckets text[];
+begin
+  select coalesce(p_buckets, c.buckets) into buckets from captioner.config c;
+  insert into captioner.jobs as j (object_id, version)
+  select o.id, o.version
+    from storage.objects o
+   where o.bucket_id = any (buckets)
+     and captioner.skip_reason(o.bucket_id, o.name, o.metadata, buckets) is null
+     and not exists (
+       select 1 from public.image_caption ic
+        where ic.id = o.id
+          and (ic.object_version is null or ic.object_version is not distinct from o.version))
+     and not exists (
+       select 1 from captioner.jobs q
+        where q.object_id = o.id and q.version is not distinct from o.version)
+   order by o.created_at
+   limit p_limit
+  on conflict (object_id) do update
+    set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now();
+  get diagnostics queued = row_count;
+  return queued;
+end $$;
+
+-- Puts failed jobs back in the queue (after fixing whatever made them fail).
+create or replace function public.caption_jobs_requeue_failed(p_limit integer)
+returns integer language plpgsql security definer set search_path = '' as $$
+declare
+  queued integer;
+begin
+  update captioner.jobs j
+     set state = 'pending', attempts = 0, run_after = now(), updated_at = now()
+   where j.object_id in (
+     select f.object_id from captioner.jobs f where f.state = 'failed'
+      order by f.updated_at limit p_limit);
+  get diagnostics queued = row_count;
+  return queued;
+end $$;
+
+create or replace function public.caption_jobs_stats()
+returns table (state text, jobs bigint, oldest_seconds double precision)
+language sql security definer set search_path = '' as $$
+  select s.state::text, count(j.object_id),
+         coalesce(extract(epoch from now() - min(j.updated_at))::double precision, 0)
+    from unnest(enum_range(null::captioner.job_state)) as s(state)
+    left join captioner.jobs j on j.state = s.state
+   group by s.state
+   order by s.state;
+$$;
+
+create or replace function public.caption_jobs_failures(p_limit integer)
+returns table (object_id uuid, bucket_id text, name text, attempts integer,
+               last_error text, failed_at timestamptz)
+language sql security definer set search_path = '' as $$
+  select j.object_id, o.bucket_id, o.name, j.attempts, j.last_error, j.updated_at
+    from captioner.jobs j join storage.objects o on o.id = j.object_id
+   where j.state = 'failed'
+   order by j.updated_at desc
+   limit p_limit;
+$$;
+
+do $$
+declare
+  fn regprocedure;
+begin
+  for fn in
+    select p.oid::regprocedure from pg_proc p
+     where p.pronamespace = 'public'::regnamespace and p.proname like 'caption\_%'
+  loop
+    execute format('revoke all on function %s from public, anon, authenticated', fn);
+    execute format('grant execute on function %s to service_role', fn);
+  end loop;
+end $$;
