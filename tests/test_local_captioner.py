@@ -20,8 +20,10 @@ from app.images import PreparedImage, prepare_image
 from tests.tiny_blip import build_tiny_vit_gpt2
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def offline() -> Iterator[None]:
+    """No Hub access for this module's tests (module scope: later modules use the HF stand-in,
+    which huggingface_hub refuses to call while HF_HUB_OFFLINE is set)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TRANSFORMERS_OFFLINE", "1")
