@@ -1,4 +1,5 @@
-"""`captioner`: run the service, caption files, backfill a bucket, migrate, show the queue.
+"""`captioner`: run the service, caption files, backfill or re-caption a bucket, migrate,
+show the queue.
 
 Settings come from the environment (and `.env`), as for the service; see .env.example.
 """
@@ -27,9 +28,10 @@ from app.bounded import read_file, read_stream
 from app.captioning import Captioner, build_captioner, caption_image
 from app.config import CaptionSettings, Settings, SettingsError, load_settings
 from app.errors import CaptionError, PermanentError
-from app.jobs import JobQueue, QueueStats
+from app.jobs import JobQueue, QueueStats, RecaptionProgress
 from app.main import connect_supabase, create_app
 from app.migrate import MigrationError, apply_migrations
+from app.recaption import Scope, recaption_bucket, with_model
 from app.storage import ObjectFetcher
 from app.worker import Worker
 
@@ -293,6 +295,57 @@ async def caption_queued(connection: Connection, bucket: str, total: int) -> Non
 async def jobs_left(connection: Connection, bucket: str) -> int:
     stats = await bucket_stats(connection, bucket)
     return stats["pending"] + stats["running"]
+
+
+# ------------------------------------------------------------------------------ recaption
+
+
+@cli.command()
+def recaption(
+    bucket: Annotated[str, typer.Option(help="The bucket whose images to caption again.")],
+    prefix: Annotated[
+        str, typer.Option(help="Only the images whose name starts with this (a folder: p/).")
+    ] = "",
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model to caption with (default: CAPTION_MODEL, or LOCAL_MODEL)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Images queued at a time.")] = 200,
+) -> None:
+    """Caption again, with the current (or given) model, the images whose caption another
+    model wrote: after you switch models.
+
+    Queues the work in the database a batch at a time and captions it in this process (the
+    service's workers help: give them the same model). Every image keeps its old caption
+    until the new one is written. Interrupted, it can simply be run again: it continues
+    where it stopped and retries what failed. Exit code 1 if some images still have a
+    caption by another model. Needs the Supabase settings.
+
+    Example: `captioner recaption --bucket images --prefix 2024/ --model
+    Salesforce/blip-image-captioning-large`
+    """
+    settings = with_model(settings_or_exit(Settings), model)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"re-captioning {bucket}/{prefix}", total=None)
+
+        def report(scope: Scope, state: RecaptionProgress) -> None:
+            progress.update(task, total=state.captions, completed=state.done)
+
+        final = asyncio.run(recaption_bucket(settings, bucket, prefix, batch, report))
+    others = final.captions - final.done
+    typer.echo(
+        f"{bucket}/{prefix}: {final.done} of {final.captions} captions by {settings.model_name}; "
+        f"{final.failed} failed (their old captions kept)"
+    )
+    if others:
+        typer.echo(
+            f"{others} still by another model (failed, or captioned meanwhile by a worker "
+            "with a different model); run the command again to retry them",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 # -------------------------------------------------------------------------------- migrate

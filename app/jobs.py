@@ -1,6 +1,7 @@
 """The durable job queue: thin async wrappers over the rpc functions in migrations/."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from supabase import AsyncClient
@@ -27,6 +28,17 @@ class QueueStats:
     state: str
     jobs: int
     oldest_seconds: float
+
+
+@dataclass(frozen=True)
+class RecaptionProgress:
+    """Captions under a bucket/prefix: all, those by the target model, the others queued
+    or failed."""
+
+    captions: int
+    done: int
+    queued: int
+    failed: int
 
 
 class JobQueue:
@@ -114,3 +126,31 @@ class JobQueue:
 
     async def failures(self, limit: int = 10) -> list[dict[str, Any]]:
         return list(await self._rpc("caption_jobs_failures", p_limit=limit) or [])
+
+    async def requeue(self, object_ids: list[str]) -> int:
+        """Queue these objects again (failed or captioned alike); their captions stay
+        until new ones are written. Returns how many were queued."""
+        return int(await self._rpc("caption_jobs_requeue", p_object_ids=object_ids) or 0)
+
+    async def recaption(
+        self, bucket: str, prefix: str, model: str, limit: int, since: datetime | None = None
+    ) -> int:
+        """Queue up to `limit` objects under bucket/prefix whose caption is not by `model`,
+        leaving out those whose job ended since `since` (this run's start)."""
+        return int(
+            await self._rpc(
+                "caption_jobs_recaption",
+                p_bucket=bucket,
+                p_prefix=prefix,
+                p_model=model,
+                p_limit=limit,
+                p_since=since.isoformat() if since else None,
+            )
+            or 0
+        )
+
+    async def recaption_progress(self, bucket: str, prefix: str, model: str) -> RecaptionProgress:
+        rows = await self._rpc(
+            "caption_recaption_progress", p_bucket=bucket, p_prefix=prefix, p_model=model
+        )
+        return RecaptionProgress(**{key: int(value) for key, value in rows[0].items()})

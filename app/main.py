@@ -15,7 +15,7 @@ import httpx
 from fastapi import Depends, FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from app import __version__, api, ops, ui, webhook
+from app import __version__, api, gallery, ops, ui, webhook
 from app.batching import MicroBatcher
 from app.captioning import build_captioner
 from app.config import Settings, get_settings
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi()
 
     if settings.ui_enabled:
+        app.include_router(gallery.router)  # before the Gradio app mounted at /ui
         ui.mount(app)
     return app
 

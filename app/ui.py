@@ -72,7 +72,8 @@ def build_interface(
         ],
         outputs=[gr.Textbox(label="Caption")],
         title=f"Image Captioning with {name}",
-        description=f"Caption any image using the `{model}` model.",
+        description=f"Caption any image using the `{model}` model. "
+        "Operators: [the buckets' captions gallery](gallery).",
         flagging_mode="never",
         examples=[[str(path)] for path in example_images()],
         cache_examples=False,

@@ -1,0 +1,199 @@
+"""The operators' gallery at /ui/gallery (behind the web page's credentials): a watched
+bucket's latest captions as thumbnails, the caption search, job counts, failures with a
+button to queue them again, skipped uploads, and re-captioning with the current model.
+
+The page (app/static/gallery.html) polls `GET /ui/gallery/data`. Thumbnails are signed
+URLs of storage's image transformation (`/storage/v1/render/image/sign/...`): the
+browser fetches a small rendition straight from Supabase, never the image through here.
+Every read goes through supabase-py with the service key: the rpc functions of
+migrations/0009 and the search RPC of app developers.
+"""
+
+import asyncio
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from postgrest.exceptions import APIError
+from pydantic import BaseModel, Field
+from storage3.exceptions import StorageApiError
+from storage3.types import TransformOptions
+from supabase import AsyncClient
+
+from app.deps import Runtime, RuntimeDep
+
+PAGE = Path(__file__).resolve().parent / "static" / "gallery.html"
+THUMBNAIL = TransformOptions(width=240, height=240, resize="cover")
+THUMBNAIL_TTL = 600  # seconds a thumbnail URL is valid; one is reused for half of that
+SIGN_CONCURRENCY = 8
+RECAPTION_BATCH = 10_000  # objects one click queues
+
+router = APIRouter(prefix="/ui/gallery", include_in_schema=False)
+
+
+class Thumbnails:
+    """Signed thumbnail URLs, reused while they are young so the browser can cache them."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._urls: dict[tuple[str, str], tuple[str, float]] = {}
+        self._limit = asyncio.Semaphore(SIGN_CONCURRENCY)
+
+    async def urls(self, bucket: str, names: list[str]) -> list[str | None]:
+        return list(await asyncio.gather(*(self.url(bucket, name) for name in names)))
+
+    async def url(self, bucket: str, name: str) -> str | None:
+        now = time.monotonic()
+        cached = self._urls.get((bucket, name))
+        if cached and cached[1] > now:
+            return cached[0]
+        async with self._limit:
+            signed = await self._sign(bucket, name)
+        if signed:
+            if len(self._urls) > 5_000:
+                self._urls = {k: v for k, v in self._urls.items() if v[1] > now}
+            self._urls[(bucket, name)] = (signed, now + THUMBNAIL_TTL / 2)
+        return signed
+
+    async def _sign(self, bucket: str, name: str) -> str | None:
+        # storage3 percent-decodes the path it is given: encode it (as app/storage.py does)
+        files = self._client.storage.from_(bucket)
+        try:
+            signed = await files.create_signed_url(
+                quote(name, safe="/"), THUMBNAIL_TTL, {"transform": THUMBNAIL}
+            )
+        except (StorageApiError, httpx.HTTPError, ValueError):
+            return None  # deleted meanwhile, or storage away: the card shows no picture
+        return signed.get("signedURL") or signed.get("signedUrl")
+
+
+def thumbnails(request: Request, runtime: RuntimeDep) -> Thumbnails:
+    state = request.app.state
+    if getattr(state, "thumbnails", None) is None:
+        state.thumbnails = Thumbnails(runtime.supabase)
+    result: Thumbnails = state.thumbnails
+    return result
+
+
+ThumbnailsDep = Annotated[Thumbnails, Depends(thumbnails)]
+
+
+def same_origin_json(request: Request) -> None:
+    """Actions are JSON from this page only: a form or a fetch from another site (which
+    the browser would send with the page's Basic credentials) is refused."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPException(415, "send JSON")
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "cross-site request refused")
+
+
+def watched(bucket: str | None, runtime: RuntimeDep) -> str:
+    buckets = runtime.settings.caption_buckets
+    if bucket is None:
+        return buckets[0]
+    if bucket not in buckets:
+        raise HTTPException(400, f"bucket {bucket!r} is not watched (CAPTION_BUCKETS)")
+    return bucket
+
+
+@router.get("")
+@router.get("/")
+async def page() -> FileResponse:
+    return FileResponse(PAGE, media_type="text/html", headers={"cache-control": "no-cache"})
+
+
+@router.get("/data")
+async def data(
+    runtime: RuntimeDep,
+    signer: ThumbnailsDep,
+    bucket: str | None = None,
+    q: Annotated[str, Query(max_length=1000)] = "",
+    limit: Annotated[int, Query(ge=1, le=100)] = 24,
+) -> dict[str, Any]:
+    """Everything the page shows, in one answer."""
+    bucket = watched(bucket, runtime)
+    try:
+        return await overview(runtime, signer, bucket, q.replace("\x00", "").strip(), limit)
+    except (APIError, httpx.HTTPError) as exc:
+        raise HTTPException(503, f"Supabase did not answer: {type(exc).__name__}: {exc}") from None
+
+
+async def overview(
+    runtime: Runtime, signer: Thumbnails, bucket: str, query: str, limit: int
+) -> dict[str, Any]:
+    client = runtime.supabase
+    stats = await runtime.queue.stats()
+    counts = {row.state: row.jobs for row in stats}
+    if query:
+        found = client.rpc(
+            "search_image_captions", {"query": query, "bucket": bucket, "max_results": limit}
+        )
+    else:
+        found = client.rpc("caption_gallery_recent", {"p_bucket": bucket, "p_limit": limit})
+    items, failed, skipped = await asyncio.gather(
+        rows(found),
+        jobs_in_state(client, bucket, "failed", counts),
+        jobs_in_state(client, bucket, "skipped", counts),
+    )
+    urls = await signer.urls(bucket, [item["name"] for item in items])
+    return {
+        "bucket": bucket,
+        "buckets": runtime.settings.caption_buckets,
+        "query": query,
+        "model": runtime.captioner.model,
+        "counts": counts,
+        "items": [
+            {**card(item), "thumbnail": url} for item, url in zip(items, urls, strict=True)
+        ],
+        "failures": failed,
+        "skipped": skipped,
+    }
+
+
+def card(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "caption", "model", "captioned_at", "reused")
+    return {key: row.get(key) for key in keys}
+
+
+async def rows(request: Any) -> list[dict[str, Any]]:
+    return list((await request.execute()).data or [])
+
+
+async def jobs_in_state(
+    client: AsyncClient, bucket: str, state: str, counts: dict[str, int]
+) -> list[dict[str, Any]]:
+    if not counts.get(state):
+        return []  # none anywhere (or a state this schema does not have)
+    args = {"p_bucket": bucket, "p_state": state, "p_limit": 50}
+    return await rows(client.rpc("caption_gallery_jobs", args))
+
+
+class Requeue(BaseModel):
+    object_ids: list[str] = Field(min_length=1, max_length=500)
+
+
+@router.post("/requeue", dependencies=[Depends(same_origin_json)])
+async def requeue(body: Requeue, runtime: RuntimeDep) -> dict[str, int]:
+    """Queue these images again (failed ones, or any to re-caption one)."""
+    return {"queued": await runtime.queue.requeue(body.object_ids)}
+
+
+class Recaption(BaseModel):
+    bucket: str
+    prefix: str = Field(default="", max_length=1024)
+
+
+@router.post("/recaption", dependencies=[Depends(same_origin_json)])
+async def recaption(body: Recaption, runtime: RuntimeDep) -> dict[str, Any]:
+    """Queue the bucket's (prefix's) captions that another model wrote, for this service's
+    model; the old captions stay until the new ones are written."""
+    bucket = watched(body.bucket, runtime)
+    model = runtime.captioner.model
+    since = datetime.now().astimezone()
+    queued = await runtime.queue.recaption(bucket, body.prefix, model, RECAPTION_BATCH, since)
+    return {"queued": queued, "model": model}
