@@ -20,15 +20,15 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 import uvicorn
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from supabase import AsyncClient
 
+from app.backfill import ConsoleReport, Progress
+from app.backfill import backfill as backfill_bucket
 from app.bounded import read_file, read_stream
 from app.captioning import Captioner, build_captioner, caption_image
 from app.config import CaptionSettings, Settings, SettingsError, load_settings
 from app.errors import CaptionError, PermanentError
-from app.jobs import JobQueue, QueueStats, RecaptionProgress
+from app.jobs import JobQueue, QueueStats, RecaptionProgress, SweepPass
 from app.main import connect_supabase, create_app
 from app.migrate import MigrationError, apply_migrations
 from app.recaption import Scope, recaption_bucket, with_model
@@ -216,85 +216,44 @@ async def connect(settings: Settings) -> AsyncIterator[Connection]:
         yield Connection(supabase, JobQueue(supabase, worker_id), settings)
 
 
-async def bucket_stats(connection: Connection, bucket: str) -> dict[str, int]:
-    """Counts for one bucket (migrations/0005_cli.sql)."""
-    query = connection.supabase.rpc("caption_jobs_bucket_stats", {"p_bucket": bucket})
-    rows: Any = (await query.execute()).data
-    return {key: int(value) for key, value in rows[0].items()}
-
-
 # ------------------------------------------------------------------------------- backfill
 
 
 @cli.command()
 def backfill(
     bucket: Annotated[str, typer.Option(help="The bucket whose images to caption.")],
-    batch: Annotated[int, typer.Option(min=1, help="Images queued per sweep.")] = 500,
+    batch: Annotated[
+        int, typer.Option(min=1, help="Objects examined per slice of the pass (and queued ahead).")
+    ] = 1000,
 ) -> None:
     """Caption every image in a bucket that has no caption yet, in this process.
 
-    Queues the bucket's uncaptioned images (in batches), then captions them with the
-    same worker as the service (WORKER_CONCURRENCY at a time, with its retries), until
-    none of the bucket's jobs is pending or running; exit code 1 if some failed. Like any
-    worker it also takes other buckets' due jobs, and a service running meanwhile helps.
+    Walks the bucket once (a reconciliation pass, resumed if one is running), queueing its
+    uncaptioned images a slice at a time just ahead of a worker that captions them like the
+    service does (WORKER_CONCURRENCY at a time, with its retries), and shows the progress and
+    the rate; ends when none of the bucket's jobs is pending or running; exit code 1 if some
+    failed. Like any worker it also takes other buckets' due jobs, and running replicas help.
     Needs the Supabase settings. Images that failed earlier stay failed (see `status`).
 
     Example: `captioner backfill --bucket images`
     """
     settings = settings_or_exit(Settings)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    summary = asyncio.run(run_backfill(settings, bucket, batch))
+    done = asyncio.run(run_backfill(settings, bucket, batch))
     typer.echo(
-        f"bucket {bucket}: {summary['captioned']} captioned, {summary['failed']} failed, "
-        f"{summary['skipped']} skipped (not images), "
-        f"{summary['already']} already captioned"
+        f"bucket {bucket}: {done.captioned} captioned, {done.failed} failed, "
+        f"{done.skipped} skipped (not images), {done.already} already captioned or queued"
     )
-    if summary["failed"]:
+    if done.failed:
         raise typer.Exit(1)
 
 
-async def run_backfill(settings: Settings, bucket: str, batch: int) -> dict[str, int]:
+async def run_backfill(settings: Settings, bucket: str, batch: int) -> Progress:
     async with connect(settings) as connection:
-        before = await bucket_stats(connection, bucket)
-        while await connection.queue.sweep(batch, buckets=[bucket]) >= batch:
-            pass
-        queued = await bucket_stats(connection, bucket)
-        await caption_queued(connection, bucket, queued["pending"] + queued["running"])
-        after = await bucket_stats(connection, bucket)
-    return {
-        "captioned": after["captioned"] - before["captioned"],
-        "failed": after["failed"] - queued["failed"],
-        "skipped": after["skipped"],
-        "already": before["captioned"],
-    }
-
-
-async def caption_queued(connection: Connection, bucket: str, total: int) -> None:
-    """Run a worker, with a progress bar, until the bucket has no pending or running job."""
-    settings = connection.settings
-    fetcher = ObjectFetcher.from_settings(connection.supabase, settings)
-    captioner = build_captioner(settings)
-    worker = Worker(connection.queue, fetcher, captioner, settings)
-    running = asyncio.create_task(worker.run())
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=Console(stderr=True)) as progress:
-            task = progress.add_task(f"captioning {bucket}", total=total)
-            while (left := await jobs_left(connection, bucket)) > 0:
-                progress.update(task, completed=max(total - left, 0))
-                await asyncio.sleep(0.25)
-            progress.update(task, completed=total)
-    finally:
-        await worker.stop(settings.shutdown_grace_seconds)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await captioner.aclose()
-        await fetcher.aclose()
-
-
-async def jobs_left(connection: Connection, bucket: str) -> int:
-    stats = await bucket_stats(connection, bucket)
-    return stats["pending"] + stats["running"]
+        with ConsoleReport() as report:
+            return await backfill_bucket(
+                connection.supabase, connection.queue, settings, bucket, batch, report
+            )
 
 
 # ------------------------------------------------------------------------------ recaption
@@ -405,12 +364,20 @@ def status(
     Example: `captioner status --failures 20`
     """
     settings = settings_or_exit(Settings)
-    stats, recent = asyncio.run(read_status(settings, failures))
+    stats, passes, recent = asyncio.run(read_status(settings, failures))
     typer.echo("jobs:")
     for row in stats:
         oldest = row.state == "pending" and row.jobs
         age = f"  (oldest {format_age(row.oldest_seconds)})" if oldest else ""
         typer.echo(f"  {row.state:<8} {row.jobs:>8}{age}")
+    if passes:
+        typer.echo("reconciliation passes:")
+    for sweep in passes:
+        where = "running" if sweep.running else f"ended {sweep.finished_at}"
+        typer.echo(
+            f"  {sweep.bucket_id}: {where}, {sweep.examined:,} objects examined, "
+            f"{sweep.queued:,} queued (began {sweep.started_at})"
+        )
     if recent:
         typer.echo("recent failures:")
     for failure in recent:
@@ -422,11 +389,12 @@ def status(
 
 async def read_status(
     settings: Settings, limit: int
-) -> tuple[list[QueueStats], list[dict[str, Any]]]:
+) -> tuple[list[QueueStats], list[SweepPass], list[dict[str, Any]]]:
     async with connect(settings) as connection:
         stats = await connection.queue.stats()
+        passes = await connection.queue.sweep_passes()
         recent = await connection.queue.failures(limit) if limit else []
-    return stats, recent
+    return stats, passes, recent
 
 
 def format_age(seconds: float) -> str:

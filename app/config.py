@@ -85,7 +85,8 @@ class Settings(CaptionSettings):
     signed_url_ttl: int = Field(default=60, ge=1)
     download_timeout: float = 30.0
     sweep_interval: float = Field(default=300.0, ge=0)
-    sweep_batch: int = Field(default=100, ge=1)
+    sweep_batch: int = Field(default=1000, ge=1)  # objects examined per slice of a pass
+    sweep_full_interval: float = Field(default=86400.0, ge=0)  # 0: only on demand
     shutdown_grace_seconds: float = 20.0
 
     @field_validator(

@@ -25,6 +25,8 @@ class Job:
 
 @dataclass(frozen=True)
 class QueueStats:
+    """Jobs in one state (kept counters); oldest_seconds: pending only, the oldest due wait."""
+
     state: str
     jobs: int
     oldest_seconds: float
@@ -39,6 +41,30 @@ class RecaptionProgress:
     done: int
     queued: int
     failed: int
+
+
+@dataclass(frozen=True)
+class SweepSlice:
+    """One sweep call's work on one bucket's reconciliation pass; `passing`: it goes on."""
+
+    bucket_id: str
+    examined: int
+    queued: int
+    skipped: int
+    passing: bool
+
+
+@dataclass(frozen=True)
+class SweepPass:
+    """A bucket's reconciliation pass: running (resuming after `after_name`) or finished."""
+
+    bucket_id: str
+    running: bool
+    after_name: str | None
+    started_at: str
+    finished_at: str | None
+    examined: int
+    queued: int
 
 
 class JobQueue:
@@ -114,15 +140,36 @@ class JobQueue:
             )
         )
 
-    async def sweep(self, limit: int, buckets: list[str] | None = None) -> int:
-        """Queue up to `limit` images that have no caption for their current version."""
-        return int(await self._rpc("caption_jobs_sweep", p_limit=limit, p_buckets=buckets) or 0)
+    async def sweep(
+        self, limit: int, buckets: list[str] | None = None, full_every: float | None = None
+    ) -> list[SweepSlice]:
+        """One slice (up to `limit` objects) of each running reconciliation pass of `buckets`
+        (default: the watched ones), queueing images without a caption for their current
+        version; starts a pass where none ran for `full_every` seconds. No rows: no pass is
+        running, or another replica is sweeping."""
+        rows = await self._rpc(
+            "caption_jobs_sweep", p_limit=limit, p_buckets=buckets, p_full_every_seconds=full_every
+        )
+        return [SweepSlice(**row) for row in rows or []]
+
+    async def sweep_start(self, bucket: str) -> None:
+        """Start a reconciliation pass over `bucket` (or keep the running one going)."""
+        await self._rpc("caption_jobs_sweep_start", p_bucket=bucket)
+
+    async def bucket_size(self, bucket: str) -> int:
+        """Objects in `bucket`: a count that grows with the bucket (once per backfill)."""
+        return int(await self._rpc("caption_jobs_bucket_size", p_bucket=bucket) or 0)
+
+    async def sweep_passes(self) -> list[SweepPass]:
+        return [SweepPass(**row) for row in await self._rpc("caption_jobs_sweep_passes") or []]
 
     async def requeue_failed(self, limit: int) -> int:
         return int(await self._rpc("caption_jobs_requeue_failed", p_limit=limit) or 0)
 
-    async def stats(self) -> list[QueueStats]:
-        return [QueueStats(**row) for row in await self._rpc("caption_jobs_stats") or []]
+    async def stats(self, bucket: str | None = None) -> list[QueueStats]:
+        """Jobs per state (every state, in the enum's order), of all buckets or one."""
+        rows = await self._rpc("caption_jobs_stats", p_bucket=bucket)
+        return [QueueStats(**row) for row in rows or []]
 
     async def failures(self, limit: int = 10) -> list[dict[str, Any]]:
         return list(await self._rpc("caption_jobs_failures", p_limit=limit) or [])

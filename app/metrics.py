@@ -6,9 +6,18 @@ WEBHOOKS = Counter("captioner_webhooks_total", "Webhooks received, by outcome", 
 JOB_OUTCOMES = Counter(
     "captioner_job_outcomes_total", "Jobs finished by this process, by outcome", ["outcome"]
 )
-JOBS = Gauge("captioner_jobs", "Jobs in the queue, by state", ["state"])
-QUEUE_DEPTH = Gauge("captioner_queue_depth", "Jobs waiting (pending) in the queue")
-OLDEST_PENDING = Gauge("captioner_oldest_pending_seconds", "Age of the oldest pending job")
+# Read at scrape time from counters the database keeps (captioner.job_counts): exact, current,
+# and as cheap with a million jobs as with ten.
+JOBS = Gauge(
+    "captioner_jobs", "Jobs in the queue, by state (kept counters, read at scrape)", ["state"]
+)
+QUEUE_DEPTH = Gauge(
+    "captioner_queue_depth", "Jobs waiting (pending) in the queue (kept counters, read at scrape)"
+)
+OLDEST_PENDING = Gauge(
+    "captioner_oldest_pending_seconds",
+    "How long the oldest due pending job has waited since it became due (index head, at scrape)",
+)
 CAPTION_SECONDS = Histogram(
     "captioner_caption_seconds",
     "Time the captioner took per image",

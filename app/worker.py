@@ -10,7 +10,7 @@ from app.bounded import too_large
 from app.captioning import Captioner, caption_image
 from app.config import Settings
 from app.errors import PermanentError, RetryableError
-from app.jobs import Job, JobQueue
+from app.jobs import Job, JobQueue, SweepSlice
 from app.storage import ObjectFetcher
 
 log = logging.getLogger(__name__)
@@ -229,30 +229,33 @@ class Worker:
 
 
 class Sweeper:
-    """Periodically queues images that have no caption (backfill, lost jobs)."""
+    """Runs the reconciliation sweep (migrations/0003, caption_jobs_sweep): cheap when no
+    pass is running, one slice every WORKER_POLL_INTERVAL while one is."""
 
     def __init__(self, queue: JobQueue, worker: Worker, settings: Settings) -> None:
         self._queue = queue
         self._worker = worker
         self._settings = settings
 
-    async def sweep_once(self) -> int:
-        """Queue one batch of images without a caption for their current version."""
-        queued = await self._queue.sweep(self._settings.sweep_batch)
+    async def sweep_once(self) -> list[SweepSlice]:
+        """One sweep call: a slice of each running pass; starts the periodic full pass."""
+        full_every = self._settings.sweep_full_interval or None
+        slices = await self._queue.sweep(self._settings.sweep_batch, full_every=full_every)
+        queued = sum(piece.queued for piece in slices)
         if queued:
             log.info("sweep queued %d images without a caption", queued)
             self._worker.wake()
-        return queued
+        return slices
 
     async def run(self) -> None:
-        """Sweep now and every SWEEP_INTERVAL; a full batch means more wait, so go on sooner."""
+        """Sweep now and every SWEEP_INTERVAL; while a pass is running, go on sooner."""
         while True:
             try:
-                queued = await self.sweep_once()
+                slices = await self.sweep_once()
             except Exception as exc:
                 log.warning("sweep failed (%s: %s)", type(exc).__name__, exc)
-                queued = 0
-            full = queued >= self._settings.sweep_batch
+                slices = []
+            passing = any(piece.passing for piece in slices)
             await asyncio.sleep(
-                self._settings.worker_poll_interval if full else self._settings.sweep_interval
+                self._settings.worker_poll_interval if passing else self._settings.sweep_interval
             )

@@ -170,7 +170,7 @@ def test_migrate_applies_every_file_and_can_run_again(empty_supabase_db, tmp_pat
         empty_supabase_db,
         "select proname from pg_proc where proname like 'caption%%'",
     )
-    assert {"caption_jobs_claim", "caption_jobs_bucket_stats"} <= {f["proname"] for f in functions}
+    assert {"caption_jobs_claim", "caption_jobs_sweep_start"} <= {f["proname"] for f in functions}
 
 
 def test_migrate_reports_the_failing_file(empty_supabase_db, tmp_path):
@@ -203,7 +203,10 @@ def test_backfill_captions_a_bucket_then_status_reports(supabase, hf, tmp_path):
     result = captioner("backfill", "--bucket", "images", "--batch", "2", env=env, cwd=tmp_path)
 
     assert result.returncode == 1, result.stderr  # one image failed
-    summary = "bucket images: 3 captioned, 1 failed, 1 skipped (not images), 0 already captioned"
+    summary = (
+        "bucket images: 3 captioned, 1 failed, 1 skipped (not images), "
+        "0 already captioned or queued"
+    )
     assert result.stdout.splitlines()[-1] == summary
     for object_id in ids:
         row = query_one(supabase.db_url, "select * from image_caption where id = %s", object_id)

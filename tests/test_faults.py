@@ -387,6 +387,25 @@ def test_three_replicas_caption_a_burst_once_each(procs, supabase, hf):
     assert hf.max_in_flight <= 3 * 2
 
 
+def test_three_replicas_share_one_reconciliation_pass(procs, supabase, hf):
+    """Images uploaded before install: the replicas' sweeps take turns on one pass (one
+    sweeps at a time, the cursor in the database), so each object is examined once."""
+    db = supabase.db_url
+    query(db, "alter table storage.objects disable trigger caption_on_object_change")
+    images = upload_colours(supabase, 24, prefix="before-install")
+    query(db, "alter table storage.objects enable trigger caption_on_object_change")
+    hf.latency = 0.05
+    for _ in range(3):
+        procs(worker_concurrency=2, sweep_interval=0.2, sweep_batch=4)
+
+    wait_until(lambda: all_done(db, 24), timeout=60, message=f"backfill incomplete: {states(db)}")
+
+    assert_one_caption_each(db, images)
+    assert len(hf.requests) == 24 and all(len(c) == 1 for c in hf.by_image().values())
+    passes = query(db, "select bucket_id, after_name, examined, queued from captioner.sweep_passes")
+    assert passes == [{"bucket_id": "images", "after_name": None, "examined": 24, "queued": 24}]
+
+
 # 6. Graceful shutdown -------------------------------------------------------------------------
 def test_sigterm_finishes_or_releases_in_flight_jobs_and_exits_0(procs, supabase, hf):
     upload_colours(supabase, 6)  # queued before the start: the first claim takes 4 at once

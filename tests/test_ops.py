@@ -42,7 +42,7 @@ def test_health_needs_no_auth_and_readiness_explains_itself(service, hf):
 def test_readiness_reports_missing_migrations(service, supabase):
     from tests.support import query
 
-    query(supabase.db_url, "drop function public.caption_jobs_stats()")
+    query(supabase.db_url, "drop function public.caption_jobs_stats(text)")
 
     response = httpx.get(service.url + "/readyz")
 

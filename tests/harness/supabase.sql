@@ -104,6 +104,8 @@ create table storage.objects (
 );
 create unique index bucketid_objname on storage.objects using btree (bucket_id, name);
 create index name_prefix_search on storage.objects using btree (name text_pattern_ops);
+-- storage-api 0026-objects-prefixes; still there after 0064 dropped bucketid_objname
+create index idx_objects_bucket_id_name on storage.objects using btree (bucket_id, name collate "C");
 
 alter table storage.buckets enable row level security;
 alter table storage.objects enable row level security;
