@@ -45,9 +45,10 @@ class RecaptionProgress:
 
 @dataclass(frozen=True)
 class SweepSlice:
-    """One sweep call's work on one bucket's reconciliation pass; `passing`: it goes on."""
+    """One sweep call's work on one bucket's reconciliation pass (`passing`: it goes on), or
+    with no bucket, on the uploads the trigger noted as missed."""
 
-    bucket_id: str
+    bucket_id: str | None
     examined: int
     queued: int
     skipped: int

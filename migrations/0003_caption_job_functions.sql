@@ -164,18 +164,21 @@ begin
 end $$;
 
 -- The reconciliation sweep. The trigger (0004) queues every upload in its own transaction,
--- so captioner.jobs is the record of what is known and a sweep has nothing to look for,
--- except where the trigger did not run: a bucket seen for the first time (objects uploaded
--- before install, or a newly watched bucket), a pass asked for (caption_jobs_sweep_start,
--- `captioner backfill`), or every p_full_every_seconds (writes with triggers off, jobs
--- deleted by hand). Such a pass walks the bucket in name order through storage-api's own
--- index idx_objects_bucket_id_name, p_limit objects per call (captioner.sweep_slice, 0008),
--- and keeps its cursor in captioner.sweep_passes. With no pass running a call reads two
--- tiny tables and returns: its cost does not grow with the bucket.
--- While about p_limit jobs are already pending it waits, so new uploads never queue behind
--- a whole backfill. Only one replica sweeps at a time: the others return no rows.
--- Returns a row per bucket with a running pass: what this call examined, queued and found
--- not captionable, and whether the pass goes on.
+-- so captioner.jobs is the record of what is known and a sweep has little to look for:
+-- uploads whose job the trigger could not queue (it notes them in captioner.sweep_missed;
+-- retried first, by id), and objects the trigger never saw, which need a pass over the
+-- bucket: a bucket seen for the first time (objects uploaded before install, or a newly
+-- watched bucket), a pass asked for (caption_jobs_sweep_start, `captioner backfill`), or
+-- every p_full_every_seconds (writes with triggers off, jobs deleted by hand). A pass walks
+-- the bucket in name order through storage-api's own index idx_objects_bucket_id_name,
+-- p_limit objects per call (captioner.sweep_slice, 0008), and keeps its cursor in
+-- captioner.sweep_passes. With nothing noted and no pass running, a call reads three tiny
+-- tables and returns: its cost does not grow with the bucket.
+-- While about p_limit jobs are already pending a pass waits, so new uploads never queue
+-- behind a whole backfill. Only one replica sweeps at a time: the others return no rows.
+-- Returns a row per bucket with a running pass (and one with a null bucket for the noted
+-- misses): what this call examined, queued and found not captionable, and whether the pass
+-- goes on.
 drop function if exists public.caption_jobs_sweep(integer);
 drop function if exists public.caption_jobs_sweep(integer, text[]);
 create or replace function public.caption_jobs_sweep(
@@ -195,6 +198,17 @@ begin
     return;
   end if;
   select coalesce(p_buckets, c.buckets) into buckets from captioner.config c;
+  if exists (select 1 from captioner.sweep_missed) then
+    return query
+    with retried as (
+      delete from captioner.sweep_missed m
+       where m.object_id in (select n.object_id from captioner.sweep_missed n limit p_limit)
+      returning m.object_id
+    ), outcomes as (select captioner.enqueue(r.object_id) as outcome from retried r)
+    select null::text, count(*)::integer, count(*) filter (where o.outcome = 'queued')::integer,
+           count(*) filter (where o.outcome like 'ignored%')::integer, false
+      from outcomes o;
+  end if;
   insert into captioner.sweep_passes (bucket_id) select unnest(buckets) on conflict do nothing;
   if p_full_every_seconds > 0 then
     update captioner.sweep_passes s

@@ -62,6 +62,11 @@ begin
   exception when others then
     raise warning 'captioner: % not queued (%: %); the sweep will queue it',
       new.id, sqlstate, sqlerrm;
+    begin  -- noted for the sweep (0008), which retries it without walking the bucket
+      insert into captioner.sweep_missed (object_id) values (new.id) on conflict do nothing;
+    exception when others then
+      null;  -- the next reconciliation pass finds it
+    end;
     return null;
   end;
   if outcome <> 'queued' then

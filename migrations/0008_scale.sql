@@ -85,6 +85,12 @@ create table if not exists captioner.sweep_passes (
   queued bigint not null default 0
 );
 
+-- Objects whose job the trigger could not queue (0004): the sweep retries them first.
+create table if not exists captioner.sweep_missed (
+  object_id uuid primary key,
+  noted_at timestamptz not null default now()
+);
+
 -- Examines the next p_limit objects of p_bucket after p_after, in name order through
 -- storage-api's index idx_objects_bucket_id_name (bucket_id, name COLLATE "C"), and queues
 -- those that are captionable and have neither a caption nor a job for their current version.

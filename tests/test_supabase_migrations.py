@@ -85,7 +85,7 @@ def test_the_cli_copies_build_the_schema(pg_server):
             row["proname"]
             for row in query(url, "select proname from pg_proc where proname like 'caption%%'")
         }
-        assert {"caption_configure", "caption_jobs_claim", "caption_jobs_bucket_stats"} <= functions
+        assert {"caption_configure", "caption_jobs_claim", "caption_jobs_sweep_start"} <= functions
         triggers = query(url, "select tgname from pg_trigger where tgname like 'caption%%'")
         assert [row["tgname"] for row in triggers] == ["caption_on_object_change"]
     finally:

@@ -41,5 +41,8 @@ create table if not exists captioner.jobs (
   updated_at timestamptz not null default now()
 );
 
+-- The object's bucket, copied at enqueue: per-bucket counts without a join (0008).
+alter table captioner.jobs add column if not exists bucket_id text;
+
 create index if not exists jobs_pending_idx on captioner.jobs (run_after) where state = 'pending';
 create index if not exists jobs_running_idx on captioner.jobs (lease_until) where state = 'running';

@@ -32,9 +32,10 @@ begin
   if reason is not null then
     return 'ignored: ' || reason;
   end if;
-  insert into captioner.jobs as j (object_id, version) values (obj.id, obj.version)
+  insert into captioner.jobs as j (object_id, version, bucket_id)
+  values (obj.id, obj.version, obj.bucket_id)
   on conflict (object_id) do update
-    set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
+    set version = excluded.version, bucket_id = excluded.bucket_id, state = 'pending', attempts = 0, run_after = now(),
         lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
     where j.version is distinct from excluded.version;
   return case when found then 'queued' else 'duplicate' end;
@@ -65,34 +66,42 @@ language sql security definer set search_path = '' as $$
    order by u.n;
 $$;
 
--- Leases up to p_limit due jobs (pending and due, or running with an expired lease).
+-- Leases up to p_limit due jobs: running ones whose lease expired first, then pending ones
+-- that are due, oldest first. Each is an index range scan of at most p_limit rows
+-- (jobs_running_idx, jobs_pending_idx), so a claim costs the same with 10 or 10 M jobs.
 -- A job whose lease expired after its last allowed attempt ends as failed instead.
 create or replace function public.caption_jobs_claim(
   p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer)
 returns table (object_id uuid, version text, bucket_id text, name text, mimetype text,
                size bigint, attempts integer, lease_token uuid)
 language plpgsql security definer set search_path = '' as $$
+declare
+  expired uuid[];
+  due uuid[];
 begin
   update captioner.jobs j
      set state = 'failed', lease_token = null, lease_until = null, updated_at = now(),
          last_error = format('lease expired after %s attempts (worker crashed or stuck)', j.attempts)
    where j.state = 'running' and j.lease_until < now() and j.attempts >= p_max_attempts;
 
+  select coalesce(array_agg(d.object_id), '{}') into expired from (
+    select r.object_id from captioner.jobs r
+     where r.state = 'running' and r.lease_until < now()
+     order by r.lease_until limit p_limit
+       for update skip locked) d;
+  select coalesce(array_agg(d.object_id), '{}') into due from (
+    select p.object_id from captioner.jobs p
+     where p.state = 'pending' and p.run_after <= now()
+     order by p.run_after limit p_limit - cardinality(expired)
+       for update skip locked) d;
+
   return query
-  with due as (
-    select d.object_id from captioner.jobs d
-     where (d.state = 'pending' and d.run_after <= now())
-        or (d.state = 'running' and d.lease_until < now())
-     order by d.run_after
-     limit p_limit
-     for update skip locked
-  )
   update captioner.jobs j
      set state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
          lease_until = now() + make_interval(secs => p_lease_seconds), worker = p_worker,
          updated_at = now()
-    from due, storage.objects o
-   where j.object_id = due.object_id and o.id = j.object_id
+    from storage.objects o
+   where j.object_id = any (expired || due) and o.id = j.object_id
   returning j.object_id, j.version, o.bucket_id, o.name, o.metadata ->> 'mimetype',
             (o.metadata ->> 'size')::bigint, j.attempts, j.lease_token;
 end $$;
@@ -156,36 +165,80 @@ begin
   return true;
 end $$;
 
--- Finds captionable objects with no caption for their current version and no job for
--- it (uploaded before install, or their job was lost) and queues up to p_limit of them.
--- p_buckets: only these buckets (default: the watched ones).
+-- The reconciliation sweep. The trigger (0004) queues every upload in its own transaction,
+-- so captioner.jobs is the record of what is known and a sweep has little to look for:
+-- uploads whose job the trigger could not queue (it notes them in captioner.sweep_missed;
+-- retried first, by id), and objects the trigger never saw, which need a pass over the
+-- bucket: a bucket seen for the first time (objects uploaded before install, or a newly
+-- watched bucket), a pass asked for (caption_jobs_sweep_start, `captioner backfill`), or
+-- every p_full_every_seconds (writes with triggers off, jobs deleted by hand). A pass walks
+-- the bucket in name order through storage-api's own index idx_objects_bucket_id_name,
+-- p_limit objects per call (captioner.sweep_slice, 0008), and keeps its cursor in
+-- captioner.sweep_passes. With nothing noted and no pass running, a call reads three tiny
+-- tables and returns: its cost does not grow with the bucket.
+-- While about p_limit jobs are already pending a pass waits, so new uploads never queue
+-- behind a whole backfill. Only one replica sweeps at a time: the others return no rows.
+-- Returns a row per bucket with a running pass (and one with a null bucket for the noted
+-- misses): what this call examined, queued and found not captionable, and whether the pass
+-- goes on.
 drop function if exists public.caption_jobs_sweep(integer);
-create or replace function public.caption_jobs_sweep(p_limit integer, p_buckets text[] default null)
-returns integer language plpgsql security definer set search_path = '' as $$
+drop function if exists public.caption_jobs_sweep(integer, text[]);
+create or replace function public.caption_jobs_sweep(
+  p_limit integer, p_buckets text[] default null,
+  p_full_every_seconds double precision default null)
+returns table (bucket_id text, examined integer, queued integer, skipped integer,
+               passing boolean)
+language plpgsql security definer set search_path = '' as $$
 declare
-  queued integer;
   buckets text[];
+  pass record;
+  slice record;
+  budget integer := p_limit;
+  backlog bigint;
 begin
+  if not pg_try_advisory_xact_lock(hashtext('captioner.caption_jobs_sweep')) then
+    return;
+  end if;
   select coalesce(p_buckets, c.buckets) into buckets from captioner.config c;
-  insert into captioner.jobs as j (object_id, version)
-  select o.id, o.version
-    from storage.objects o
-   where o.bucket_id = any (buckets)
-     and captioner.skip_reason(o.bucket_id, o.name, o.metadata, buckets) is null
-     and not exists (
-       select 1 from public.image_caption ic
-        where ic.id = o.id
-          and (ic.object_version is null or ic.object_version is not distinct from o.version))
-     and not exists (
-       select 1 from captioner.jobs q
-        where q.object_id = o.id and q.version is not distinct from o.version)
-   order by o.created_at
-   limit p_limit
-  on conflict (object_id) do update
-    set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
-        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now();
-  get diagnostics queued = row_count;
-  return queued;
+  if exists (select 1 from captioner.sweep_missed) then
+    return query
+    with retried as (
+      delete from captioner.sweep_missed m
+       where m.object_id in (select n.object_id from captioner.sweep_missed n limit p_limit)
+      returning m.object_id
+    ), outcomes as (select captioner.enqueue(r.object_id) as outcome from retried r)
+    select null::text, count(*)::integer, count(*) filter (where o.outcome = 'queued')::integer,
+           count(*) filter (where o.outcome like 'ignored%')::integer, false
+      from outcomes o;
+  end if;
+  insert into captioner.sweep_passes (bucket_id) select unnest(buckets) on conflict do nothing;
+  if p_full_every_seconds > 0 then
+    update captioner.sweep_passes s
+       set after_name = '', started_at = now(), examined = 0, queued = 0
+     where s.bucket_id = any (buckets) and s.after_name is null
+       and s.finished_at < now() - make_interval(secs => p_full_every_seconds);
+  end if;
+  select coalesce(sum(c.jobs), 0) into backlog from captioner.job_counts c where c.state = 'pending';
+  for pass in
+    select * from captioner.sweep_passes s
+     where s.bucket_id = any (buckets) and s.after_name is not null
+     order by s.bucket_id for update
+  loop
+    if budget <= 0 or backlog >= p_limit then
+      return query select pass.bucket_id, 0, 0, 0, true;
+      continue;
+    end if;
+    select * into slice from captioner.sweep_slice(pass.bucket_id, pass.after_name, budget);
+    update captioner.sweep_passes s
+       set after_name = case when slice.examined < budget then null else slice.last_name end,
+           finished_at = case when slice.examined < budget then now() else s.finished_at end,
+           examined = s.examined + slice.examined, queued = s.queued + slice.queued
+     where s.bucket_id = pass.bucket_id;
+    return query select pass.bucket_id, slice.examined, slice.queued, slice.skipped,
+                        slice.examined >= budget;
+    budget := budget - slice.examined;
+    backlog := backlog + slice.queued;
+  end loop;
 end $$;
 
 -- Puts failed jobs back in the queue (after fixing whatever made them fail).
@@ -203,16 +256,29 @@ begin
   return queued;
 end $$;
 
-create or replace function public.caption_jobs_stats()
+-- Jobs per state (every state of captioner.job_state, in its order), of all buckets or one,
+-- from the kept counters in captioner.job_counts (0008): a few dozen rows, however many jobs.
+-- oldest_seconds (pending only): how long the oldest due job has waited since it became due,
+-- read from the head of jobs_pending_idx.
+drop function if exists public.caption_jobs_stats();
+create or replace function public.caption_jobs_stats(p_bucket text default null)
 returns table (state text, jobs bigint, oldest_seconds double precision)
-language sql security definer set search_path = '' as $$
-  select s.state::text, count(j.object_id),
-         coalesce(extract(epoch from now() - min(j.updated_at))::double precision, 0)
+language plpgsql stable security definer set search_path = '' as $$
+begin
+  return query
+  select s.state::text,
+         coalesce((select sum(c.jobs) from captioner.job_counts c
+                    where c.state = s.state and (p_bucket is null or c.bucket_id = p_bucket)),
+                  0)::bigint,
+         case when s.state = 'pending' then coalesce((
+           select greatest(extract(epoch from now() - j.run_after), 0)
+             from captioner.jobs j
+            where j.state = 'pending' and (p_bucket is null or j.bucket_id = p_bucket)
+            order by j.run_after limit 1), 0)::double precision
+         else 0::double precision end
     from unnest(enum_range(null::captioner.job_state)) as s(state)
-    left join captioner.jobs j on j.state = s.state
-   group by s.state
    order by s.state;
-$$;
+end $$;
 
 create or replace function public.caption_jobs_failures(p_limit integer)
 returns table (object_id uuid, bucket_id text, name text, attempts integer,
