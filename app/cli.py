@@ -20,9 +20,12 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from supabase import AsyncClient
 
-from app.backfill import ConsoleReport, Progress
+from app.backfill import ConsoleReport
+from app.backfill import Progress as BackfillProgress
 from app.backfill import backfill as backfill_bucket
 from app.bounded import read_file, read_stream
 from app.captioning import Captioner, build_captioner, caption_image
@@ -32,8 +35,6 @@ from app.jobs import JobQueue, QueueStats, RecaptionProgress, SweepPass
 from app.main import connect_supabase, create_app
 from app.migrate import MigrationError, apply_migrations
 from app.recaption import Scope, recaption_bucket, with_model
-from app.storage import ObjectFetcher
-from app.worker import Worker
 
 S = TypeVar("S", bound=CaptionSettings)
 CAPTION_CONCURRENCY = 4
@@ -248,7 +249,7 @@ def backfill(
         raise typer.Exit(1)
 
 
-async def run_backfill(settings: Settings, bucket: str, batch: int) -> Progress:
+async def run_backfill(settings: Settings, bucket: str, batch: int) -> BackfillProgress:
     async with connect(settings) as connection:
         with ConsoleReport() as report:
             return await backfill_bucket(

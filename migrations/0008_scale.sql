@@ -61,6 +61,19 @@ create or replace trigger jobs_counted_delete after delete on captioner.jobs
 create or replace trigger jobs_counted_truncate after truncate on captioner.jobs
   for each statement execute function captioner.count_jobs_truncated();
 
+-- A job inserted without its bucket (by a function that does not name it) takes the
+-- object's, so every job is counted under its bucket.
+create or replace function captioner.job_bucket()
+returns trigger language plpgsql security definer set search_path = '' as $$
+begin
+  new.bucket_id := coalesce(
+    new.bucket_id, (select o.bucket_id from storage.objects o where o.id = new.object_id));
+  return new;
+end $$;
+
+create or replace trigger jobs_bucket before insert on captioner.jobs
+  for each row when (new.bucket_id is null) execute function captioner.job_bucket();
+
 -- Jobs queued before jobs.bucket_id existed; then count everything afresh (also repairs
 -- any drift), with writers held off until this transaction commits.
 update captioner.jobs j set bucket_id = o.bucket_id

@@ -111,6 +111,10 @@ def test_counters_follow_every_change_of_the_jobs_table(db):
         conn.execute("delete from storage.objects where id = %s", (ids[5],))  # and its job
     query(db, "delete from captioner.jobs where object_id = %s", ids[6])
     query(db, "update captioner.jobs set bucket_id = 'other' where object_id = %s", ids[4])
+    query(db, "delete from captioner.jobs where object_id = %s", ids[7])
+    query(db, "insert into captioner.jobs (object_id, version) values (%s, 'v')", ids[7])
+    assert query_one(db, "select bucket_id from captioner.jobs where object_id = %s",
+                     ids[7])["bucket_id"] == "other"  # a job inserted without its bucket
     assert_counters_exact(db)
     assert sum(kept(db).values()) == 7
 
