@@ -119,7 +119,16 @@ def test_a_failed_job_is_queued_again_from_the_gallery_and_captioned(gallery, su
     expect(cards(page)).to_have_count(1, timeout=15_000)
     expect(cards(page).first).to_contain_text("a 320x240 picture, mostly blue")
     expect(page.locator("#failures")).to_contain_text("No failures.")
-    assert caption_of(supabase.db_url, object_id)["caption"] == "a 320x240 picture, mostly blue"
+    first = caption_of(supabase.db_url, object_id)
+    assert first["caption"] == "a 320x240 picture, mostly blue"
+
+    cards(page).first.get_by_role("button", name="Re-caption").click()  # on demand
+
+    wait_until(
+        lambda: caption_of(supabase.db_url, object_id)["updated_at"] > first["updated_at"],
+        message="the Re-caption button did not caption the image again",
+    )
+    assert len([call for call in hf.calls if call["status"] == 200]) == 2
 
 
 def test_recaption_queues_other_models_captions_and_keeps_them_until_replaced(
