@@ -72,7 +72,8 @@ class Thumbnails:
         return signed.get("signedURL") or signed.get("signedUrl")
 
 
-def thumbnails(request: Request, runtime: RuntimeDep) -> Thumbnails:
+async def thumbnails(request: Request, runtime: RuntimeDep) -> Thumbnails:
+    """One signer (and its cache) per app."""
     state = request.app.state
     if getattr(state, "thumbnails", None) is None:
         state.thumbnails = Thumbnails(runtime.supabase)
@@ -92,7 +93,7 @@ def same_origin_json(request: Request) -> None:
         raise HTTPException(403, "cross-site request refused")
 
 
-def watched(bucket: str | None, runtime: RuntimeDep) -> str:
+def watched(bucket: str | None, runtime: Runtime) -> str:
     buckets = runtime.settings.caption_buckets
     if bucket is None:
         return buckets[0]
