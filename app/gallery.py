@@ -128,7 +128,7 @@ async def overview(
     runtime: Runtime, signer: Thumbnails, bucket: str, query: str, limit: int
 ) -> dict[str, Any]:
     client = runtime.supabase
-    stats = await runtime.queue.stats()
+    stats = await runtime.queue.stats(bucket)
     counts = {row.state: row.jobs for row in stats}
     if query:
         found = client.rpc(

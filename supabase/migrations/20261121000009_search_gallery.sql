@@ -98,8 +98,8 @@ grant execute on function public.caption_search_configure(regconfig) to service_
 -- The operators' gallery (app/gallery.py) and re-captioning (app/recaption.py). Like the
 -- queue functions in 0003: security definer, empty search_path, service_role only.
 
--- the gallery lists one state's newest jobs (failed, skipped)
-create index if not exists jobs_state_updated_idx on captioner.jobs (state, updated_at desc);
+-- (an index of an earlier version of this file: the partial indexes of 0008 serve instead)
+drop index if exists captioner.jobs_state_updated_idx;
 
 -- The latest captions of one bucket, newest first.
 create or replace function public.caption_gallery_recent(p_bucket text, p_limit integer)
@@ -114,18 +114,22 @@ language sql stable security definer set search_path = '' as $$
    limit least(greatest(p_limit, 0), 500);
 $$;
 
--- One bucket's newest jobs in one state (e.g. 'failed'), with their reasons.
+-- One bucket's newest jobs in one state (e.g. 'failed'), with their reasons. Dynamic SQL:
+-- planned knowing the state, so that the partial index of that state serves.
 create or replace function public.caption_gallery_jobs(
   p_bucket text, p_state text, p_limit integer)
 returns table (object_id uuid, name text, attempts integer, reason text, at timestamptz)
-language sql stable security definer set search_path = '' as $$
-  select j.object_id, o.name, j.attempts, j.last_error, j.updated_at
-    from captioner.jobs j
-    join storage.objects o on o.id = j.object_id
-   where j.state = p_state::captioner.job_state and o.bucket_id = p_bucket
-   order by j.updated_at desc
-   limit least(greatest(p_limit, 0), 500);
-$$;
+language plpgsql stable security definer set search_path = '' as $fn$
+begin
+  return query execute $q$
+    select j.object_id, o.name, j.attempts, j.last_error, j.updated_at
+      from captioner.jobs j
+      join storage.objects o on o.id = j.object_id
+     where j.state = $1::captioner.job_state and j.bucket_id = $2
+     order by j.updated_at desc
+     limit $3
+  $q$ using p_state, p_bucket, least(greatest(p_limit, 0), 500);
+end $fn$;
 
 -- Queues these objects again for their current version, whatever their job's state
 -- (failed, done, or none) unless one is already pending or running; an object that is
