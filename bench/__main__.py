@@ -16,7 +16,16 @@ from pathlib import Path
 
 from bench.common import Environment, Result
 
-BENCHMARKS = ["ingress", "pipeline", "memory", "image_bytes", "local_batching", "edge_baseline"]
+BENCHMARKS = [
+    "ingress",
+    "pipeline",
+    "memory",
+    "image_bytes",
+    "local_batching",
+    "edge_baseline",
+    "scale",
+    "backfill",
+]
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -47,6 +56,28 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def merged(
+    previous: str, header: str, results: list[Result], sections: dict[str, str], rerun: str
+) -> str:
+    """RESULTS.md: the header and table of this run, then the `## ` sections. A re-run of
+    some benchmarks (`rerun`: its command) keeps the previous header and rows, and its rows
+    replace theirs by name. A section this run wrote replaces the one with its heading;
+    the others stay (such as those written by hand from a standalone bench script)."""
+    first, *rest = previous.split("\n## ") if previous else [""]
+    kept = {"## " + part.split("\n", 1)[0]: "## " + part.rstrip() for part in rest}
+    kept.update({text.split("\n", 1)[0]: text.rstrip() for text in sections.values()})
+    if rerun and first:
+        lines = first.rstrip().splitlines()
+        names = {r.name for r in results}
+        rows = [line for line in lines if line.startswith("| ") and line[2:11] != "benchmark"]
+        old = [row for row in rows if row.split(" | ")[0][2:] not in names]
+        top = "\n".join(line for line in lines if not line.startswith("|")).rstrip()
+        header = f"{top}\n- re-run: `{rerun}` at {datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
+        body = "\n".join([*table([]).splitlines(), *old, *table(results).splitlines()[2:]])
+        return header + "\n\n" + body + "\n\n" + "\n\n".join(kept.values()) + "\n"
+    return header + table(results) + "\n\n" + "\n\n".join(kept.values()) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts (smoke test)")
@@ -56,12 +87,16 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     results: list[Result] = []
     started = time.monotonic()
+    sections: dict[str, str] = {}
     with Environment(args.quick) as env:
         for name in names:
             t0 = time.monotonic()
             print(f"running {name} ...", file=sys.stderr, flush=True)
+            module = importlib.import_module(f"bench.{name}")
             try:
-                results += importlib.import_module(f"bench.{name}").run(env, args.quick)
+                results += module.run(env, args.quick)
+                if hasattr(module, "section") and (text := module.section(env)):
+                    sections[name] = text
             except Exception as exc:
                 traceback.print_exc()
                 results.append(Result(name, float("nan"), "", "", False, f"error: {exc!r}"))
@@ -82,7 +117,11 @@ def main() -> int:
         "storage + PostgREST stand-in, Hugging Face stand-in. Ratios taken in one run; "
         "see each module's docstring in bench/ for the method.\n\n"
     )
-    RESULTS_MD.write_text(header + body + "\n")
+    previous = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
+    rerun = f"python -m bench --only {' '.join(names)}" if args.only else ""
+    RESULTS_MD.write_text(merged(previous, header, results, sections, rerun))
+    for text in sections.values():
+        print("\n" + text)
     print(f"\nwrote {RESULTS_MD} ({elapsed:.0f} s)", file=sys.stderr)
     return 0 if all(r.passed is not False for r in results) else 1
 
