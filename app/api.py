@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile, status
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
+from app.auth import require_api_key
 from app.bounded import too_large
 from app.captioning import caption_image
 from app.config import CaptionSettings
-from app.deps import CaptionerDep, SettingsDep, bearer_matches
+from app.deps import CaptionerDep, SettingsDep
 from app.errors import PermanentError, RetryableError
 
 CHUNK_BYTES = 64 * 1024
@@ -65,26 +65,6 @@ def _capped_receive(receive: Receive, limit: int, image_limit: int) -> Receive:
         return message
 
     return capped
-
-
-bearer = HTTPBearer(
-    auto_error=False,
-    description="One of API_KEYS (when unset: one of WEBHOOK_SECRET).",
-)
-
-
-async def require_api_key(
-    request: Request,
-    settings: SettingsDep,
-    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # the OpenAPI scheme
-) -> None:
-    """`Authorization: Bearer <key>`, compared in constant time against every accepted key."""
-    if not bearer_matches(request, settings.accepted_api_keys):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong API key (Authorization: Bearer <API_KEYS>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
 
 
 router = APIRouter(tags=["captions"], route_class=CappedUploadRoute)

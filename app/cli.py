@@ -24,12 +24,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from supabase import AsyncClient
 
+from app.auth import UI_LOCKED_REASON as UI_LOCKED
 from app.backfill import ConsoleReport
 from app.backfill import Progress as BackfillProgress
 from app.backfill import backfill as backfill_bucket
 from app.bounded import read_file, read_stream
 from app.captioning import Captioner, build_captioner, caption_image
-from app.config import CaptionSettings, Settings, SettingsError, load_settings
+from app.config import (
+    NOT_CONNECTED,
+    PIPELINE_SETTINGS,
+    CaptionSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from app.errors import CaptionError, PermanentError
 from app.jobs import JobQueue, QueueStats, RecaptionProgress, SweepPass
 from app.main import connect_supabase, create_app
@@ -63,6 +71,16 @@ def settings_or_exit(cls: type[S]) -> S:
         raise typer.Exit(2) from None
 
 
+def pipeline_settings_or_exit() -> Settings:
+    """The settings of a command that works on the bucket pipeline (exit 2 without it)."""
+    settings = settings_or_exit(Settings)
+    if not settings.pipeline_connected:
+        missing = "; ".join(f"{name} is required but not set" for name in PIPELINE_SETTINGS)
+        typer.echo(f"captioner: this command needs the bucket pipeline: {missing}", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
 # ---------------------------------------------------------------------------------- serve
 
 
@@ -81,13 +99,14 @@ def serve(
         bool, typer.Option(help="Also log every request (uvicorn's access log).")
     ] = False,
 ) -> None:
-    """Run the service: webhook, worker, HTTP API and web page.
-
-    Needs the Supabase settings (SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, WEBHOOK_SECRET).
+    """Run the service: web page, HTTP API and, with the Supabase settings (SUPABASE_URL,
+    SUPABASE_SERVICE_ROLE_KEY, WEBHOOK_SECRET), the webhook and the worker.
 
     Example: `captioner serve --host 0.0.0.0 --port 8000`
     """
     settings = settings_or_exit(Settings)
+    for line in start_banner(settings, host, port):
+        typer.echo(f"captioner: {line}")
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again once
     # it has restored the previous handlers; a no-op handler here makes that a clean exit 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -101,6 +120,24 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=access_log,  # off by default: /metrics and the JSON event log cover requests
     )
+
+
+def start_banner(settings: Settings, host: str, port: int) -> list[str]:
+    """Where the page is, and whether the bucket pipeline is connected (and what connects it)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    lines = [f"API: POST {base}/v1/captions; health: {base}/readyz"]
+    if settings.ui_enabled:
+        page = f"web page: {base}/ui/"
+        lines.insert(0, page if settings.ui_auth != "locked" else f"{page} is locked: {UI_LOCKED}")
+    if settings.pipeline_connected:
+        lines.append(
+            f"bucket pipeline connected to {settings.supabase_url}: captioning every upload "
+            f"to {', '.join(settings.caption_buckets)}"
+        )
+    else:
+        lines.append(NOT_CONNECTED)
+    return lines
 
 
 # -------------------------------------------------------------------------------- caption
@@ -238,7 +275,7 @@ def backfill(
 
     Example: `captioner backfill --bucket images`
     """
-    settings = settings_or_exit(Settings)
+    settings = pipeline_settings_or_exit()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     done = asyncio.run(run_backfill(settings, bucket, batch))
     typer.echo(
@@ -284,7 +321,7 @@ def recaption(
     Example: `captioner recaption --bucket images --prefix 2024/ --model
     Salesforce/blip-image-captioning-large`
     """
-    settings = with_model(settings_or_exit(Settings), model)
+    settings = with_model(pipeline_settings_or_exit(), model)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
@@ -364,7 +401,7 @@ def status(
 
     Example: `captioner status --failures 20`
     """
-    settings = settings_or_exit(Settings)
+    settings = pipeline_settings_or_exit()
     stats, passes, recent = asyncio.run(read_status(settings, failures))
     typer.echo("jobs:")
     for row in stats:

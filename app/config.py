@@ -3,10 +3,27 @@
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+
+# What connects the bucket pipeline (webhook, queue, worker); without them the service runs
+# the web page, the API and the CLI with the captioner alone.
+PIPELINE_SETTINGS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "WEBHOOK_SECRET")
+NOT_CONNECTED = (
+    "the bucket pipeline is not connected: set SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY and "
+    "WEBHOOK_SECRET (see .env.example) to caption every upload to Supabase Storage"
+)
+# The placeholders of .env.example: never accepted as real values.
+EXAMPLE_VALUES = frozenset(
+    {
+        "https://your-project-ref.supabase.co",
+        "change-me-to-a-long-random-string",
+        "change-me",
+    }
+)
 
 
 class CaptionSettings(BaseSettings):
@@ -56,12 +73,12 @@ class CaptionSettings(BaseSettings):
 class Settings(CaptionSettings):
     """Everything the service needs: Supabase, the webhook, the worker, and captioning."""
 
-    # Supabase (its own variable names)
-    supabase_url: str = Field(min_length=1)
-    supabase_service_role_key: SecretStr = Field(min_length=1)
+    # Supabase (its own variable names); all three, or none: the bucket pipeline is off
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
 
     # Webhook: several comma-separated secrets are all accepted (rotation)
-    webhook_secret: CommaList = Field(min_length=1)
+    webhook_secret: CommaList = []
     # Standard Webhooks secrets (whsec_<base64>); when set, webhooks must also be signed
     webhook_signing_secret: CommaList = []
     public_webhook_url: str | None = None
@@ -73,6 +90,8 @@ class Settings(CaptionSettings):
     ui_enabled: bool = True
     ui_username: str | None = None  # set both for HTTP Basic auth on /ui
     ui_password: SecretStr | None = None
+    # with the pipeline connected the page needs credentials; true opens it to anyone
+    ui_public: bool = False
 
     # Worker
     worker_enabled: bool = True
@@ -100,8 +119,81 @@ class Settings(CaptionSettings):
 
     @field_validator("supabase_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return value.strip().rstrip("/") or None
+
+    @field_validator("supabase_service_role_key", "ui_username", "ui_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        problems = self._pipeline_problems() + self._ui_problems()
+        if problems:
+            raise PydanticCustomError("settings", "; ".join(problems))
+        return self
+
+    def _pipeline_problems(self) -> list[str]:
+        values = {
+            "SUPABASE_URL": self.supabase_url,
+            "SUPABASE_SERVICE_ROLE_KEY": _secret(self.supabase_service_role_key),
+            "WEBHOOK_SECRET": ",".join(self.webhook_secret),
+        }
+        if not any(values.values()):
+            return []
+        problems = [
+            f"{name} is required but not set (the bucket pipeline needs "
+            f"{', '.join(PIPELINE_SETTINGS)}; set none of them to run without it)"
+            for name, value in values.items()
+            if not value
+        ]
+        examples = [
+            ("SUPABASE_URL", [self.supabase_url or ""]),
+            ("SUPABASE_SERVICE_ROLE_KEY", [_secret(self.supabase_service_role_key)]),
+            ("WEBHOOK_SECRET", self.webhook_secret),
+            ("WEBHOOK_SIGNING_SECRET", self.webhook_signing_secret),
+            ("API_KEYS", self.api_keys),
+            ("UI_PASSWORD", [_secret(self.ui_password)]),
+        ]
+        problems += [
+            f"{name} is the example value from .env.example: set your own"
+            for name, secrets in examples
+            if EXAMPLE_VALUES.intersection(secrets)
+        ]
+        return problems
+
+    def _ui_problems(self) -> list[str]:
+        if (self.ui_username is None) == (self.ui_password is None):
+            return []
+        missing = "UI_PASSWORD" if self.ui_password is None else "UI_USERNAME"
+        return [
+            f"UI_USERNAME and UI_PASSWORD protect the web page together: {missing} is not set"
+        ]
+
+    @property
+    def pipeline_connected(self) -> bool:
+        """Whether the Supabase settings are there: webhook, queue and worker run."""
+        return self.supabase_url is not None
+
+    def supabase_credentials(self) -> tuple[str, str]:
+        """(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY); only with the pipeline connected."""
+        if self.supabase_url is None or self.supabase_service_role_key is None:
+            raise SettingsError(
+                f"Invalid configuration: this needs the bucket pipeline's settings "
+                f"({', '.join(PIPELINE_SETTINGS)})"
+            )
+        return self.supabase_url, self.supabase_service_role_key.get_secret_value()
+
+    @property
+    def ui_auth(self) -> Literal["basic", "open", "locked"]:
+        """How /ui is guarded: Basic auth when credentials are set; otherwise open without
+        the pipeline (a local demo) or with UI_PUBLIC=true, and locked otherwise."""
+        if self.ui_username and self.ui_password:
+            return "basic"
+        return "open" if self.ui_public or not self.pipeline_connected else "locked"
 
     @property
     def accepted_api_keys(self) -> list[str]:
@@ -109,6 +201,10 @@ class Settings(CaptionSettings):
 
 
 S = TypeVar("S", bound=CaptionSettings)
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
 
 
 class SettingsError(SystemExit):
@@ -122,8 +218,10 @@ def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: igno
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "?"
-            if error["type"] == "missing":
+            name = str(error["loc"][0]).upper() if error["loc"] else ""
+            if not name:  # a check across settings: its message names them
+                problems.append(error["msg"])
+            elif error["type"] == "missing":
                 problems.append(f"{name} is required but not set")
             else:
                 problems.append(f"{name}: {error['msg']}")

@@ -25,7 +25,8 @@ from storage3.exceptions import StorageApiError
 from storage3.types import TransformOptions
 from supabase import AsyncClient
 
-from app.deps import Runtime, RuntimeDep
+from app.deps import QueueDep, Runtime, RuntimeDep, SupabaseDep
+from app.jobs import JobQueue
 
 PAGE = Path(__file__).resolve().parent / "static" / "gallery.html"
 THUMBNAIL = TransformOptions(width=240, height=240, resize="cover")
@@ -72,11 +73,11 @@ class Thumbnails:
         return signed.get("signedURL") or signed.get("signedUrl")
 
 
-async def thumbnails(request: Request, runtime: RuntimeDep) -> Thumbnails:
+async def thumbnails(request: Request, supabase: SupabaseDep) -> Thumbnails:
     """One signer (and its cache) per app."""
     state = request.app.state
     if getattr(state, "thumbnails", None) is None:
-        state.thumbnails = Thumbnails(runtime.supabase)
+        state.thumbnails = Thumbnails(supabase)
     result: Thumbnails = state.thumbnails
     return result
 
@@ -111,6 +112,8 @@ async def page() -> FileResponse:
 @router.get("/data")
 async def data(
     runtime: RuntimeDep,
+    supabase: SupabaseDep,
+    queue: QueueDep,
     signer: ThumbnailsDep,
     bucket: str | None = None,
     q: Annotated[str, Query(max_length=1000)] = "",
@@ -119,16 +122,22 @@ async def data(
     """Everything the page shows, in one answer."""
     bucket = watched(bucket, runtime)
     try:
-        return await overview(runtime, signer, bucket, q.replace("\x00", "").strip(), limit)
+        query = q.replace("\x00", "").strip()
+        return await overview(runtime, supabase, queue, signer, bucket, query, limit)
     except (APIError, httpx.HTTPError) as exc:
         raise HTTPException(503, f"Supabase did not answer: {type(exc).__name__}: {exc}") from None
 
 
 async def overview(
-    runtime: Runtime, signer: Thumbnails, bucket: str, query: str, limit: int
+    runtime: Runtime,
+    client: AsyncClient,
+    queue: JobQueue,
+    signer: Thumbnails,
+    bucket: str,
+    query: str,
+    limit: int,
 ) -> dict[str, Any]:
-    client = runtime.supabase
-    stats = await runtime.queue.stats(bucket)
+    stats = await queue.stats(bucket)
     counts = {row.state: row.jobs for row in stats}
     if query:
         found = client.rpc(
@@ -179,9 +188,9 @@ class Requeue(BaseModel):
 
 
 @router.post("/requeue", dependencies=[Depends(same_origin_json)])
-async def requeue(body: Requeue, runtime: RuntimeDep) -> dict[str, int]:
+async def requeue(body: Requeue, queue: QueueDep) -> dict[str, int]:
     """Queue these images again (failed ones, or any to re-caption one)."""
-    return {"queued": await runtime.queue.requeue(body.object_ids)}
+    return {"queued": await queue.requeue(body.object_ids)}
 
 
 class Recaption(BaseModel):
@@ -190,11 +199,11 @@ class Recaption(BaseModel):
 
 
 @router.post("/recaption", dependencies=[Depends(same_origin_json)])
-async def recaption(body: Recaption, runtime: RuntimeDep) -> dict[str, Any]:
+async def recaption(body: Recaption, runtime: RuntimeDep, queue: QueueDep) -> dict[str, Any]:
     """Queue the bucket's (prefix's) captions that another model wrote, for this service's
     model; the old captions stay until the new ones are written."""
     bucket = watched(body.bucket, runtime)
     model = runtime.captioner.model
     since = datetime.now().astimezone()
-    queued = await runtime.queue.recaption(bucket, body.prefix, model, RECAPTION_BATCH, since)
+    queued = await queue.recaption(bucket, body.prefix, model, RECAPTION_BATCH, since)
     return {"queued": queued, "model": model}

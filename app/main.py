@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app import __version__, api, gallery, ops, ui, webhook
+from app.auth import require_api_key
 from app.batching import MicroBatcher
 from app.captioning import build_captioner
 from app.config import Settings, get_settings
@@ -44,15 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     app.state.ready = False
     app.include_router(ops.router)
-    app.include_router(webhook.router)
+    if settings.pipeline_connected:
+        app.include_router(webhook.router)
     app.include_router(api.router)
 
-    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(api.require_api_key)])
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
     if settings.ui_enabled:
-        app.include_router(gallery.router)  # before the Gradio app mounted at /ui
+        if settings.pipeline_connected:
+            app.include_router(gallery.router)  # before the Gradio app mounted at /ui
         ui.mount(app)
     return app
 
@@ -64,6 +67,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = await build_runtime(settings, http)
     app.state.runtime = runtime
     gc.freeze()  # start-up objects (imports, models) leave the collector's work: shorter pauses
+    if runtime.queue is None:
+        app.state.ready = True  # nothing to wait for: the captioner is checked by /readyz
+        log.info("the bucket pipeline is not connected; web page, API and CLI only")
     starter = asyncio.create_task(start_background_work(app, runtime))
     try:
         yield
@@ -71,25 +77,38 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         starter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starter
-        await runtime.enqueue.aclose(RuntimeError("shutting down"))
+        if runtime.enqueue is not None:
+            await runtime.enqueue.aclose(RuntimeError("shutting down"))
         if runtime.worker is not None:
             await runtime.worker.stop(settings.shutdown_grace_seconds)
         await runtime.captioner.aclose()
-        await runtime.fetcher.aclose()
+        if runtime.fetcher is not None:
+            await runtime.fetcher.aclose()
         await http.aclose()
 
 
 async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
+    captioner = build_captioner(settings)
+    if not settings.pipeline_connected:
+        return Runtime(settings, captioner)
     supabase = await connect_supabase(settings, http)
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     queue = JobQueue(supabase, worker_id)
     fetcher = ObjectFetcher.from_settings(supabase, settings)
-    captioner = build_captioner(settings)
     worker = Worker(queue, fetcher, captioner, settings) if settings.worker_enabled else None
     signing = settings.webhook_signing_secret
-    signatures = SignatureVerifier(signing) if signing else None
-    enqueue = MicroBatcher(queue.enqueue, max_size=ENQUEUE_BATCH, max_wait=ENQUEUE_WAIT_SECONDS)
-    return Runtime(settings, supabase, queue, fetcher, captioner, worker, signatures, enqueue)
+    return Runtime(
+        settings,
+        captioner,
+        supabase=supabase,
+        queue=queue,
+        fetcher=fetcher,
+        worker=worker,
+        signatures=SignatureVerifier(signing) if signing else None,
+        enqueue=MicroBatcher(
+            queue.enqueue, max_size=ENQUEUE_BATCH, max_wait=ENQUEUE_WAIT_SECONDS
+        ),
+    )
 
 
 async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> AsyncClient:
@@ -99,14 +118,14 @@ async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> Async
         postgrest_client_retry=False,
         httpx_client=http,
     )
-    return await acreate_client(
-        settings.supabase_url, settings.supabase_service_role_key.get_secret_value(), options
-    )
+    return await acreate_client(*settings.supabase_credentials(), options)
 
 
 async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     """Wait (with backoff) until Supabase answers, then run the worker and the sweep."""
     settings = runtime.settings
+    if runtime.queue is None:
+        return
     attempt = 0
     while True:
         try:

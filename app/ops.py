@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
-from app.api import require_api_key
-from app.deps import QueueDep, RuntimeDep
+from app.auth import require_api_key
+from app.config import NOT_CONNECTED
+from app.deps import RuntimeDep
 
 router = APIRouter(tags=["operations"])
 
@@ -21,18 +22,23 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request, response: Response, runtime: RuntimeDep) -> dict[str, Any]:
-    """Supabase answers, the migrations are applied, and the captioner can be used."""
+    """Supabase answers, the migrations are applied, and the captioner can be used. Without
+    the bucket pipeline, only the captioner counts (and `supabase` says what connects it)."""
     checks = {
-        "supabase": await _check_supabase(runtime) if request.app.state.ready else "waiting",
+        "supabase": await _check_supabase(request, runtime),
         "captioner": await _check_captioner(runtime),
     }
-    ready = all(result == "ok" for result in checks.values())
+    ready = all(result in ("ok", NOT_CONNECTED) for result in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return {"ready": ready, "checks": checks}
 
 
-async def _check_supabase(runtime: RuntimeDep) -> str:
+async def _check_supabase(request: Request, runtime: RuntimeDep) -> str:
+    if runtime.queue is None:
+        return NOT_CONNECTED
+    if not request.app.state.ready:
+        return "waiting"
     try:
         await runtime.queue.stats()
     except Exception as exc:
@@ -60,10 +66,10 @@ async def _check_captioner(runtime: RuntimeDep) -> str:
 
 
 @router.get("/metrics", dependencies=[Depends(require_api_key)], response_class=Response)
-async def prometheus_metrics(queue: QueueDep) -> Response:
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text format; the queue gauges are read from the database at scrape time."""
     try:
-        stats = await queue.stats()
+        stats = await runtime.queue.stats() if runtime.queue is not None else []
     except Exception:
         stats = []  # the process's own metrics still matter when the database is away
     for row in stats:

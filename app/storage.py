@@ -49,10 +49,11 @@ class ObjectFetcher:
 
     @classmethod
     def from_settings(cls, client: AsyncClient, settings: Settings) -> "ObjectFetcher":
+        url, service_key = settings.supabase_credentials()
         return cls(
             client,
-            settings.supabase_url,
-            service_key=settings.supabase_service_role_key.get_secret_value(),
+            url,
+            service_key=service_key,
             max_bytes=settings.max_image_bytes,
             signed_url_ttl=settings.signed_url_ttl,
             timeout=settings.download_timeout,

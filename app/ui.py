@@ -1,20 +1,18 @@
 """The upload-an-image-and-see-its-caption web page (Gradio), mounted at /ui."""
 
 import asyncio
-import base64
-import binascii
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.auth import WebPageAuth
 from app.bounded import read_file
 from app.captioning import caption_image
 from app.config import Settings
-from app.deps import Runtime, secret_matches
+from app.deps import Runtime
 from app.errors import CaptionError
 
 if TYPE_CHECKING:
@@ -28,10 +26,15 @@ CONCURRENCY = 4
 
 
 def mount(app: FastAPI) -> None:
-    """Mount the Gradio page on `app` at /ui, behind HTTP Basic auth when configured."""
+    """Mount the Gradio page on `app` at /ui, guarded as `Settings.ui_auth` says (app/auth.py):
+    a locked page is not built at all, every /ui request gets 403 with the reason."""
+    settings: Settings = app.state.settings
+    if settings.ui_auth != "open":
+        app.add_middleware(WebPageAuth, settings=settings, prefix=PATH)
+    if settings.ui_auth == "locked":
+        return
     import gradio as gr
 
-    settings: Settings = app.state.settings
     gr.mount_gradio_app(
         app,
         build_interface(settings, caption_with(app)),
@@ -43,13 +46,6 @@ def mount(app: FastAPI) -> None:
         mcp_server=False,
         show_error=True,
     )
-    if settings.ui_username and settings.ui_password:
-        app.add_middleware(
-            BasicAuthMiddleware,
-            prefix=PATH,
-            username=settings.ui_username,
-            password=settings.ui_password.get_secret_value(),
-        )
 
 
 def build_interface(
@@ -103,64 +99,3 @@ def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[str]]:
             raise gr.Error(exc.reason, print_exception=False) from None
 
     return captioner
-
-
-class BasicAuthMiddleware:
-    """HTTP Basic auth for every request under `prefix` (pages, assets, API, websockets)."""
-
-    def __init__(self, app: ASGIApp, prefix: str, username: str, password: str) -> None:
-        self.app = app
-        self.prefix = prefix
-        self.username = username
-        self.password = password
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] not in ("http", "websocket")
-            or not self._guarded(scope["path"])
-            or self._authorized(scope)
-        ):
-            await self.app(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-        else:
-            await send_unauthorized(send)
-
-    def _guarded(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self.prefix + "/")
-
-    def _authorized(self, scope: Scope) -> bool:
-        headers = dict(scope["headers"])
-        username, password = parse_basic(headers.get(b"authorization", b"").decode("latin-1"))
-        user_ok = secret_matches(username, [self.username])
-        password_ok = secret_matches(password, [self.password])
-        return user_ok and password_ok
-
-
-def parse_basic(authorization: str) -> tuple[str, str]:
-    """(username, password) from an `Authorization: Basic ...` header; empty when absent."""
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "basic":
-        return "", ""
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    username, _, password = decoded.partition(":")
-    return username, password
-
-
-async def send_unauthorized(send: Send) -> None:
-    body = b"authentication required"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"www-authenticate", b'Basic realm="captioner", charset="UTF-8"'),
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -7,11 +7,12 @@ import logging
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import metrics
-from app.deps import RuntimeDep, SettingsDep, bearer_matches
+from app.auth import require_webhook_secret
+from app.deps import RuntimeDep
 from app.webhook_signature import InvalidSignature
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,6 @@ def inline_defs(model: type[BaseModel]) -> dict[str, Any]:
     return dict(inline(schema))
 
 
-async def require_webhook_secret(
-    request: Request,
-    settings: SettingsDep,
-    _: Annotated[str | None, Header(alias="authorization")] = None,  # for the OpenAPI schema
-) -> None:
-    """`Authorization: Bearer <secret>`, compared in constant time against every accepted secret."""
-    if not bearer_matches(request, settings.webhook_secret):
-        raise refuse(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong webhook secret (Authorization: Bearer <WEBHOOK_SECRET>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 async def read_payload(request: Request, runtime: RuntimeDep) -> WebhookPayload:
     """The body, refused as soon as it exceeds the cap, verified if signing is on, parsed."""
     body = await _read_capped(request, runtime.settings.max_webhook_body_bytes)
@@ -153,6 +140,7 @@ async def storage_webhook(
     if payload.record is None:
         raise refuse(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{payload.type} without record")
     object_id = payload.record.id
+    assert runtime.enqueue is not None  # this route exists only with the pipeline connected
     try:
         outcome = await runtime.enqueue.submit(str(object_id))
     except Exception as exc:

@@ -127,11 +127,14 @@ def test_caption_urls_with_the_byte_cap(hf, pictures, tmp_path, file_server):
 
 
 def test_missing_settings_name_the_variable_and_exit_2(tmp_path):
-    for command in ("status", "serve"):
-        result = captioner(command, env=clean_env(), cwd=tmp_path)
+    for command in (["status"], ["backfill", "--bucket", "images"]):
+        result = captioner(*command, env=clean_env(), cwd=tmp_path)
         assert result.returncode == 2, command
         assert "SUPABASE_URL is required but not set" in result.stderr
         assert "Traceback" not in result.stderr
+    result = captioner("serve", env=clean_env(UI_USERNAME="alice"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "UI_USERNAME and UI_PASSWORD" in result.stderr and "Traceback" not in result.stderr
     result = captioner("caption", "x.png", env=clean_env(CAPTION_BACKEND="gpu"), cwd=tmp_path)
     assert result.returncode == 2
     assert "CAPTION_BACKEND" in result.stderr and "Traceback" not in result.stderr

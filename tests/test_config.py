@@ -1,9 +1,12 @@
 """Settings: one place, clear errors naming the variable."""
 
+from pathlib import Path
+
 import pytest
 
 from app.config import CaptionSettings, Settings, SettingsError, load_settings
 
+UI = ["UI_USERNAME", "UI_PASSWORD", "UI_PUBLIC", "API_KEYS"]
 REQUIRED = {
     "SUPABASE_URL": "http://localhost:54321",
     "SUPABASE_SERVICE_ROLE_KEY": "key",
@@ -14,7 +17,7 @@ REQUIRED = {
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in [*REQUIRED, "HF_TOKEN", "CAPTION_BUCKETS", "CAPTION_BACKEND"]:
+    for name in [*REQUIRED, "HF_TOKEN", "CAPTION_BUCKETS", "CAPTION_BACKEND", *UI]:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -61,3 +64,55 @@ def test_env_file_is_read(tmp_path):
     (tmp_path / ".env").write_text("CAPTION_MODEL=nlpconnect/vit-gpt2-image-captioning\n")
 
     assert load_settings(CaptionSettings).caption_model == "nlpconnect/vit-gpt2-image-captioning"
+
+
+def test_no_supabase_settings_is_the_local_mode():
+    settings = load_settings(Settings)
+
+    assert not settings.pipeline_connected
+    assert settings.ui_auth == "open"  # a local demo: nothing to protect yet
+    assert settings.accepted_api_keys == []
+
+
+def test_half_a_ui_credential_pair_names_both(monkeypatch):
+    monkeypatch.setenv("UI_USERNAME", "alice")
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(Settings)
+
+    assert "UI_USERNAME and UI_PASSWORD" in str(error.value)
+    assert "UI_PASSWORD is not set" in str(error.value)
+
+
+def test_connected_page_needs_credentials_unless_opened(monkeypatch):
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+
+    assert load_settings(Settings).ui_auth == "locked"
+    monkeypatch.setenv("UI_PUBLIC", "true")
+    assert load_settings(Settings).ui_auth == "open"
+    monkeypatch.setenv("UI_USERNAME", "alice")
+    monkeypatch.setenv("UI_PASSWORD", "correct horse")
+    assert load_settings(Settings).ui_auth == "basic"
+
+
+def test_the_example_file_is_refused_naming_what_to_fill_in(tmp_path):
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(Settings)
+
+    message = str(error.value)
+    assert "SUPABASE_SERVICE_ROLE_KEY is required but not set" in message
+    assert "SUPABASE_URL is the example value from .env.example" in message
+    assert "WEBHOOK_SECRET is the example value from .env.example" in message
+
+
+def test_example_secrets_are_refused_even_when_complete(monkeypatch):
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WEBHOOK_SECRET", "real-one, change-me-to-a-long-random-string")
+
+    with pytest.raises(SettingsError, match="WEBHOOK_SECRET is the example value"):
+        load_settings(Settings)

@@ -46,7 +46,7 @@ def upload_and_submit(page: Page, path: Path) -> None:
 
 
 def test_upload_shows_the_caption(service_factory, hf, page: Page, tmp_path: Path):
-    running = service_factory(webhook=False, worker_enabled=False)
+    running = service_factory(webhook=False, worker_enabled=False, ui_public=True)
     picture = tmp_path / "green.png"
     picture.write_bytes(make_image((30, 160, 60), size=(300, 200)))
 
@@ -63,7 +63,7 @@ def test_upload_shows_the_caption(service_factory, hf, page: Page, tmp_path: Pat
 def test_an_example_can_be_captioned(service_factory, hf, page: Page):
     assert [path.name for path in example_images()] == ["house.jpg", "sailboat.jpg", "tree.jpg"]
     assert all(path.stat().st_size < 30_000 for path in example_images())
-    running = service_factory(webhook=False, worker_enabled=False)
+    running = service_factory(webhook=False, worker_enabled=False, ui_public=True)
 
     page.goto(running.url + "/ui/")
     page.locator("img[src*='house']").click()
@@ -75,7 +75,9 @@ def test_an_example_can_be_captioned(service_factory, hf, page: Page):
 
 
 def test_a_bad_file_shows_the_reason(service_factory, hf, page: Page, tmp_path: Path):
-    running = service_factory(webhook=False, worker_enabled=False, max_image_pixels=1000)
+    running = service_factory(
+        webhook=False, worker_enabled=False, ui_public=True, max_image_pixels=1000
+    )
     picture = tmp_path / "big.png"
     picture.write_bytes(make_image(size=(100, 100)))
 
