@@ -15,7 +15,8 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
 
-# true: install torch (CPU wheel) + transformers for CAPTION_BACKEND=local (about +1 GB)
+# true: install torch (CPU wheel, from TORCH_INDEX_URL; its dependencies from PyPI) +
+# transformers for CAPTION_BACKEND=local (about +1 GB)
 ARG WITH_LOCAL_MODEL=false
 # true: install Gradio for the upload-and-caption page at /ui (UI_ENABLED defaults to true)
 ARG WITH_UI=true
@@ -36,18 +37,21 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# Dependencies first, in their own layer: rebuilt only when pyproject.toml or a build arg
-# changes. A stub package stands in for app/ so that the project's metadata resolves.
-COPY pyproject.toml ./
+# Dependencies first, in their own layer: rebuilt only when pyproject.toml, constraints.txt
+# or a build arg changes. constraints.txt pins every version to the one the tests passed
+# with, so an image built later gets the same. A stub package stands in for app/ so that the
+# project's metadata resolves.
+COPY pyproject.toml constraints.txt ./
 RUN set -eu; \
     if [ "$WITH_LOCAL_MODEL" = "true" ]; then \
-      pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"; \
+      pip install --constraint constraints.txt --extra-index-url "$TORCH_INDEX_URL" \
+        "torch==$TORCH_VERSION"; \
     fi; \
     extras=""; \
     if [ "$WITH_UI" = "true" ]; then extras="ui"; fi; \
     if [ "$WITH_LOCAL_MODEL" = "true" ]; then extras="${extras:+$extras,}local"; fi; \
     mkdir -p app && touch app/__init__.py; \
-    pip install ".${extras:+[$extras]}"; \
+    pip install --constraint constraints.txt ".${extras:+[$extras]}"; \
     pip uninstall -y supabase-captioner; \
     rm -rf app build *.egg-info
 

@@ -1,39 +1,65 @@
 # Two commands on a fresh machine:
-#   make run    set up and run the service (reads .env / the environment)
-#   make test   set up and run the whole test suite
+#   make run    install what running needs and start the service on 127.0.0.1:8000 (reads
+#               .env / the environment; with no configuration: the web page, the API and the
+#               CLI with the local model; with the Supabase settings: the bucket pipeline too)
+#   make test   install everything (test tools included) and run lint + the test suite
+# Every install takes its versions from constraints.txt (the versions the tests passed with).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH_VERSION ?= 2.13.0
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/pip install --quiet --constraint $(CONSTRAINTS)
+# torch's CPU wheels (PyPI's Linux wheel is the CUDA build, gigabytes more); an extra index,
+# so a machine with a local wheel cache needs no network for it
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# the model `make model` puts in the Hugging Face cache (the local backend's default)
+MODEL ?= Salesforce/blip-image-captioning-base
 
-.PHONY: setup run test lint bench supabase-migrations
+.PHONY: setup run test lint bench model constraints supabase-migrations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-setup: $(BIN)/python
-	# torch first, pinned: an unpinned torch would pull the CUDA build
-	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e '.[local,ui,dev]'
+# What running needs: the service, the web page and the local model (no test tools).
+$(VENV)/.run-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) --extra-index-url $(TORCH_INDEX) torch
+	$(PIP) -e '.[local,ui]'
+	touch $@
 
-run: setup
+# Everything, test tools included.
+$(VENV)/.dev-installed: $(VENV)/.run-installed
+	$(PIP) -e '.[local,ui,dev]'
+	touch $@
+
+setup: $(VENV)/.dev-installed
+
+run: $(VENV)/.run-installed
 	$(BIN)/captioner serve
 
-test: setup
+# Download MODEL into the Hugging Face cache once (about 1 GB for BLIP-base); the service
+# never downloads at run time. Not needed with HF_TOKEN (hosted inference).
+model: $(VENV)/.run-installed
+	$(BIN)/hf download $(MODEL)
+
+test: $(VENV)/.dev-installed
 	scripts/install-browser.sh
-	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff check app tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-lint: setup
-	$(BIN)/ruff check app tests bench
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check app tests bench scripts
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
 
-bench: setup
+bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench
 
 # after changing migrations/: refresh their copies in supabase/migrations/ (Supabase CLI)
 supabase-migrations:
 	$(PYTHON) scripts/supabase_migrations.py
+
+# after changing dependencies: pin what the (tested) virtualenv holds
+constraints:
+	scripts/freeze-constraints.sh $(BIN)/python > $(CONSTRAINTS)
