@@ -55,6 +55,7 @@ def build_interface(
     import gradio as gr
 
     model = settings.model_name
+    gallery = settings.pipeline_connected  # app/gallery.py is served with the pipeline
     name = "BLIP" if "blip" in model.lower() else model.rstrip("/").rsplit("/", 1)[-1]
     return gr.Interface(
         fn=fn,
@@ -68,8 +69,8 @@ def build_interface(
         ],
         outputs=[gr.Textbox(label="Caption")],
         title=f"Image Captioning with {name}",
-        description=f"Caption any image using the `{model}` model. "
-        "Operators: [the buckets' captions gallery](gallery).",
+        description=f"Caption any image using the `{model}` model."
+        + (" Operators: [the buckets' captions gallery](gallery)." if gallery else ""),
         flagging_mode="never",
         examples=[[str(path)] for path in example_images()],
         cache_examples=False,

@@ -11,7 +11,8 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from supabase import create_client
 
-from app.ui import example_images
+from app.config import Settings
+from app.ui import build_interface, example_images
 from tests.harness.hf_stub import ServerError
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
@@ -231,3 +232,15 @@ def test_the_page_says_when_supabase_does_not_answer(gallery, supabase):
 
     assert answer.status_code == 503
     assert answer.json()["detail"].startswith("Supabase did not answer: APIError")
+
+
+def test_the_page_links_the_gallery_only_when_the_pipeline_is_connected(gallery):
+    connected = build_interface(gallery.settings, echo)
+    alone = build_interface(Settings(_env_file=None), echo)  # type: ignore[call-arg]
+
+    assert "captions gallery](gallery)" in connected.description
+    assert "gallery" not in alone.description
+
+
+async def echo(path: str | None) -> str:
+    return str(path)
