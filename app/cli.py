@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import httpx
 import typer
@@ -39,10 +39,11 @@ from app.config import (
     load_settings,
 )
 from app.errors import CaptionError, PermanentError
-from app.jobs import JobQueue, QueueStats, RecaptionProgress, SweepPass
+from app.jobs import JobQueue, RecaptionProgress
 from app.main import connect_supabase, create_app
 from app.migrate import MigrationError, apply_migrations
 from app.recaption import Scope, recaption_bucket, with_model
+from app.status import StatusReport, read_status, status_lines
 
 S = TypeVar("S", bound=CaptionSettings)
 CAPTION_CONCURRENCY = 4
@@ -395,52 +396,21 @@ def migrate(
 def status(
     failures: Annotated[int, typer.Option(min=0, help="How many recent failures to list.")] = 10,
 ) -> None:
-    """Show the job queue: jobs per state, the oldest pending job's age, recent failures.
+    """Show the job queue: jobs per state (in all and per bucket), the oldest pending job's
+    age, recent failures and recent skipped uploads, each with its reason.
 
     Needs the Supabase settings.
 
     Example: `captioner status --failures 20`
     """
     settings = pipeline_settings_or_exit()
-    stats, passes, recent = asyncio.run(read_status(settings, failures))
-    typer.echo("jobs:")
-    for row in stats:
-        oldest = row.state == "pending" and row.jobs
-        age = f"  (oldest {format_age(row.oldest_seconds)})" if oldest else ""
-        typer.echo(f"  {row.state:<8} {row.jobs:>8}{age}")
-    if passes:
-        typer.echo("reconciliation passes:")
-    for sweep in passes:
-        where = "running" if sweep.running else f"ended {sweep.finished_at}"
-        typer.echo(
-            f"  {sweep.bucket_id}: {where}, {sweep.examined:,} objects examined, "
-            f"{sweep.queued:,} queued (began {sweep.started_at})"
-        )
-    if recent:
-        typer.echo("recent failures:")
-    for failure in recent:
-        typer.echo(
-            f"  {failure['failed_at']}  {failure['bucket_id']}/{failure['name']}"
-            f"  ({failure['attempts']} attempts): {failure['last_error']}"
-        )
+    for line in status_lines(asyncio.run(fetch_status(settings, failures))):
+        typer.echo(line)
 
 
-async def read_status(
-    settings: Settings, limit: int
-) -> tuple[list[QueueStats], list[SweepPass], list[dict[str, Any]]]:
+async def fetch_status(settings: Settings, limit: int) -> StatusReport:
     async with connect(settings) as connection:
-        stats = await connection.queue.stats()
-        passes = await connection.queue.sweep_passes()
-        recent = await connection.queue.failures(limit) if limit else []
-    return stats, passes, recent
-
-
-def format_age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+        return await read_status(connection.queue, limit)
 
 
 if __name__ == "__main__":

@@ -157,9 +157,7 @@ async def overview(
         "query": query,
         "model": runtime.captioner.model,
         "counts": counts,
-        "items": [
-            {**card(item), "thumbnail": url} for item, url in zip(items, urls, strict=True)
-        ],
+        "items": [{**card(item), "thumbnail": url} for item, url in zip(items, urls, strict=True)],
         "failures": failed,
         "skipped": skipped,
     }

@@ -4,14 +4,45 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import pillow_heif
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from app.errors import PermanentError
 
-# Raster formats only: no EPS (Ghostscript), no SVG, nothing that runs a helper program.
-SAFE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
-JPEG_QUALITY = 90
+pillow_heif.register_heif_opener()  # HEIC/HEIF: what phones upload
 Image.init()  # register every plugin so `formats=` can name them
+
+# The one list of what gets captioned: each accepted mimetype and the Pillow format that
+# decodes it. The database trigger queues exactly these (the service hands them over at
+# start-up, captioner.config.mimetypes) and skips anything else with a reason. Raster
+# formats only: no EPS (Ghostscript), no SVG, nothing that runs a helper program.
+FORMAT_BY_MIMETYPE = {
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/pjpeg": "JPEG",
+    "image/png": "PNG",
+    "image/apng": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/tiff": "TIFF",
+    "image/bmp": "BMP",
+    "image/x-ms-bmp": "BMP",
+    "image/x-icon": "ICO",
+    "image/vnd.microsoft.icon": "ICO",
+    "image/heic": "HEIF",
+    "image/heif": "HEIF",
+    "image/heic-sequence": "HEIF",
+    "image/heif-sequence": "HEIF",
+    "image/avif": "AVIF",
+    "image/avif-sequence": "AVIF",
+}
+if not features.check("avif"):  # Pillow built without libavif: AVIF is skipped, not failed
+    FORMAT_BY_MIMETYPE = {m: f for m, f in FORMAT_BY_MIMETYPE.items() if f != "AVIF"}
+MIMETYPES = tuple(FORMAT_BY_MIMETYPE)
+# Decoding sniffs the bytes among all of these (a JPEG named .png still decodes).
+SAFE_FORMATS = tuple(dict.fromkeys(FORMAT_BY_MIMETYPE.values()))
+SUPPORTED = ", ".join(SAFE_FORMATS)
+JPEG_QUALITY = 90
 # Pillow only warns between its pixel limit and twice that: refuse instead, like above it.
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
@@ -44,9 +75,7 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=SAFE_FORMATS)
     except UnidentifiedImageError:
-        raise PermanentError(
-            "not a supported raster image (JPEG, PNG, GIF, WebP, TIFF, BMP)"
-        ) from None
+        raise PermanentError(f"not a supported raster image ({SUPPORTED})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PermanentError(f"image too large (decompression bomb): {exc}") from None
     except OSError as exc:

@@ -1,5 +1,6 @@
 """The durable job queue: thin async wrappers over the rpc functions in migrations/."""
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -7,6 +8,13 @@ from typing import Any
 from supabase import AsyncClient
 
 from app.config import Settings
+from app.images import MIMETYPES
+
+
+def content_fingerprint(data: bytes) -> str:
+    """The fingerprint of downloaded bytes, in the form the database derives from storage's
+    eTag (an MD5) and size (captioner.fingerprint in migrations/0006): they match."""
+    return f"md5:{hashlib.md5(data, usedforsecurity=False).hexdigest()}:{len(data)}"
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,8 @@ class Job:
     size: int | None
     attempts: int
     lease_token: str
+    fingerprint: str | None = None  # the content's, when storage's metadata tells it
+    reused_from: str | None = None  # set: finished at claim with this object's caption
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,9 @@ class JobQueue:
         return response.data
 
     async def configure(self, settings: Settings) -> None:
-        """Tell the database trigger which buckets to watch and where to send its webhook
-        (and with which secrets): the service's settings are the one place to set them."""
+        """Tell the database trigger which buckets to watch, which formats the worker decodes
+        and where to send its webhook (and with which secrets): the service is the one
+        place to set them."""
         webhook_on = settings.public_webhook_url is not None
         signing = settings.webhook_signing_secret
         await self._rpc(
@@ -90,6 +101,7 @@ class JobQueue:
             p_webhook_url=settings.public_webhook_url,
             p_webhook_secret=settings.webhook_secret[0] if webhook_on else None,
             p_signing_secret=signing[0] if webhook_on and signing else None,
+            p_mimetypes=list(MIMETYPES),
         )
 
     async def enqueue(self, object_ids: list[str]) -> list[str]:
@@ -97,18 +109,42 @@ class JobQueue:
         rows = await self._rpc("caption_jobs_enqueue", p_object_ids=object_ids)
         return [row["outcome"] for row in rows]
 
-    async def claim(self, limit: int, lease_seconds: int, max_attempts: int) -> list[Job]:
+    async def claim(
+        self, limit: int, lease_seconds: int, max_attempts: int, model: str | None = None
+    ) -> list[Job]:
+        """Lease due jobs. With `model`, those whose bytes that model already captioned come
+        back finished (`reused_from` set): the same bytes are captioned once."""
         rows = await self._rpc(
             "caption_jobs_claim",
             p_worker=self.worker_id,
             p_limit=limit,
             p_lease_seconds=lease_seconds,
             p_max_attempts=max_attempts,
+            p_model=model,
         )
         return [Job(**row) for row in rows or []]
 
-    async def complete(self, job: Job, caption: str, model: str) -> bool:
-        """Store the caption and finish the job; False if the lease was lost meanwhile."""
+    async def reuse(self, job: Job, fingerprint: str, model: str) -> str | None:
+        """Finish the job with the caption `model` already made for these bytes, if any;
+        returns the object that caption was first made for."""
+        return await self._rpc(
+            "caption_jobs_reuse",
+            p_object_id=job.object_id,
+            p_lease_token=job.lease_token,
+            p_fingerprint=fingerprint,
+            p_model=model,
+        )
+
+    async def complete(
+        self,
+        job: Job,
+        caption: str,
+        model: str,
+        fingerprint: str | None = None,
+        caption_ms: int | None = None,
+    ) -> bool:
+        """Store the caption and its provenance and finish the job; False if the lease was
+        lost meanwhile."""
         return bool(
             await self._rpc(
                 "caption_jobs_complete",
@@ -116,6 +152,8 @@ class JobQueue:
                 p_lease_token=job.lease_token,
                 p_caption=caption,
                 p_model=model,
+                p_fingerprint=fingerprint,
+                p_caption_ms=caption_ms,
             )
         )
 
@@ -202,3 +240,14 @@ class JobQueue:
             "caption_recaption_progress", p_bucket=bucket, p_prefix=prefix, p_model=model
         )
         return RecaptionProgress(**{key: int(value) for key, value in rows[0].items()})
+
+    async def recent(self, state: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest jobs in `state` with their reason (skipped: why it is not captioned)."""
+        return list(await self._rpc("caption_jobs_recent", p_state=state, p_limit=limit) or [])
+
+    async def bucket_states(self) -> dict[str, dict[str, int]]:
+        """{bucket: {state: jobs}}, every state included."""
+        counts: dict[str, dict[str, int]] = {}
+        for row in await self._rpc("caption_jobs_bucket_states") or []:
+            counts.setdefault(row["bucket_id"], {})[row["state"]] = int(row["jobs"])
+        return counts

@@ -65,14 +65,19 @@ class ObjectFetcher:
     async def fetch(self, bucket: str, path: str) -> bytes:
         """The object's bytes. Raises PermanentError (gone, too large) or RetryableError."""
         if "?" in path:
-            log.info("%s/%s: a name with '?' cannot be signed; authenticated download",
-                     bucket, path)
+            log.info(
+                "%s/%s: a name with '?' cannot be signed; authenticated download", bucket, path
+            )
             return await self.fetch_authenticated(bucket, path)
         try:
             return await self._download(await self.signed_url(bucket, path))
         except SignedUrlRefused as exc:
-            log.warning("%s/%s: storage refused its signed URL (%s); authenticated download",
-                        bucket, path, exc.code)
+            log.warning(
+                "%s/%s: storage refused its signed URL (%s); authenticated download",
+                bucket,
+                path,
+                exc.code,
+            )
             return await self.fetch_authenticated(bucket, path)
 
     async def fetch_authenticated(self, bucket: str, path: str) -> bytes:

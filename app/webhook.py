@@ -115,7 +115,7 @@ def triage(payload: WebhookPayload) -> str | None:
         )
     old, new = payload.old_record, payload.record
     if payload.type == "UPDATE" and old and new and old.version == new.version and old.metadata:
-        return "same version (renamed or metadata changed): the caption still holds"
+        return "same version (metadata changed): the caption still holds"
     return None
 
 

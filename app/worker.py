@@ -4,13 +4,14 @@ import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import dataclass
 
 from app import metrics
 from app.bounded import too_large
-from app.captioning import Captioner, caption_image
+from app.captioning import Captioner, caption_image_timed
 from app.config import Settings
 from app.errors import PermanentError, RetryableError
-from app.jobs import Job, JobQueue, SweepSlice
+from app.jobs import Job, JobQueue, SweepSlice, content_fingerprint
 from app.storage import ObjectFetcher
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,16 @@ def backoff_delay(attempts: int, settings: Settings, hint: float | None = None) 
     if hint is not None:
         delay = max(delay, min(hint, settings.retry_max_seconds))
     return delay
+
+
+@dataclass(frozen=True)
+class Captioned:
+    """A job's result: a new caption (with the captioner's time), or one reused."""
+
+    caption: str | None
+    fingerprint: str
+    caption_ms: int | None = None
+    reused_from: str | None = None
 
 
 class Worker:
@@ -83,9 +94,15 @@ class Worker:
         free = self._max_in_flight - len(self._in_flight)
         if free <= 0:
             return 0
-        jobs = await self._queue.claim(
-            free, self._settings.lease_seconds, self._settings.max_attempts
+        claimed = await self._queue.claim(
+            free, self._settings.lease_seconds, self._settings.max_attempts, self._captioner.model
         )
+        jobs = []
+        for job in claimed:
+            if job.reused_from is None:
+                jobs.append(job)
+            else:  # the database finished it with the caption of the same bytes
+                self._log_reused(job, job.reused_from)
         if self._stopping.is_set():  # leased while shutting down: give them straight back
             await self._release(jobs)
             return 0
@@ -93,7 +110,7 @@ class Worker:
             task = asyncio.create_task(self.process(job))
             self._in_flight[task] = job
             task.add_done_callback(self._finished)
-        return len(jobs)
+        return len(claimed)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
@@ -132,15 +149,20 @@ class Worker:
 
     async def _settle(self, job: Job) -> None:
         try:
-            caption = await self.caption(job)
+            result = await self.caption(job)
             self._outages = 0
-            stored = await self._queue.complete(job, caption, self._captioner.model)
+            if result.caption is None:
+                self._log_reused(job, result.reused_from)
+                return
+            stored = await self._queue.complete(
+                job, result.caption, self._captioner.model, result.fingerprint, result.caption_ms
+            )
             metrics.JOB_OUTCOMES.labels("done" if stored else "discarded").inc()
             log.info(
                 "captioned %s/%s: %r%s",
                 job.bucket_id,
                 job.name,
-                caption,
+                result.caption,
                 "" if stored else " (discarded: lease lost or newer version)",
                 extra={"object_id": job.object_id},
             )
@@ -157,13 +179,33 @@ class Worker:
             log.exception("unexpected error on %s", job.object_id)
             await self._retry(job, f"unexpected {type(exc).__name__}: {exc}", None)
 
-    async def caption(self, job: Job) -> str:
+    async def caption(self, job: Job) -> Captioned:
+        """Download and caption the job's image, unless its bytes (hashed here when storage's
+        metadata did not tell them) already have a caption by this model."""
         limit = self._settings.max_image_bytes
         if job.size is not None and job.size > limit:
             raise too_large(f"{job.size} bytes", limit)
         data = await self._fetcher.fetch(job.bucket_id, job.name)
         metrics.BYTES_DOWNLOADED.inc(len(data))
-        return await caption_image(data, self._captioner, self._settings, self._caption_slots)
+        fingerprint = job.fingerprint or content_fingerprint(data)
+        if job.fingerprint is None:
+            source = await self._queue.reuse(job, fingerprint, self._captioner.model)
+            if source is not None:
+                return Captioned(None, fingerprint, reused_from=source)
+        caption, elapsed_ms = await caption_image_timed(
+            data, self._captioner, self._settings, self._caption_slots
+        )
+        return Captioned(caption, fingerprint, elapsed_ms)
+
+    def _log_reused(self, job: Job, source: str | None) -> None:
+        metrics.JOB_OUTCOMES.labels("reused").inc()
+        log.info(
+            "reused the caption of %s for %s/%s: same bytes, same model",
+            source,
+            job.bucket_id,
+            job.name,
+            extra={"object_id": job.object_id},
+        )
 
     async def _fail(self, job: Job, reason: str) -> None:
         metrics.JOB_OUTCOMES.labels("failed").inc()

@@ -226,6 +226,26 @@ def test_backfill_captions_a_bucket_then_status_reports(supabase, hf, tmp_path):
     assert "images/old/liar.png  (1 attempts): not a supported raster image" in status.stdout
 
 
+def test_status_shows_skipped_uploads_per_bucket_with_their_reason(supabase, hf, tmp_path):
+    create_bucket(supabase.db_url, "images")
+    create_bucket(supabase.db_url, "docs")
+    upload(supabase, "notes/todo.txt", b"milk", "text/plain")
+    upload(supabase, "print.eps", b"%!PS-Adobe-3.0 EPSF-3.0", "image/x-eps")
+    upload(supabase, "todo.txt", b"eggs", "text/plain", bucket="docs")  # not watched
+
+    status = captioner("status", env=supabase_env(supabase, hf), cwd=tmp_path)
+
+    assert status.returncode == 0, status.stderr
+    lines = [line.split() for line in status.stdout.splitlines()]
+    assert ["skipped", "2"] in lines
+    assert "bucket images: 0 pending, 0 running, 0 done, 0 failed, 2 skipped" in status.stdout
+    assert "bucket docs" not in status.stdout
+    assert "recently skipped:" in status.stdout
+    assert "images/notes/todo.txt  (0 attempts): not an image (text/plain)" in status.stdout
+    assert "images/print.eps  (0 attempts): image/x-eps is not a format the captioner decodes" \
+        in status.stdout
+
+
 def test_serve_runs_the_service_behind_a_proxy(supabase, hf, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     env = supabase_env(supabase, hf, UI_ENABLED="false")

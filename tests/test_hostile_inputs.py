@@ -252,6 +252,14 @@ def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
     return buffer.getvalue()
 
 
+def heif_claiming(width: int, height: int) -> bytes:
+    """A small HEIF whose image extents (its `ispe` box) claim width x height."""
+    data = bytearray(encode(Image.new("RGB", (64, 64), (0, 0, 0)), "HEIF"))
+    box = data.index(b"ispe")
+    data[box + 8 : box + 16] = struct.pack(">II", width, height)  # after version and flags
+    return bytes(data)
+
+
 def animated_gif() -> bytes:
     frames = [Image.new("RGB", (40, 30), c) for c in ((220, 30, 30), (30, 60, 220))]
     return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100,
@@ -289,7 +297,7 @@ class Obj:
     name: str
     data: bytes | Any  # bytes, or a callable producing them (lazy: big ones)
     mimetype: str = "image/png"
-    expect: str = "caption"  # caption | failed | ignored
+    expect: str = "caption"  # caption | failed | skipped (a job says why) | ignored (no job)
     reason: str = ""  # substring of the caption, the failure or the ignore reason
     bucket: str = "images"
     direct: bool = False  # insert the row in SQL (names the storage client refuses)
@@ -298,22 +306,35 @@ class Obj:
 
 
 OBJECTS = {
-    "non-image-mimetype": Obj("docs/notes.txt", b"hello", "text/plain", "ignored",
+    "non-image-mimetype": Obj("docs/notes.txt", b"hello", "text/plain", "skipped",
                               "not an image"),
-    "pdf-mimetype": Obj("docs/a.pdf", b"%PDF-1.4", "application/pdf", "ignored", "not an image"),
+    "pdf-mimetype": Obj("docs/a.pdf", b"%PDF-1.4", "application/pdf", "skipped", "not an image"),
     "folder-placeholder": Obj("folder/.emptyFolderPlaceholder", b"", "application/octet-stream",
                               "ignored", "folder placeholder"),
-    "null-metadata": Obj("old/legacy.png", make_image(), expect="ignored",
+    "null-metadata": Obj("old/legacy.png", make_image(), expect="skipped",
                          reason="unknown content type", direct=True, metadata=None),
     "other-bucket": Obj("cat.png", make_image(), bucket="private", expect="ignored",
                         reason="not watched"),
-    "svg-declared": Obj("vector.svg", BILLION_LAUGHS_SVG, "image/svg+xml", "ignored", "SVG"),
+    "svg-declared": Obj("vector.svg", BILLION_LAUGHS_SVG, "image/svg+xml", "skipped", "SVG"),
     "svg-disguised-as-png": Obj("vector.png", BILLION_LAUGHS_SVG, "image/png", "failed",
                                 "not a supported raster image"),
     "eps-no-ghostscript": Obj("print.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
-                              "image/x-eps", "failed", "not a supported raster image"),
-    "heic-unsupported": Obj("phone.heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64,
-                            "image/heic", "failed", "not a supported raster image"),
+                              "image/x-eps", "skipped", "not a format the captioner decodes"),
+    "heic-garbage": Obj("phone.heic", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64,
+                        "image/heic", "failed", "not a supported raster image"),
+    "heic": Obj("IMG_0001.HEIC", lambda: encode(Image.new("RGB", (48, 36), (30, 60, 220)),
+                                                "HEIF"), "image/heic", "caption", "mostly blue"),
+    "heif": Obj("burst.heif", lambda: encode(Image.new("RGB", (36, 48), (30, 160, 60)),
+                                             "HEIF"), "image/heif", "caption", "mostly green"),
+    "avif": Obj("web.avif", lambda: encode(Image.new("RGB", (40, 40), (220, 30, 30)), "AVIF"),
+                "image/avif", "caption", "a 40x40 picture, mostly red"),
+    "ico": Obj("favicon.ico", lambda: encode(Image.new("RGB", (32, 32), (240, 220, 40)), "ICO"),
+               "image/x-icon", "caption", "a 32x32 picture, mostly yellow"),
+    "ico-vnd-mimetype": Obj("icon.ico", lambda: encode(Image.new("RGB", (16, 16), (0, 0, 0)),
+                                                       "ICO"),
+                            "image/vnd.microsoft.icon", "caption", "a 16x16 picture"),
+    "heif-bomb-20000x20000": Obj("huge.heic", lambda: heif_claiming(20000, 20000), "image/heic",
+                                 "failed", "too large"),
     "text-claiming-jpeg": Obj("liar.jpg", b"just some text", "image/jpeg", "failed",
                               "not a supported raster image"),
     "jpeg-claiming-png": Obj("actually-jpeg.png", make_image((30, 160, 60), fmt="JPEG"),
@@ -351,18 +372,21 @@ OBJECTS = {
     "uppercase-mimetype": Obj("upper.png", make_image(), "IMAGE/PNG", "caption", "picture"),
     # every character storage-api's isValidKey accepts (unicode, "#" and "%" it refuses:
     # tests/test_storage_server.py); a "?" name cannot be signed and is downloaded with the key
-    "question-mark-query-like": Obj("q?x=1&y=2.png", make_image(), reason="picture"),
-    "spaces-and-specials": Obj("a b/what?1&x=y;.png", make_image(), reason="picture"),
-    "plus-equals": Obj("c++/a+b=c.png", make_image(), reason="picture"),
-    "every-allowed-punctuation": Obj("odd !*'()$@;:,-_.png", make_image(), reason="picture"),
-    "deep-folders": Obj("/".join("abcdefghijklmnop") + "/deep.png", make_image(),
-                        reason="picture"),
+    "question-mark-query-like": Obj("q?x=1&y=2.png", make_image(size=(61, 40)),
+                                    reason="a 61x40 picture"),
+    "spaces-and-specials": Obj("a b/what?1&x=y;.png", make_image(size=(62, 40)),
+                               reason="a 62x40 picture"),
+    "plus-equals": Obj("c++/a+b=c.png", make_image(size=(63, 40)), reason="a 63x40 picture"),
+    "every-allowed-punctuation": Obj("odd !*'()$@;:,-_.png", make_image(size=(64, 40)),
+                                     reason="a 64x40 picture"),
+    "deep-folders": Obj("/".join("abcdefghijklmnop") + "/deep.png", make_image(size=(65, 40)),
+                        reason="a 65x40 picture"),
     "dot-dot-segment": Obj("x/../y.png", make_image(), expect="failed", reason="dot segment",
                            direct=True),
     "dot-segment": Obj("x/./y.png", make_image(), expect="failed", reason="dot segment",
                        direct=True),
-    "very-long-name-1024-bytes": Obj("long/" + "e" * 1015 + ".png", make_image(),
-                                     reason="picture"),
+    "very-long-name-1024-bytes": Obj("long/" + "e" * 1015 + ".png", make_image(size=(66, 40)),
+                                     reason="a 66x40 picture"),
 }
 
 def put_direct(env: Env, obj: Obj, data: bytes, object_id: str | None = None,
@@ -382,7 +406,7 @@ def put_direct(env: Env, obj: Obj, data: bytes, object_id: str | None = None,
 
 def terminal(env: Env, object_id: str, obj: Obj) -> dict[str, Any] | None:
     job = job_of(env.db, object_id)
-    if obj.expect == "ignored":
+    if obj.expect in ("ignored", "skipped"):
         return {"job": job}  # the trigger decides at once, in the upload's transaction
     if job and job["state"] in ("done", "failed"):
         return {"job": job, "caption": caption_of(env.db, object_id)}
@@ -411,7 +435,7 @@ def corpus(env: Env) -> dict[str, dict[str, Any]]:
         outcome = wait_until(lambda oid=object_id, o=obj: terminal(env, oid, o), timeout=30,
                              message=f"{key}: no outcome; job {job_of(env.db, object_id)}")
         outcome["object_id"] = object_id
-        if obj.expect == "ignored":  # ask the service why (as a redelivered webhook would)
+        if obj.expect in ("ignored", "skipped"):  # ask the service (a redelivered webhook)
             record = query(env.db, "select to_jsonb(o) as r from storage.objects o where id=%s",
                            object_id)[0]["r"]
             outcome["answer"] = post(env, json.dumps(event(record)))
@@ -423,8 +447,12 @@ def corpus(env: Env) -> dict[str, dict[str, Any]]:
 def test_object_input(env: Env, corpus: dict[str, dict[str, Any]], key: str):
     obj, outcome = OBJECTS[key], corpus[key]
     job = outcome["job"]
-    if obj.expect == "ignored":
-        assert job is None, f"queued although it should be ignored: {job}"
+    if obj.expect in ("ignored", "skipped"):
+        if obj.expect == "ignored":
+            assert job is None, f"a job although it should be ignored: {job}"
+        else:
+            assert job["state"] == "skipped" and job["attempts"] == 0, job
+            assert obj.reason.lower() in job["last_error"].lower(), job
         answer = outcome["answer"]
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "ignored"

@@ -112,11 +112,14 @@ def test_corrupt_image_ends_as_failed(service, supabase, hf):
     assert caption_of(supabase.db_url, object_id) is None
 
 
-def test_non_image_mimetype_is_never_queued(service, supabase, pgnet):
-    upload(supabase, "notes.txt", b"hello", "text/plain")
+def test_non_image_mimetype_is_skipped_with_its_reason(service, supabase, pgnet, hf):
+    object_id = upload(supabase, "notes.txt", b"hello", "text/plain")
     pgnet.wait_idle()
 
-    assert query(supabase.db_url, "select * from captioner.jobs") == []
+    [job] = query(supabase.db_url, "select * from captioner.jobs")
+    assert str(job["object_id"]) == object_id and job["state"] == "skipped"
+    assert job["last_error"] == "not an image (text/plain)" and job["attempts"] == 0
+    assert pgnet.delivered == 0 and hf.calls == []  # nothing to wake the worker for
 
 
 def test_deleting_the_object_removes_its_caption(service, supabase):

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import time
 from typing import Protocol
 
 from app import metrics
@@ -45,6 +46,17 @@ async def caption_image(
 ) -> str:
     """Decode `data` within the limits and caption it: the one path the worker, the API, the
     web page and the CLI share. `slots` bounds the captioner calls, not the decoding."""
+    caption, _ = await caption_image_timed(data, captioner, settings, slots)
+    return caption
+
+
+async def caption_image_timed(
+    data: bytes,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    slots: asyncio.Semaphore | None = None,
+) -> tuple[str, int]:
+    """`caption_image`, and the captioner's own time in ms (not decoding, not waiting)."""
     image = await asyncio.to_thread(
         prepare_image,
         data,
@@ -54,11 +66,13 @@ async def caption_image(
     metrics.BYTES_SENT.inc(len(image.data))
     try:
         async with slots or contextlib.nullcontext():
+            started = time.perf_counter()
             with metrics.CAPTION_SECONDS.time():
                 caption = (await captioner.caption(image)).strip()
+            elapsed_ms = round((time.perf_counter() - started) * 1000)
     except CaptionError as exc:
         metrics.CAPTION_ERRORS.labels(exc.kind).inc()
         raise
     if not caption:
         raise RetryableError("captioner returned an empty caption")
-    return caption
+    return caption, elapsed_ms

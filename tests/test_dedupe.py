@@ -1,0 +1,119 @@
+"""The same bytes are captioned once: a move (same id, new version), a copy (new id, same
+bytes) or a re-upload reuses the caption without a download or a model call, and every
+caption says where it came from."""
+
+import hashlib
+
+from psycopg.types.json import Jsonb
+
+from tests.harness.waiting import wait_until
+from tests.support import (
+    caption_of,
+    make_image,
+    query,
+    query_one,
+    storage_client,
+    upload,
+    wait_for_caption,
+)
+
+
+def downloads(supabase) -> int:
+    return sum(1 for route, status in supabase.calls if route == "download" and status == 200)
+
+
+def version_of(supabase, object_id: str) -> str:
+    return query(supabase.db_url, "select version from storage.objects where id = %s",
+                 object_id)[0]["version"]
+
+
+def caption_for_version(supabase, object_id: str) -> dict:
+    version = version_of(supabase, object_id)
+
+    def current() -> dict | None:
+        row = caption_of(supabase.db_url, object_id)
+        return row if row and row["object_version"] == version else None
+
+    return wait_until(current, timeout=15, message=f"no caption of {object_id} at {version}")
+
+
+def test_a_new_caption_records_its_provenance(service, supabase, hf):
+    hf.latency = 0.05
+    data = make_image((30, 60, 220))
+    object_id = upload(supabase, "new.png", data)
+
+    row = wait_for_caption(supabase.db_url, object_id)
+
+    assert row["model"] == service.settings.caption_model
+    assert row["object_version"] == version_of(supabase, object_id)
+    assert row["fingerprint"] == f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}"
+    assert row["attempts"] == 1 and row["caption_ms"] >= 50
+    assert row["reused_from"] is None
+
+
+def test_a_move_is_captioned_without_a_download_or_a_model_call(service, supabase, hf):
+    object_id = upload(supabase, "inbox/photo.png", make_image((30, 160, 60)))
+    first = wait_for_caption(supabase.db_url, object_id)
+    old_version = first["object_version"]
+
+    storage_client(supabase).storage.from_("images").move("inbox/photo.png", "sorted/photo?.png")
+
+    moved = caption_for_version(supabase, object_id)
+    assert moved["object_version"] != old_version
+    assert moved["caption"] == first["caption"] and moved["fingerprint"] == first["fingerprint"]
+    assert moved["reused_from"] == first["id"] and moved["caption_ms"] is None
+    assert len(hf.calls) == 1 and downloads(supabase) == 1
+
+
+def test_a_copy_and_a_reupload_reuse_the_caption(service, supabase, hf):
+    data = make_image((220, 30, 30))
+    source = upload(supabase, "a.png", data)
+    original = wait_for_caption(supabase.db_url, source)
+
+    storage_client(supabase).storage.from_("images").copy("a.png", "copies/a.png")
+    copy = query_one(supabase.db_url, "select id from storage.objects where name = %s",
+                     "copies/a.png")["id"]
+    again = upload(supabase, "again/a.png", data)
+
+    for object_id in (str(copy), again):
+        row = wait_for_caption(supabase.db_url, object_id)
+        assert row["caption"] == original["caption"]
+        assert row["reused_from"] == original["id"]  # the first caption, not a copy's
+        assert row["model"] == original["model"] and row["caption_ms"] is None
+    assert len(hf.calls) == 1 and downloads(supabase) == 1
+
+
+def test_other_bytes_or_another_model_are_captioned_again(service, supabase, hf):
+    source = upload(supabase, "b.png", make_image((220, 30, 30)))
+    wait_for_caption(supabase.db_url, source)
+    other = upload(supabase, "c.png", make_image((220, 30, 31)))
+    wait_for_caption(supabase.db_url, other)
+    query(supabase.db_url, "update public.image_caption set model = 'another/model'")
+
+    storage_client(supabase).storage.from_("images").copy("b.png", "b-copy.png")
+    copy = query_one(supabase.db_url, "select id from storage.objects where name = %s",
+                     "b-copy.png")["id"]
+
+    assert wait_for_caption(supabase.db_url, str(copy))["reused_from"] is None
+    assert len(hf.calls) == 3
+
+
+def test_without_an_etag_the_worker_hashes_the_bytes(service, supabase, hf):
+    data = make_image((130, 50, 160))
+    ids = []
+    for name in ("legacy/1.png", "legacy/2.png"):
+        object_id, version = query(
+            supabase.db_url, "select gen_random_uuid() as id, gen_random_uuid()::text as v")[0
+        ].values()
+        (supabase.storage_dir / f"{object_id}.{version}").write_bytes(data)
+        query(supabase.db_url, "insert into storage.objects (id, bucket_id, name, version,"
+              " metadata) values (%s, 'images', %s, %s, %s)", object_id, name, version,
+              Jsonb({"mimetype": "image/png", "size": len(data)}))
+        ids.append(str(object_id))
+        wait_for_caption(supabase.db_url, str(object_id))
+
+    first, second = (caption_of(supabase.db_url, object_id) for object_id in ids)
+    assert first["fingerprint"] == second["fingerprint"] == (
+        f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}")
+    assert second["reused_from"] == first["id"]
+    assert len(hf.calls) == 1 and downloads(supabase) == 2  # hashed after the download
