@@ -25,6 +25,7 @@ BENCHMARKS = [
     "edge_baseline",
     "scale",
     "backfill",
+    "dedupe",
 ]
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 

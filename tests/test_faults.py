@@ -122,10 +122,11 @@ def current_version(db_url: str, object_id: str) -> str:
     ]
 
 
-def upload_colours(supabase, n: int, prefix: str = "img") -> dict[str, str]:
-    """n distinct images (colour and size differ); returns {object_id: colour}."""
+def upload_colours(supabase, n: int, prefix: str = "img", first: int = 0) -> dict[str, str]:
+    """n distinct images (colour and size differ; distinct from another call's when `first`
+    follows on, or the same bytes would be captioned once); returns {object_id: colour}."""
     out = {}
-    for i in range(n):
+    for i in range(first, first + n):
         colour = COLOURS[i % len(COLOURS)]
         data = make_image(PALETTE[colour], size=(64 + i, 48))
         out[upload(supabase, f"{prefix}/{i}-{colour}.png", data)] = colour
@@ -457,7 +458,7 @@ def test_sweep_backfills_old_images_and_lost_jobs_in_batches(service_factory, bu
     query(db, "alter table storage.objects disable trigger caption_on_object_change")
     old = upload_colours(supabase, 9, prefix="before-install")
     query(db, "alter table storage.objects enable trigger caption_on_object_change")
-    lost = upload_colours(supabase, 3, prefix="lost-jobs")
+    lost = upload_colours(supabase, 3, prefix="lost-jobs", first=9)
     query(db, "delete from captioner.jobs")
     assert jobs(db) == []
     hf.latency = 0.1
