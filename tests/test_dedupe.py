@@ -117,3 +117,15 @@ def test_without_an_etag_the_worker_hashes_the_bytes(service, supabase, hf):
         f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}")
     assert second["reused_from"] == first["id"]
     assert len(hf.calls) == 1 and downloads(supabase) == 2  # hashed after the download
+
+
+def test_a_recaption_asked_for_is_made_anew(service, supabase, hf):
+    object_id = upload(supabase, "again.png", make_image((240, 220, 40)))
+    first = wait_for_caption(supabase.db_url, object_id)
+
+    query(supabase.db_url, "select public.caption_jobs_requeue(array[%s]::uuid[])", object_id)
+
+    wait_until(lambda: len(hf.calls) == 2, timeout=15, message="not captioned again")
+    wait_until(lambda: caption_of(supabase.db_url, object_id)["updated_at"] > first["updated_at"],
+               timeout=15, message="the new caption was not written")
+    assert caption_of(supabase.db_url, object_id)["reused_from"] is None

@@ -19,12 +19,20 @@ create table if not exists captioner.config (
 insert into captioner.config default values on conflict do nothing;
 -- Standard Webhooks signing secret (whsec_<base64>); null: webhooks are not signed.
 alter table captioner.config add column if not exists signing_secret text;
+-- The mimetypes the captioner decodes (the service sets them from app/images.py at start-up);
+-- other uploads are skipped with a reason.
+alter table captioner.config add column if not exists mimetypes text[] not null default
+  '{image/jpeg,image/jpg,image/pjpeg,image/png,image/apng,image/gif,image/webp,image/tiff,'
+  'image/bmp,image/x-ms-bmp,image/x-icon,image/vnd.microsoft.icon,image/heic,image/heif,'
+  'image/heic-sequence,image/heif-sequence,image/avif,image/avif-sequence}';
 
 do $$
 begin
-  create type captioner.job_state as enum ('pending', 'running', 'done', 'failed');
+  create type captioner.job_state as enum ('pending', 'running', 'done', 'failed', 'skipped');
 exception when duplicate_object then null;
 end $$;
+-- skipped: never captioned, last_error says why (not an image, a format not decoded, ...)
+alter type captioner.job_state add value if not exists 'skipped';
 
 -- One job per object; a new version of the object resets it to pending.
 create table if not exists captioner.jobs (

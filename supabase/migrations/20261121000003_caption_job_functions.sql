@@ -3,8 +3,10 @@
 -- The queue's operations. Each is `security definer` with an empty search_path, lives in
 -- `public` so PostgREST can call it (rpc), and is executable by service_role only.
 
+-- Why an object is not captioned, or null. The formats come from captioner.config.mimetypes
+-- (app/images.py's list, set at start-up): what is queued is what the worker decodes.
 create or replace function captioner.skip_reason(p_bucket text, p_name text, p_metadata jsonb, p_buckets text[])
-returns text language sql immutable set search_path = '' as $$
+returns text language sql stable set search_path = '' as $$
   select case
     when not (p_bucket = any (p_buckets)) then format('bucket %s is not watched', p_bucket)
     when p_name like '%.emptyFolderPlaceholder' then 'folder placeholder'
@@ -12,11 +14,16 @@ returns text language sql immutable set search_path = '' as $$
     when lower(p_metadata ->> 'mimetype') not like 'image/%'
       then format('not an image (%s)', p_metadata ->> 'mimetype')
     when lower(p_metadata ->> 'mimetype') like 'image/svg%' then 'SVG is a vector image, not captioned'
+    when not (lower(btrim(split_part(p_metadata ->> 'mimetype', ';', 1)))
+              = any ((select c.mimetypes from captioner.config c)::text[]))
+      then format('%s is not a format the captioner decodes', p_metadata ->> 'mimetype')
   end
 $$;
 
 -- Creates or resets the object's job for its current version. Returns 'queued',
--- 'duplicate' (this version already has a job) or 'ignored: <reason>'.
+-- 'duplicate' (this version already has a job) or 'ignored: <reason>'. An upload to a
+-- watched bucket that is not captioned (not an image, a format not decoded) is recorded
+-- as a 'skipped' job with its reason, and a caption of an older version goes.
 create or replace function captioner.enqueue(p_object_id uuid)
 returns text language plpgsql security definer set search_path = '' as $$
 declare
@@ -30,6 +37,7 @@ begin
   select captioner.skip_reason(obj.bucket_id, obj.name, obj.metadata, c.buckets)
     into reason from captioner.config c;
   if reason is not null then
+    perform captioner.record_skip(obj, reason);
     return 'ignored: ' || reason;
   end if;
   insert into captioner.jobs as j (object_id, version, bucket_id)
@@ -41,19 +49,41 @@ begin
   return case when found then 'queued' else 'duplicate' end;
 end $$;
 
+create or replace function captioner.record_skip(obj storage.objects, reason text)
+returns void language plpgsql security definer set search_path = '' as $$
+begin
+  if obj.name like '%.emptyFolderPlaceholder'
+     or not obj.bucket_id = any ((select c.buckets from captioner.config c)::text[]) then
+    return;  -- not an upload anyone expects a caption for
+  end if;
+  insert into captioner.jobs as j (object_id, version, bucket_id, state, last_error)
+  values (obj.id, obj.version, obj.bucket_id, 'skipped', reason)
+  on conflict (object_id) do update
+    set version = excluded.version, bucket_id = excluded.bucket_id, state = 'skipped',
+        attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null,
+        last_error = excluded.last_error, updated_at = now()
+    where j.version is distinct from excluded.version;
+  delete from public.image_caption
+   where id = obj.id and object_version is distinct from obj.version;
+end $$;
+
 revoke all on all functions in schema captioner from public;
 
 -- The service's settings, exactly: a null URL or secret removes it (no more wake-ups, a
--- rotated-out secret is no longer sent).
+-- rotated-out secret is no longer sent). p_mimetypes: the formats the worker decodes
+-- (null keeps them).
+drop function if exists public.caption_configure(text[], text, text, text);
 create or replace function public.caption_configure(
   p_buckets text[], p_webhook_url text default null, p_webhook_secret text default null,
-  p_signing_secret text default null)
+  p_signing_secret text default null, p_mimetypes text[] default null)
 returns void language sql security definer set search_path = '' as $$
   update captioner.config
      set buckets = p_buckets,
          webhook_url = p_webhook_url,
          webhook_secret = p_webhook_secret,
          signing_secret = p_signing_secret,
+         mimetypes = coalesce(p_mimetypes, mimetypes),
          updated_at = now();
 $$;
 
@@ -70,14 +100,21 @@ $$;
 -- that are due, oldest first. Each is an index range scan of at most p_limit rows
 -- (jobs_running_idx, jobs_pending_idx), so a claim costs the same with 10 or 10 M jobs.
 -- A job whose lease expired after its last allowed attempt ends as failed instead.
+-- With p_model, a job whose bytes were already captioned with that model is finished at
+-- once with that caption (captioner.reuse_caption in 0006): reused_from is then set and
+-- the worker has nothing to do. fingerprint: the content's, from storage's metadata.
+drop function if exists public.caption_jobs_claim(text, integer, integer, integer);
 create or replace function public.caption_jobs_claim(
-  p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer)
+  p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer,
+  p_model text default null)
 returns table (object_id uuid, version text, bucket_id text, name text, mimetype text,
-               size bigint, attempts integer, lease_token uuid)
+               size bigint, attempts integer, lease_token uuid, fingerprint text,
+               reused_from uuid)
 language plpgsql security definer set search_path = '' as $$
 declare
   expired uuid[];
   due uuid[];
+  leased record;
 begin
   update captioner.jobs j
      set state = 'failed', lease_token = null, lease_until = null, updated_at = now(),
@@ -95,37 +132,59 @@ begin
      order by p.run_after limit p_limit - cardinality(expired)
        for update skip locked) d;
 
-  return query
-  update captioner.jobs j
-     set state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
-         lease_until = now() + make_interval(secs => p_lease_seconds), worker = p_worker,
-         updated_at = now()
-    from storage.objects o
-   where j.object_id = any (expired || due) and o.id = j.object_id
-  returning j.object_id, j.version, o.bucket_id, o.name, o.metadata ->> 'mimetype',
-            (o.metadata ->> 'size')::bigint, j.attempts, j.lease_token;
+  for leased in
+    update captioner.jobs j
+       set state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+           lease_until = now() + make_interval(secs => p_lease_seconds), worker = p_worker,
+           updated_at = now()
+      from storage.objects o
+     where j.object_id = any (expired || due) and o.id = j.object_id
+    returning j.object_id, j.version, o.bucket_id, o.name, o.metadata ->> 'mimetype' as mimetype,
+              (o.metadata ->> 'size')::bigint as size, j.attempts, j.lease_token,
+              captioner.fingerprint(o.metadata) as fingerprint
+  loop
+    object_id := leased.object_id;
+    version := leased.version;
+    bucket_id := leased.bucket_id;
+    name := leased.name;
+    mimetype := leased.mimetype;
+    size := leased.size;
+    attempts := leased.attempts;
+    lease_token := leased.lease_token;
+    fingerprint := leased.fingerprint;
+    reused_from := captioner.reuse_caption(
+      leased.object_id, leased.lease_token, leased.fingerprint, p_model);
+    return next;
+  end loop;
 end $$;
 
 -- Writes the caption and marks the job done in one transaction, only while the caller
--- still holds the lease (a newer version or another worker makes it a no-op).
+-- still holds the lease (a newer version or another worker makes it a no-op). Records its
+-- provenance: model, object version, content fingerprint, attempts, captioner time.
+drop function if exists public.caption_jobs_complete(uuid, uuid, text, text);
 create or replace function public.caption_jobs_complete(
-  p_object_id uuid, p_lease_token uuid, p_caption text, p_model text)
+  p_object_id uuid, p_lease_token uuid, p_caption text, p_model text,
+  p_fingerprint text default null, p_caption_ms integer default null)
 returns boolean language plpgsql security definer set search_path = '' as $$
 declare
-  done_version text;
+  job captioner.jobs;
 begin
-  update captioner.jobs
+  update captioner.jobs j
      set state = 'done', lease_token = null, lease_until = null, last_error = null, updated_at = now()
-   where object_id = p_object_id and lease_token = p_lease_token and state = 'running'
-  returning version into done_version;
+   where j.object_id = p_object_id and j.lease_token = p_lease_token and j.state = 'running'
+  returning * into job;
   if not found then
     return false;
   end if;
-  insert into public.image_caption (id, caption, model, object_version)
-  values (p_object_id, p_caption, p_model, done_version)
+  insert into public.image_caption as ic
+         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from)
+  values (p_object_id, p_caption, p_model, job.version, p_fingerprint, job.attempts,
+          p_caption_ms, null)
   on conflict (id) do update
     set caption = excluded.caption, model = excluded.model,
-        object_version = excluded.object_version, updated_at = now();
+        object_version = excluded.object_version, fingerprint = excluded.fingerprint,
+        attempts = excluded.attempts, caption_ms = excluded.caption_ms, reused_from = null,
+        updated_at = now();
   return true;
 end $$;
 

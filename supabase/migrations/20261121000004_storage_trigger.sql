@@ -57,7 +57,7 @@ declare
 begin
   if tg_op = 'UPDATE' and new.version is not distinct from old.version
      and old.metadata is not null then
-    return null;  -- renamed or touched: same bytes, the caption still holds
+    return null;  -- same version (metadata touched): same bytes, the caption holds
   end if;
   begin
     outcome := captioner.enqueue(new.id);

@@ -123,9 +123,10 @@ language sql security definer set search_path = '' as $$
     insert into captioner.jobs as j (object_id, version, bucket_id)
     select s.id, s.version, p_bucket from slice s
      where s.reason is null
-       and not exists (
+       and not exists (  -- a skipped job may be captionable now (a format added since)
          select 1 from captioner.jobs q
-          where q.object_id = s.id and q.version is not distinct from s.version)
+          where q.object_id = s.id and q.version is not distinct from s.version
+            and q.state <> 'skipped')
        and not exists (
          select 1 from public.image_caption ic
           where ic.id = s.id
