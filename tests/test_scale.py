@@ -17,7 +17,7 @@ from tests.harness.postgres import MIGRATIONS_DIR, apply_sql_file
 from tests.harness.supabase_stub import create_bucket
 from tests.support import query, query_one
 
-STATES = ["pending", "running", "done", "failed"]
+STATES = ["pending", "running", "done", "failed", "skipped"]
 
 
 def add_objects(db: str, bucket: str, n: int, *, trigger: bool = True, prefix: str = "p",
@@ -89,7 +89,7 @@ def db(db_url: str) -> str:
 # Kept counters ------------------------------------------------------------------------------
 def test_counters_follow_every_change_of_the_jobs_table(db):
     ids = add_objects(db, "images", 6) + add_objects(db, "other", 3)
-    assert kept(db) == {"pending": 9, "running": 0, "done": 0, "failed": 0}
+    assert kept(db) == {"pending": 9, "running": 0, "done": 0, "failed": 0, "skipped": 0}
     assert_counters_exact(db)
 
     leased = claim(db, 4)
@@ -174,7 +174,7 @@ def test_migration_recounts_jobs_queued_before_it(db):
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         apply_sql_file(db, path)
 
-    assert kept(db, "images") == {"pending": 5, "running": 0, "done": 0, "failed": 0}
+    assert kept(db, "images") == {"pending": 5, "running": 0, "done": 0, "failed": 0, "skipped": 0}
     assert_counters_exact(db)
 
 
