@@ -139,14 +139,8 @@ async def overview(
 ) -> dict[str, Any]:
     stats = await queue.stats(bucket)
     counts = {row.state: row.jobs for row in stats}
-    if query:
-        found = client.rpc(
-            "search_image_captions", {"query": query, "bucket": bucket, "max_results": limit}
-        )
-    else:
-        found = client.rpc("caption_gallery_recent", {"p_bucket": bucket, "p_limit": limit})
     items, failed, skipped = await asyncio.gather(
-        rows(found),
+        cards(client, bucket, query, limit),
         jobs_in_state(client, bucket, "failed", counts),
         jobs_in_state(client, bucket, "skipped", counts),
     )
@@ -157,15 +151,22 @@ async def overview(
         "query": query,
         "model": runtime.captioner.model,
         "counts": counts,
-        "items": [{**card(item), "thumbnail": url} for item, url in zip(items, urls, strict=True)],
+        "items": [{**item, "thumbnail": url} for item, url in zip(items, urls, strict=True)],
         "failures": failed,
         "skipped": skipped,
     }
 
 
-def card(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "name", "caption", "model", "captioned_at", "reused")
-    return {key: row.get(key) for key in keys}
+async def cards(client: AsyncClient, bucket: str, query: str, limit: int) -> list[dict[str, Any]]:
+    """The newest captions, or the search's best matches, with their provenance."""
+    ids = None
+    if query:
+        args = {"query": query, "bucket": bucket, "max_results": limit}
+        ids = [hit["id"] for hit in await rows(client.rpc("search_image_captions", args))]
+        if not ids:
+            return []
+    args = {"p_bucket": bucket, "p_limit": limit, "p_ids": ids}
+    return await rows(client.rpc("caption_gallery_captions", args))
 
 
 async def rows(request: Any) -> list[dict[str, Any]]:

@@ -96,19 +96,25 @@ grant execute on function public.caption_search_configure(regconfig) to service_
 -- The operators' gallery (app/gallery.py) and re-captioning (app/recaption.py). Like the
 -- queue functions in 0003: security definer, empty search_path, service_role only.
 
--- (an index of an earlier version of this file: the partial indexes of 0008 serve instead)
+-- (an index of an earlier version of this file: partial indexes serve instead)
 drop index if exists captioner.jobs_state_updated_idx;
+-- failed jobs have 0008's jobs_failed_idx; skipped ones (0002) this
+create index if not exists jobs_skipped_idx on captioner.jobs (updated_at) where state = 'skipped';
 
--- The latest captions of one bucket, newest first.
-create or replace function public.caption_gallery_recent(p_bucket text, p_limit integer)
+-- The gallery's cards: one bucket's captions with their provenance (0001, 0006), newest
+-- first, or those of p_ids (search results) in that order.
+drop function if exists public.caption_gallery_recent(text, integer);
+create or replace function public.caption_gallery_captions(
+  p_bucket text, p_limit integer, p_ids uuid[] default null)
 returns table (id uuid, bucket_id text, name text, caption text, model text,
-               captioned_at timestamptz)
+               captioned_at timestamptz, reused boolean, caption_ms integer, attempts integer)
 language sql stable security definer set search_path = '' as $$
-  select ic.id, o.bucket_id, o.name, ic.caption, ic.model, ic.updated_at
+  select ic.id, o.bucket_id, o.name, ic.caption, ic.model, ic.updated_at,
+         ic.reused_from is not null, ic.caption_ms, ic.attempts
     from public.image_caption ic
     join storage.objects o on o.id = ic.id
-   where o.bucket_id = p_bucket
-   order by ic.updated_at desc, ic.id
+   where o.bucket_id = p_bucket and (p_ids is null or ic.id = any (p_ids))
+   order by array_position(p_ids, ic.id), ic.updated_at desc, ic.id
    limit least(greatest(p_limit, 0), 500);
 $$;
 
@@ -209,7 +215,7 @@ begin
   for fn in
     select p.oid::regprocedure from pg_proc p
      where p.pronamespace = 'public'::regnamespace
-       and p.proname in ('caption_gallery_recent', 'caption_gallery_jobs',
+       and p.proname in ('caption_gallery_captions', 'caption_gallery_jobs',
                          'caption_jobs_requeue', 'caption_jobs_recaption',
                          'caption_recaption_progress')
   loop

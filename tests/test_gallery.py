@@ -20,10 +20,12 @@ from tests.support import (
     caption_of,
     make_image,
     query,
+    storage_client,
     upload,
     wait_for_caption,
     wait_for_job_state,
 )
+from tests.support import object_id as object_id_of
 from tests.test_ui import ARTIFACTS, browser  # noqa: F401  (the module's Chromium fixture)
 
 USER, PASSWORD = "operator", "gallery password 0123"
@@ -66,15 +68,26 @@ def test_gallery_shows_thumbnails_captions_and_search_narrows_it(gallery, supaba
     ids["red"] = upload(supabase, "photos/red.jpg", make_image((200, 30, 30), (640, 480), "JPEG"))
     for object_id in ids.values():
         wait_for_caption(supabase.db_url, object_id)
+    notes = upload(supabase, "notes/readme.txt", b"not a picture", "text/plain")
+    storage_client(supabase).storage.from_("images").copy("drawings/house.jpg", "copies/house.jpg")
+    copy = object_id_of(supabase, "images", "copies/house.jpg")
+    assert str(wait_for_caption(supabase.db_url, copy)["reused_from"]) == ids["house"]
 
     page.goto(gallery.url + "/ui/gallery")
 
-    expect(cards(page)).to_have_count(4, timeout=15_000)
+    expect(cards(page)).to_have_count(5, timeout=15_000)
     expect(page.locator("#grid")).to_contain_text("a 512x384 picture, mostly red")  # as sent
     expect(page.locator("#grid")).to_contain_text("drawings/sailboat.jpg")
-    expect(page.locator("#counts [data-state=done] b")).to_have_text("4")
+    expect(cards(page).first).to_contain_text("copies/house.jpg")
+    expect(cards(page).first.locator(".badge")).to_have_text("reused")
+    expect(page.locator("#grid .badge")).to_have_count(1)
+    expect(page.locator("#counts [data-state=done] b")).to_have_text("5")
     expect(page.locator("#counts [data-state=failed] b")).to_have_text("1")
+    expect(page.locator("#counts [data-state=skipped] b")).to_have_text("1")
     expect(page.locator("#failures")).to_contain_text("the model could not read this image")
+    skipped = page.locator(f"#skipped tr[data-id='{notes}']")
+    expect(skipped).to_contain_text("notes/readme.txt")
+    expect(skipped).to_contain_text("not an image (text/plain)")
     expect(page.get_by_role("link", name="Caption an image")).to_have_attribute("href", "/ui/")
     thumbs = wait_until(
         lambda: (t := loaded_thumbnails(page)) and all(i["done"] and i["width"] for i in t) and t,
@@ -89,15 +102,16 @@ def test_gallery_shows_thumbnails_captions_and_search_narrows_it(gallery, supaba
     expect(cards(page)).to_have_count(1)
     expect(cards(page).first).to_have_attribute("data-id", ids["red"])
     search.fill("gray pictures")
-    expect(cards(page)).to_have_count(3)
+    expect(cards(page)).to_have_count(4)
+    expect(page.locator("#grid .badge")).to_have_count(1)  # provenance in search results too
     expect(page.locator("#grid")).not_to_contain_text("mostly red")
     search.fill('"unbalanced & | ! ( quotes')
     expect(page.locator("#grid")).to_contain_text("No caption matches")
     search.fill("")
-    expect(cards(page)).to_have_count(4)
+    expect(cards(page)).to_have_count(5)
 
     upload(supabase, "photos/late.png", make_image((240, 220, 40), (320, 240)))
-    expect(cards(page)).to_have_count(5, timeout=15_000)  # refreshed without a reload
+    expect(cards(page)).to_have_count(6, timeout=15_000)  # refreshed without a reload
     expect(cards(page).first).to_contain_text("mostly yellow")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "gallery.png"), full_page=True)
@@ -208,7 +222,7 @@ def test_gallery_data_lists_watched_buckets_model_and_every_state(gallery, supab
 
 def test_only_the_service_may_call_the_gallerys_functions(supabase):
     calls = {
-        "caption_gallery_recent": {"p_bucket": "images", "p_limit": 5},
+        "caption_gallery_captions": {"p_bucket": "images", "p_limit": 5},
         "caption_gallery_jobs": {"p_bucket": "images", "p_state": "failed", "p_limit": 5},
         "caption_jobs_requeue": {"p_object_ids": [str(uuid.uuid4())]},
         "caption_jobs_recaption": {"p_bucket": "images", "p_prefix": "", "p_model": "m",
