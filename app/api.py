@@ -1,7 +1,7 @@
 """POST /v1/captions: caption an uploaded image directly (same limits as the worker)."""
 
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile, status
@@ -10,11 +10,11 @@ from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
 from app.auth import require_api_key
-from app.bounded import too_large
+from app.bounded import read_capped, too_large
 from app.captioning import caption_image
 from app.config import CaptionSettings
 from app.deps import CaptionerDep, SettingsDep
-from app.errors import PermanentError, RetryableError
+from app.errors import CaptionError, Failure, RetryableError
 
 CHUNK_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and part headers around the image
@@ -72,14 +72,12 @@ router = APIRouter(tags=["captions"], route_class=CappedUploadRoute)
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
     """The uploaded bytes, read in chunks; 413 as soon as they exceed `limit`."""
-    chunks: list[bytes] = []
-    received = 0
-    while chunk := await upload.read(CHUNK_BYTES):
-        received += len(chunk)
-        if received > limit:
-            raise too_large_error(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await upload.read(CHUNK_BYTES):
+            yield chunk
+
+    return await read_capped(chunks(), limit, lambda _: too_large_error(limit))
 
 
 @router.post(
@@ -101,7 +99,8 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
         },
         503: {
             "model": ErrorDetail,
-            "description": "The captioner is unavailable (loading, rate limited, down).",
+            "description": "The captioner is unavailable (loading, rate limited, down) or "
+            "misconfigured (the reason names the setting to change).",
             "headers": {
                 "Retry-After": {
                     "description": "Seconds to wait before trying again, when known.",
@@ -124,11 +123,11 @@ async def create_caption(
     data = await read_upload(image, settings.max_image_bytes)
     try:
         caption = await caption_image(data, captioner, settings)
-    except PermanentError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.reason) from None
-    except RetryableError as exc:
+    except CaptionError as exc:
+        if exc.failure == Failure.IMAGE:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.reason) from None
         headers = {}
-        if exc.retry_after is not None:
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, exc.reason, headers=headers or None

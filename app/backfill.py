@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 from supabase import AsyncClient
 
-from app.captioning import build_captioner
+from app.captioning import open_captioner
 from app.config import Settings
 from app.jobs import JobQueue, QueueStats
 from app.storage import ObjectFetcher
@@ -72,12 +72,14 @@ async def backfill(
     before = await queue.stats(bucket)
     await queue.sweep_start(bucket)
     progress = Progress(bucket, await queue.bucket_size(bucket))
+    captioner = await open_captioner(settings)  # no route: ConfigurationError at once
     fetcher = ObjectFetcher.from_settings(supabase, settings)
-    captioner = build_captioner(settings)
     worker = Worker(queue, fetcher, captioner, settings)
     running = asyncio.create_task(worker.run())
     try:
         while True:
+            if worker.paused is not None:  # nothing gets done until a setting changes
+                raise worker.paused
             moved = await sweep(queue, bucket, batch, progress)
             if moved:
                 worker.wake()

@@ -1,5 +1,7 @@
-"""Reading untrusted image bytes without ever holding more than MAX_IMAGE_BYTES of them."""
+"""Reading untrusted bytes (a file, an HTTP body, an upload) without ever holding more than a
+limit of them: the one capped reader the storage download, the webhook and the API share."""
 
+from collections.abc import AsyncIterable, Callable
 from pathlib import Path
 
 import httpx
@@ -9,6 +11,24 @@ from app.errors import PermanentError
 
 def too_large(size: str, limit: int) -> PermanentError:
     return PermanentError(f"image too large: {size} (limit MAX_IMAGE_BYTES={limit})")
+
+
+async def read_capped(
+    chunks: AsyncIterable[bytes],
+    limit: int,
+    refuse: Callable[[str], Exception],
+    declared: str | None = None,
+) -> bytes:
+    """The chunks joined, refused by the declared length or as soon as they exceed `limit`.
+    `refuse(size)` builds the error, `size` saying how much was declared or seen."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise refuse(f"{declared} bytes")
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > limit:
+            raise refuse(f"more than {limit} bytes")
+    return bytes(data)
 
 
 def read_file(path: Path, limit: int) -> bytes:
@@ -21,13 +41,10 @@ def read_file(path: Path, limit: int) -> bytes:
 
 
 async def read_stream(response: httpx.Response, limit: int) -> bytes:
-    """A streamed response's body, refused by its Content-Length or cut at `limit` + 1."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(f"{declared} bytes", limit)
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > limit:
-            raise too_large(f"more than {limit} bytes", limit)
-    return bytes(data)
+    """A streamed response's body under MAX_IMAGE_BYTES."""
+    return await read_capped(
+        response.aiter_bytes(),
+        limit,
+        lambda size: too_large(size, limit),
+        response.headers.get("content-length"),
+    )

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,8 +27,7 @@ from app.auth import UI_LOCKED_REASON as UI_LOCKED
 from app.backfill import ConsoleReport
 from app.backfill import Progress as BackfillProgress
 from app.backfill import backfill as backfill_bucket
-from app.bounded import read_file, read_stream
-from app.captioning import Captioner, build_captioner, caption_image
+from app.captioning import open_captioner
 from app.config import (
     NOT_CONNECTED,
     PIPELINE_SETTINGS,
@@ -38,16 +36,16 @@ from app.config import (
     SettingsError,
     load_settings,
 )
-from app.errors import CaptionError, PermanentError
+from app.doctor import render, run_checks
+from app.errors import ConfigurationError
 from app.jobs import JobQueue, RecaptionProgress
 from app.main import connect_supabase, create_app
 from app.migrate import MigrationError, apply_migrations
 from app.recaption import Scope, recaption_bucket, with_model
+from app.sources import caption_sources
 from app.status import StatusReport, read_status, status_lines
 
 S = TypeVar("S", bound=CaptionSettings)
-CAPTION_CONCURRENCY = 4
-DOWNLOAD_TIMEOUT = 30.0
 
 cli = typer.Typer(
     help=__doc__,
@@ -82,6 +80,20 @@ def pipeline_settings_or_exit() -> Settings:
     return settings
 
 
+def check_route_or_exit(settings: CaptionSettings) -> None:
+    """Resolve the caption route (model → provider → task) now: refuse to start, in one
+    line naming the setting to change, when Hugging Face serves none."""
+
+    async def check() -> None:
+        await (await open_captioner(settings)).aclose()
+
+    try:
+        asyncio.run(check())
+    except ConfigurationError as exc:
+        typer.echo(f"captioner: {exc.reason}", err=True)
+        raise typer.Exit(2) from None
+
+
 # ---------------------------------------------------------------------------------- serve
 
 
@@ -106,6 +118,7 @@ def serve(
     Example: `captioner serve --host 0.0.0.0 --port 8000`
     """
     settings = settings_or_exit(Settings)
+    check_route_or_exit(settings)
     for line in start_banner(settings, host, port):
         typer.echo(f"captioner: {line}")
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again once
@@ -144,15 +157,6 @@ def start_banner(settings: Settings, host: str, port: int) -> list[str]:
 # -------------------------------------------------------------------------------- caption
 
 
-@dataclass
-class Outcome:
-    source: str
-    caption: str | None = None
-    model: str | None = None
-    elapsed_ms: int | None = None
-    error: str | None = None
-
-
 @cli.command()
 def caption(
     sources: Annotated[
@@ -175,8 +179,13 @@ def caption(
     * `HF_TOKEN=hf_... captioner caption --json photos/*.jpg > captions.jsonl`
     """
     settings = settings_or_exit(CaptionSettings)
+    try:
+        outcomes = asyncio.run(caption_sources(sources, settings))
+    except ConfigurationError as exc:
+        typer.echo(f"captioner: {exc.reason}", err=True)
+        raise typer.Exit(2) from None
     failed = 0
-    for outcome in asyncio.run(caption_sources(sources, settings)):
+    for outcome in outcomes:
         if outcome.error is not None:
             failed += 1
             typer.echo(f"{outcome.source}: error: {outcome.error}", err=True)
@@ -187,53 +196,6 @@ def caption(
             typer.echo(f"{outcome.source}\t{outcome.caption}")
     if failed:
         raise typer.Exit(1)
-
-
-async def caption_sources(sources: list[str], settings: CaptionSettings) -> list[Outcome]:
-    """Caption every source (a few at a time), in the order given."""
-    captioner = build_captioner(settings)
-    limit = asyncio.Semaphore(CAPTION_CONCURRENCY)
-    try:
-        async with httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as http:
-
-            async def one(source: str) -> Outcome:
-                async with limit:
-                    return await caption_source(source, captioner, settings, http)
-
-            return list(await asyncio.gather(*(one(source) for source in sources)))
-    finally:
-        await captioner.aclose()
-
-
-async def caption_source(
-    source: str, captioner: Captioner, settings: CaptionSettings, http: httpx.AsyncClient
-) -> Outcome:
-    started = time.perf_counter()
-    try:
-        data = await read_source(source, settings.max_image_bytes, http)
-        text = await caption_image(data, captioner, settings)
-    except CaptionError as exc:
-        return Outcome(source, error=exc.reason)
-    except OSError as exc:
-        return Outcome(source, error=exc.strerror or str(exc))
-    except httpx.HTTPError as exc:
-        return Outcome(source, error=f"download failed: {type(exc).__name__}: {exc}")
-    elapsed_ms = round((time.perf_counter() - started) * 1000)
-    return Outcome(source, text, captioner.model, elapsed_ms)
-
-
-async def read_source(source: str, limit: int, http: httpx.AsyncClient) -> bytes:
-    """A local file's or an http(s) URL's bytes, never more than `limit`."""
-    if source.startswith(("http://", "https://")):
-        return await download(source, limit, http)
-    return await asyncio.to_thread(read_file, Path(source), limit)
-
-
-async def download(url: str, limit: int, http: httpx.AsyncClient) -> bytes:
-    async with http.stream("GET", url) as response:
-        if response.status_code != 200:
-            raise PermanentError(f"download failed: HTTP {response.status_code}")
-        return await read_stream(response, limit)
 
 
 # -------------------------------------------------------------------- Supabase connection
@@ -278,7 +240,11 @@ def backfill(
     """
     settings = pipeline_settings_or_exit()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    done = asyncio.run(run_backfill(settings, bucket, batch))
+    try:
+        done = asyncio.run(run_backfill(settings, bucket, batch))
+    except ConfigurationError as exc:
+        typer.echo(f"captioner: {exc.reason}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"bucket {bucket}: {done.captioned} captioned, {done.failed} failed, "
         f"{done.skipped} skipped (not images), {done.already} already captioned or queued"
@@ -331,7 +297,12 @@ def recaption(
         def report(scope: Scope, state: RecaptionProgress) -> None:
             progress.update(task, total=state.captions, completed=state.done)
 
-        final = asyncio.run(recaption_bucket(settings, bucket, prefix, batch, report))
+        try:
+            final = asyncio.run(recaption_bucket(settings, bucket, prefix, batch, report))
+        except ConfigurationError as exc:
+            progress.stop()
+            typer.echo(f"captioner: {exc.reason}", err=True)
+            raise typer.Exit(2) from None
     others = final.captions - final.done
     typer.echo(
         f"{bucket}/{prefix}: {final.done} of {final.captions} captions by {settings.model_name}; "
@@ -387,6 +358,28 @@ def migrate(
     except MigrationError as exc:
         typer.echo(f"captioner: {exc}", err=True)
         raise typer.Exit(1 if "*.sql" not in str(exc) else 2) from None
+
+
+# --------------------------------------------------------------------------------- doctor
+
+
+@cli.command()
+def doctor() -> None:
+    """Check every link the deployment depends on; print ✓/✗ with the fix for each ✗.
+
+    Supabase URL and key, the migrations (functions and schema version), the watched
+    buckets, the trigger, pg_net, the wake-up webhook, the Hugging Face token, the model's
+    route, and one real caption of a built-in example image. Exit code 0 only when every
+    check passes.
+
+    Example: `captioner doctor`
+    """
+    settings = settings_or_exit(Settings)
+    logging.basicConfig(level=logging.ERROR)
+    checks = asyncio.run(run_checks(settings))
+    typer.echo(render(checks))
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------------- status

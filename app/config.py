@@ -3,11 +3,20 @@
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
+from huggingface_hub import constants
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from standardwebhooks.webhooks import Webhook
 
 CommaList = Annotated[list[str], NoDecode]
+# The defaults (README, "Choosing a model"): image-to-text is served by Hugging Face only for
+# the few models it deploys on hf-inference, while vision-language models are served through
+# chat completion by many Inference Providers. The local default is small enough for a CPU.
+DEFAULT_LOCAL_MODEL = "Salesforce/blip-image-captioning-base"
+DEFAULT_HOSTED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+# huggingface_hub's router (constants.INFERENCE_PROXY_TEMPLATE without its "/{provider}").
+DEFAULT_ROUTER_URL = constants.INFERENCE_PROXY_TEMPLATE.removesuffix("/{provider}")
 
 # What connects the bucket pipeline (webhook, queue, worker); without them the service runs
 # the web page, the API and the CLI with the captioner alone.
@@ -34,8 +43,11 @@ class CaptionSettings(BaseSettings):
     # Captioning
     hf_token: SecretStr | None = None
     caption_backend: Literal["auto", "hf", "chat", "local"] = "auto"
-    caption_model: str = "Salesforce/blip-image-captioning-base"
+    caption_model: str = ""  # empty: the default for the backend (see _default_model)
     hf_provider: str | None = None
+    # Where Hub model ids are looked up (huggingface_hub's own variable) and served from.
+    hf_endpoint: str = "https://huggingface.co"
+    hf_router_url: str = DEFAULT_ROUTER_URL
     caption_prompt: str = "Write a one-sentence caption for this image."
     caption_language: str | None = None
     caption_timeout: float = 60.0
@@ -56,10 +68,21 @@ class CaptionSettings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @model_validator(mode="after")
+    def _default_model(self) -> "CaptionSettings":
+        if not self.caption_model:
+            hosted = self.resolved_backend in ("auto", "chat")
+            self.caption_model = DEFAULT_HOSTED_MODEL if hosted else DEFAULT_LOCAL_MODEL
+        self.hf_endpoint = self.hf_endpoint.rstrip("/")
+        self.hf_router_url = self.hf_router_url.rstrip("/")
+        return self
+
     @property
-    def resolved_backend(self) -> Literal["hf", "chat", "local"]:
-        if self.caption_backend == "auto":
-            return "hf" if self.hf_token else "local"
+    def resolved_backend(self) -> Literal["auto", "hf", "chat", "local"]:
+        """`local` without a token; `auto` with one: hosted, with the task (image-to-text or
+        chat) that Hugging Face serves the model for."""
+        if self.caption_backend == "auto" and not self.hf_token:
+            return "local"
         return self.caption_backend
 
     @property
@@ -194,6 +217,18 @@ class Settings(CaptionSettings):
         if self.ui_username and self.ui_password:
             return "basic"
         return "open" if self.ui_public or not self.pipeline_connected else "locked"
+
+    @field_validator("webhook_signing_secret")
+    @classmethod
+    def _whsec(cls, secrets: list[str]) -> list[str]:
+        """Refused here, at start: the database trigger signs with it, and a malformed secret
+        there would fail every upload's transaction."""
+        for secret in secrets:
+            try:
+                Webhook(secret)
+            except Exception:
+                raise ValueError("not a whsec_<base64> Standard Webhooks secret") from None
+        return secrets
 
     @property
     def accepted_api_keys(self) -> list[str]:

@@ -1,8 +1,29 @@
-"""The two ways a job can fail: worth another try, or not."""
+"""Every failure falls in exactly one `Failure` class; the class decides what the worker does.
+
+| Failure       | Raised as             | The worker                                          |
+|---------------|-----------------------|-----------------------------------------------------|
+| IMAGE         | `PermanentError`      | fails the job now, with its reason                  |
+| TRANSIENT     | `RetryableError`      | retries with backoff, counting the attempt          |
+| AWAY          | `CaptionerAway`       | pauses claiming (backing off), refunds the attempt  |
+| CONFIGURATION | `ConfigurationError`  | pauses until a re-check passes, refunds the attempt |
+| UNEXPECTED    | any other exception   | counts the attempt, fails after MAX_ATTEMPTS        |
+"""
+
+from enum import StrEnum
+
+
+class Failure(StrEnum):
+    IMAGE = "image"  # undecodable, too large, rejected by the model, gone
+    TRANSIENT = "transient"  # 5xx, timeout, connection reset
+    AWAY = "away"  # the captioner is down, loading or rate-limited
+    CONFIGURATION = "configuration"  # a setting is wrong: token, credits, model, route
+    UNEXPECTED = "unexpected"  # a bug or something nobody foresaw
 
 
 class CaptionError(Exception):
     """Base class: `reason` is what ends up in the job's `last_error`."""
+
+    failure = Failure.TRANSIENT
 
     def __init__(self, reason: str, kind: str = "other") -> None:
         super().__init__(reason)
@@ -11,7 +32,7 @@ class CaptionError(Exception):
 
 
 class RetryableError(CaptionError):
-    """A passing fault (network, 5xx, 429, model loading): try again later.
+    """A passing fault (network, 5xx): try again later, counting the attempt.
 
     `retry_after` is the server's own hint in seconds (Retry-After, estimated_time), if any.
     """
@@ -21,5 +42,28 @@ class RetryableError(CaptionError):
         self.retry_after = retry_after
 
 
+class CaptionerAway(RetryableError):
+    """The captioner itself is away (down, loading, rate-limited): no fault of the image."""
+
+    failure = Failure.AWAY
+
+
 class PermanentError(CaptionError):
     """The input itself is bad (not an image, corrupt, too large, gone): do not retry."""
+
+    failure = Failure.IMAGE
+
+
+class ConfigurationError(CaptionError):
+    """A setting is wrong; nothing works until it is changed. `setting` names what to change."""
+
+    failure = Failure.CONFIGURATION
+
+    def __init__(self, reason: str, setting: str, kind: str = "config") -> None:
+        super().__init__(f"{reason} (change {setting})", kind)
+        self.setting = setting
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The class of any exception: ours carry it, everything else is unexpected."""
+    return exc.failure if isinstance(exc, CaptionError) else Failure.UNEXPECTED

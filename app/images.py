@@ -3,6 +3,8 @@
 import io
 import warnings
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError, features
@@ -43,6 +45,7 @@ MIMETYPES = tuple(FORMAT_BY_MIMETYPE)
 SAFE_FORMATS = tuple(dict.fromkeys(FORMAT_BY_MIMETYPE.values()))
 SUPPORTED = ", ".join(SAFE_FORMATS)
 JPEG_QUALITY = 90
+EXAMPLES = Path(__file__).parent / "examples"
 # Pillow only warns between its pixel limit and twice that: refuse instead, like above it.
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
@@ -72,30 +75,49 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
     """
     if not data:
         raise PermanentError("empty file (0 bytes)")
+    # Pillow's own bomb guard is a process-wide setting: make it ours, so that a limit above
+    # Pillow's default works and every refusal quotes the setting (one value per process).
+    if max_pixels != Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         image: Image.Image = Image.open(io.BytesIO(data), formats=SAFE_FORMATS)
     except UnidentifiedImageError:
         raise PermanentError(f"not a supported raster image ({SUPPORTED})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PermanentError(f"image too large (decompression bomb): {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_many_pixels(None, max_pixels) from None
     except OSError as exc:
         raise PermanentError(f"corrupt image: {exc}") from None
     source_format = image.format or "unknown"
-    width, height = image.size
-    if width * height > max_pixels:
-        raise PermanentError(
-            f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels}"
-        )
+    if image.width * image.height > max_pixels:
+        raise _too_many_pixels(image.size, max_pixels)
     try:
         image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale, much faster
         ImageOps.exif_transpose(image, in_place=True)
         image = _to_rgb(image)
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_many_pixels(None, max_pixels) from None  # a later frame or tile
+    except (OSError, ValueError, SyntaxError) as exc:
         raise PermanentError(f"corrupt or unreadable {source_format} image: {exc}") from None
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY)
     return PreparedImage(pil=image, data=out.getvalue(), source_format=source_format)
+
+
+def _too_many_pixels(size: tuple[int, int] | None, limit: int) -> PermanentError:
+    shown = f"{size[0]}x{size[1]} pixels" if size else f"more than {limit} pixels"
+    return PermanentError(f"image too large: {shown} (limit MAX_IMAGE_PIXELS={limit})")
+
+
+@cache
+def probe_image() -> PreparedImage:
+    """A small real picture (app/examples/house.jpg at 64 px), for checking a captioner."""
+    with Image.open(EXAMPLES / "house.jpg") as image:
+        small = image.convert("RGB")
+    small.thumbnail((64, 64))
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return PreparedImage(pil=small, data=out.getvalue(), source_format="JPEG")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

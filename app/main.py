@@ -18,7 +18,7 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 from app import __version__, api, gallery, ops, ui, webhook
 from app.auth import require_api_key
 from app.batching import MicroBatcher
-from app.captioning import build_captioner
+from app.captioning import open_captioner
 from app.config import Settings, get_settings
 from app.deps import Runtime
 from app.jobs import JobQueue
@@ -88,7 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
-    captioner = build_captioner(settings)
+    captioner = await open_captioner(settings)
     if not settings.pipeline_connected:
         return Runtime(settings, captioner)
     supabase = await connect_supabase(settings, http)

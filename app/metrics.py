@@ -26,3 +26,11 @@ CAPTION_SECONDS = Histogram(
 CAPTION_ERRORS = Counter("captioner_caption_errors_total", "Captioner errors, by kind", ["kind"])
 BYTES_DOWNLOADED = Counter("captioner_downloaded_bytes_total", "Image bytes read from storage")
 BYTES_SENT = Counter("captioner_sent_bytes_total", "Image bytes sent to the captioner")
+PAUSED = Gauge(
+    "captioner_worker_paused",
+    "1 while the worker is paused for this failure class (see /readyz for the reason)",
+    ["failure"],
+)
+PAUSES = Counter(
+    "captioner_worker_pauses_total", "Times the worker paused, by failure class", ["failure"]
+)

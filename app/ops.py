@@ -10,6 +10,7 @@ from app import metrics
 from app.auth import require_api_key
 from app.config import NOT_CONNECTED
 from app.deps import RuntimeDep
+from app.errors import CaptionError
 
 router = APIRouter(tags=["operations"])
 
@@ -31,7 +32,10 @@ async def readyz(request: Request, response: Response, runtime: RuntimeDep) -> d
     ready = all(result in ("ok", NOT_CONNECTED) for result in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {"ready": ready, "checks": checks}
+    body: dict[str, Any] = {"ready": ready, "checks": checks}
+    if (route := getattr(runtime.captioner, "route", None)) is not None:
+        body["route"] = route.describe()
+    return body
 
 
 async def _check_supabase(request: Request, runtime: RuntimeDep) -> str:
@@ -47,6 +51,8 @@ async def _check_supabase(request: Request, runtime: RuntimeDep) -> str:
 
 
 async def _check_captioner(runtime: RuntimeDep) -> str:
+    if runtime.worker is not None and runtime.worker.paused is not None:
+        return f"paused: {runtime.worker.paused.reason}"
     captioner = runtime.captioner
     load = getattr(captioner, "load", None)
     if load is not None:  # a local model: loadable means ready
@@ -56,7 +62,13 @@ async def _check_captioner(runtime: RuntimeDep) -> str:
             return str(exc)
         return "ok"
     if not captioner.model.startswith(("http://", "https://")):
-        return "ok"  # a Hub model id: not probed, to spend no inference quota
+        # a Hub model id: its route (resolved once, from the Hub), never an inference call
+        if getattr(captioner, "route", "") is None:
+            try:
+                await captioner.resolve()  # type: ignore[attr-defined]
+            except CaptionError as exc:
+                return f"caption route not resolved: {exc.reason}"
+        return "ok"
     try:
         async with httpx.AsyncClient(timeout=3.0) as client:
             await client.get(captioner.model)

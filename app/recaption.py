@@ -17,7 +17,7 @@ from datetime import datetime
 
 import httpx
 
-from app.captioning import build_captioner
+from app.captioning import open_captioner
 from app.config import Settings
 from app.jobs import JobQueue, RecaptionProgress
 from app.main import connect_supabase
@@ -57,19 +57,24 @@ async def recaption_bucket(
     """Re-caption everything under bucket/prefix not captioned by the settings' model; calls
     `report` as the work goes on and returns where it ended."""
     since = datetime.now().astimezone()
-    async with working(settings) as (queue, model):
-        scope = Scope(bucket, prefix, model)
+    async with working(settings) as (queue, worker):
+        scope = Scope(bucket, prefix, worker.model)
         while True:
-            queued = await queue.recaption(bucket, prefix, model, batch, since)
-            progress = await wait_for_batch(queue, scope, report)
+            queued = await queue.recaption(bucket, prefix, worker.model, batch, since)
+            progress = await wait_for_batch(queue, worker, scope, report)
             if queued < batch:
                 return progress
 
 
 async def wait_for_batch(
-    queue: JobQueue, scope: Scope, report: Callable[[Scope, RecaptionProgress], None]
+    queue: JobQueue,
+    worker: Worker,
+    scope: Scope,
+    report: Callable[[Scope, RecaptionProgress], None],
 ) -> RecaptionProgress:
     while True:
+        if worker.paused is not None:  # nothing gets done until a setting changes
+            raise worker.paused
         progress = await queue.recaption_progress(scope.bucket, scope.prefix, scope.model)
         report(scope, progress)
         if progress.queued == 0:
@@ -78,17 +83,18 @@ async def wait_for_batch(
 
 
 @asynccontextmanager
-async def working(settings: Settings) -> AsyncIterator[tuple[JobQueue, str]]:
-    """A queue, and a worker captioning with the settings' model until the block ends."""
+async def working(settings: Settings) -> AsyncIterator[tuple[JobQueue, Worker]]:
+    """A queue, and a worker captioning with the settings' model until the block ends.
+    Raises ConfigurationError at once when the model has no route."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
         supabase = await connect_supabase(settings, http)
         queue = JobQueue(supabase, f"recaption:{socket.gethostname()}:{os.getpid()}")
         fetcher = ObjectFetcher.from_settings(supabase, settings)
-        captioner = build_captioner(settings)
+        captioner = await open_captioner(settings)
         worker = Worker(queue, fetcher, captioner, settings)
         running = asyncio.create_task(worker.run())
         try:
-            yield queue, captioner.model
+            yield queue, worker
         finally:
             await worker.stop(settings.shutdown_grace_seconds)
             running.cancel()

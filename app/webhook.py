@@ -9,9 +9,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from app import metrics
 from app.auth import require_webhook_secret
+from app.bounded import read_capped
 from app.deps import RuntimeDep
 from app.webhook_signature import InvalidSignature
 
@@ -94,15 +96,15 @@ async def read_payload(request: Request, runtime: RuntimeDep) -> WebhookPayload:
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise refuse(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise refuse(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
-    return bytes(body)
+    def too_large(_: str) -> HTTPException:
+        return refuse(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+
+    try:
+        return await read_capped(
+            request.stream(), limit, too_large, request.headers.get("content-length")
+        )
+    except ClientDisconnect:  # the sender hung up mid-body: nobody is left to answer
+        raise refuse(status.HTTP_400_BAD_REQUEST, "client disconnected mid-body") from None
 
 
 def triage(payload: WebhookPayload) -> str | None:

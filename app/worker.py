@@ -10,14 +10,12 @@ from app import metrics
 from app.bounded import too_large
 from app.captioning import Captioner, caption_image_timed
 from app.config import Settings
-from app.errors import PermanentError, RetryableError
+from app.errors import CaptionError, ConfigurationError, Failure, RetryableError
 from app.jobs import Job, JobQueue, SweepSlice, content_fingerprint
 from app.storage import ObjectFetcher
 
 log = logging.getLogger(__name__)
-# The captioner itself is away (down, loading, rate-limited): no fault of the image, so the
-# attempt is not counted and the whole worker pauses instead of burning every job's attempts.
-OUTAGE_KINDS = frozenset({"unreachable", "loading", "rate_limited"})
+RECHECK_MAX_SECONDS = 60.0  # while paused for configuration, re-check at least this often
 
 
 def backoff_delay(attempts: int, settings: Settings, hint: float | None = None) -> float:
@@ -59,10 +57,18 @@ class Worker:
         self._claiming: asyncio.Future[int] | None = None
         self._outages = 0  # consecutive pauses for a captioner outage
         self._paused_until = 0.0  # event-loop time
+        # A configuration failure pauses claiming until the captioner's re-check passes.
+        self.paused: ConfigurationError | None = None
+        self._rechecks = 0
 
     def wake(self) -> None:
         """Look for work now (a webhook arrived) rather than at the next poll."""
         self._wake.set()
+
+    @property
+    def model(self) -> str:
+        """The model the worker's captions are recorded with."""
+        return self._captioner.model
 
     @property
     def in_flight(self) -> int:
@@ -74,6 +80,9 @@ class Worker:
         while not self._stopping.is_set():
             if (pause := self._paused_until - asyncio.get_running_loop().time()) > 0:
                 await self._sleep(pause)
+                continue
+            if self.paused is not None:
+                await self._recheck()
                 continue
             self._wake.clear()  # before claiming, so a wake-up during the claim is not lost
             try:
@@ -166,16 +175,18 @@ class Worker:
                 "" if stored else " (discarded: lease lost or newer version)",
                 extra={"object_id": job.object_id},
             )
-        except PermanentError as exc:
-            await self._fail(job, exc.reason)
-        except RetryableError as exc:
-            if exc.kind in OUTAGE_KINDS:
+        except ConfigurationError as exc:
+            await self._pause(job, exc)
+        except CaptionError as exc:
+            if exc.failure == Failure.IMAGE:
+                await self._fail(job, exc.reason)
+            elif exc.failure == Failure.AWAY and isinstance(exc, RetryableError):
                 await self._defer(job, exc)
             else:
-                await self._retry(job, exc.reason, exc.retry_after)
+                await self._retry(job, exc.reason, getattr(exc, "retry_after", None))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # Failure.UNEXPECTED: counts, fails after MAX_ATTEMPTS
             log.exception("unexpected error on %s", job.object_id)
             await self._retry(job, f"unexpected {type(exc).__name__}: {exc}", None)
 
@@ -208,11 +219,55 @@ class Worker:
         )
 
     async def _fail(self, job: Job, reason: str) -> None:
-        metrics.JOB_OUTCOMES.labels("failed").inc()
+        """End the job as failed, counted and logged only if it was still ours to end."""
+        held = await self._queue.fail(job, reason)
+        metrics.JOB_OUTCOMES.labels("failed" if held else "discarded").inc()
         log.warning(
-            "failed %s/%s: %s", job.bucket_id, job.name, reason, extra={"object_id": job.object_id}
+            "failed %s/%s: %s%s",
+            job.bucket_id,
+            job.name,
+            reason,
+            "" if held else " (discarded: lease lost or newer version)",
+            extra={"object_id": job.object_id},
         )
-        await self._queue.fail(job, reason)
+
+    async def _pause(self, job: Job, problem: ConfigurationError) -> None:
+        """Stop claiming until a re-check passes; give the job back, its attempt refunded.
+        One log line and one count per pause, however many jobs run into it."""
+        now = asyncio.get_running_loop().time()
+        if self.paused is None:
+            self.paused = problem
+            self._rechecks = 0
+            self._paused_until = max(self._paused_until, now + self._recheck_delay())
+            metrics.PAUSED.labels(Failure.CONFIGURATION).set(1)
+            metrics.PAUSES.labels(Failure.CONFIGURATION).inc()
+            log.error(
+                "paused: %s; re-checking until it works", problem.reason,
+                extra={"setting": problem.setting},
+            )
+        metrics.JOB_OUTCOMES.labels("deferred").inc()
+        await self._queue.retry(job, problem.reason, self._recheck_delay(), refund=True)
+
+    def _recheck_delay(self) -> float:
+        delay = backoff_delay(self._rechecks + 1, self._settings)
+        return min(delay, RECHECK_MAX_SECONDS)
+
+    async def _recheck(self) -> None:
+        """Ask the captioner whether the configuration works now; resume if it does."""
+        try:
+            await self._captioner.check()
+        except ConfigurationError as exc:
+            self.paused = exc
+            self._rechecks += 1
+            self._paused_until = asyncio.get_running_loop().time() + self._recheck_delay()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # away or transient now: the jobs' own handling takes over
+            log.info("configuration re-check passed, captioner still failing: %s", exc)
+        log.warning("resumed: the configuration re-check passed")
+        self.paused = None
+        metrics.PAUSED.labels(Failure.CONFIGURATION).set(0)
 
     async def _defer(self, job: Job, outage: RetryableError) -> None:
         """Pause claiming (backing off while the outage lasts) and give the job back with
@@ -220,6 +275,7 @@ class Worker:
         now = asyncio.get_running_loop().time()
         if now >= self._paused_until:
             self._outages += 1
+            metrics.PAUSES.labels(Failure.AWAY).inc()
         delay = backoff_delay(self._outages, self._settings, outage.retry_after)
         self._paused_until = max(self._paused_until, now + delay)
         metrics.JOB_OUTCOMES.labels("deferred").inc()

@@ -57,6 +57,8 @@ def service_env(
             "HF_TOKEN": "hf_test_token",
             "CAPTION_BACKEND": "hf",
             "CAPTION_MODEL": f"{hf.url}/models/blip",
+            "HF_ENDPOINT": hf.url,  # the Hub and the router are the stand-in too
+            "HF_ROUTER_URL": hf.url,
             "UI_ENABLED": "false",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",

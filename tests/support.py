@@ -57,6 +57,8 @@ def service_settings(
         "hf_token": "hf_test_token",
         "caption_backend": "hf",
         "caption_model": f"{hf.url}/models/Salesforce/blip-image-captioning-base",
+        "hf_endpoint": hf.url,  # the Hub and the router are the stand-in too: never the real ones
+        "hf_router_url": hf.url,
         **FAST,
         **overrides,
     }

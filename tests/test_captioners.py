@@ -6,9 +6,9 @@ import json
 import pytest
 
 from app.captioning import build_captioner
-from app.captioning.hf import ChatCaptioner, InferenceCaptioner
+from app.captioning.hf import HuggingFaceCaptioner
 from app.config import CaptionSettings
-from app.errors import PermanentError, RetryableError
+from app.errors import CaptionerAway, ConfigurationError, PermanentError, RetryableError
 from app.images import prepare_image
 from tests.harness.hf_stub import Hang, Loading, RateLimited, ServerError, caption_for
 from tests.support import make_image
@@ -19,6 +19,8 @@ def settings_for(hf, backend: str = "hf", **overrides) -> CaptionSettings:
         "hf_token": "hf_x",
         "caption_backend": backend,
         "caption_model": f"{hf.url}/models/Salesforce/blip-image-captioning-base",
+        "hf_endpoint": hf.url,
+        "hf_router_url": hf.url,
     }
     return CaptionSettings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
 
@@ -38,7 +40,7 @@ def caption(captioner, image_bytes: bytes = make_image((30, 30, 220))) -> str:
 def test_image_to_text_sends_the_prepared_jpeg(hf):
     image = prepare_image(make_image((30, 30, 220)), max_side=512, max_pixels=10**8)
 
-    text = caption(InferenceCaptioner(settings_for(hf)))
+    text = caption(HuggingFaceCaptioner(settings_for(hf)))
 
     assert text == caption_for(image.data)
     assert hf.calls[0]["path"] == "/models/Salesforce/blip-image-captioning-base"
@@ -56,7 +58,7 @@ def test_chat_backend_sends_image_prompt_and_language(hf):
             max_new_tokens=40,
         )
     )
-    assert isinstance(captioner, ChatCaptioner)
+    assert isinstance(captioner, HuggingFaceCaptioner)
 
     text = caption(captioner)
 
@@ -72,11 +74,11 @@ def test_chat_backend_sends_image_prompt_and_language(hf):
 @pytest.mark.parametrize(
     ("outcome", "error", "kind", "hint"),
     [
-        (Loading(estimated_time=12.5), RetryableError, "loading", 12.5),
-        (RateLimited(retry_after=7), RetryableError, "rate_limited", 7.0),
+        (Loading(estimated_time=12.5), CaptionerAway, "loading", 12.5),
+        (RateLimited(retry_after=7), CaptionerAway, "rate_limited", 7.0),
         (ServerError(status=500), RetryableError, "server_error", None),
         (ServerError(status=502), RetryableError, "server_error", None),
-        (ServerError(status=401, message="Invalid token"), RetryableError, "config", None),
+        (ServerError(status=401, message="Invalid token"), ConfigurationError, "config", None),
         (ServerError(status=400, message="bad image"), PermanentError, "rejected", None),
         (ServerError(status=413, message="too big"), PermanentError, "rejected", None),
         (Hang(seconds=2.0), RetryableError, "timeout", None),
@@ -87,7 +89,7 @@ def test_errors_are_classified_with_the_servers_hint(hf, outcome, error, kind, h
     hf.script(outcome)
 
     with pytest.raises(error) as raised:
-        caption(InferenceCaptioner(settings_for(hf, caption_timeout=0.5)))
+        caption(HuggingFaceCaptioner(settings_for(hf, caption_timeout=0.5)))
 
     assert raised.value.kind == kind
     assert getattr(raised.value, "retry_after", None) == hint
@@ -96,8 +98,8 @@ def test_errors_are_classified_with_the_servers_hint(hf, outcome, error, kind, h
 def test_unreachable_captioner_is_retryable(hf):
     hf.refuse_connections(True)
     try:
-        with pytest.raises(RetryableError) as raised:
-            caption(InferenceCaptioner(settings_for(hf)))
+        with pytest.raises(CaptionerAway) as raised:
+            caption(HuggingFaceCaptioner(settings_for(hf)))
     finally:
         hf.refuse_connections(False)
     assert raised.value.kind == "unreachable"

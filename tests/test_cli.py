@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from app.images import EXAMPLES
 from tests.harness.postgres import SUPABASE_SQL, apply_sql_file, database_url, drop_database
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
@@ -40,8 +42,15 @@ def captioner(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 def hf_env(hf, **values: str) -> dict[str, str]:
     return clean_env(
-        CAPTION_BACKEND="hf", CAPTION_MODEL=f"{hf.url}/models/x", HF_TOKEN="x", **values
+        **{"CAPTION_BACKEND": "hf", "CAPTION_MODEL": f"{hf.url}/models/x", "HF_TOKEN": "x"}
+        | stand_in_hub(hf)
+        | values
     )
+
+
+def stand_in_hub(hf) -> dict[str, str]:
+    """The Hub and the router are the stand-in: a command never reaches Hugging Face."""
+    return {"HF_ENDPOINT": hf.url, "HF_ROUTER_URL": hf.url}
 
 
 def supabase_env(supabase, hf, **values: str) -> dict[str, str]:
@@ -269,3 +278,51 @@ def ready(url: str) -> bool:
         return httpx.get(url + "/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_caption_with_only_a_token_and_no_route_exits_at_once(hf, tmp_path):
+    """`HF_TOKEN=... captioner caption house.jpg`, the Hub serving the default model nowhere."""
+    hf.add_model("Qwen/Qwen2.5-VL-7B-Instruct", {})
+    env = clean_env(HF_TOKEN="hf_only_a_token", **stand_in_hub(hf))
+    started = time.monotonic()
+
+    result = captioner("caption", str(EXAMPLES / "house.jpg"), env=env, cwd=tmp_path)
+
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("captioner: Hugging Face offers no image-to-text or conversational")
+    for way_out in ("Inference Endpoint URL", "CAPTION_BACKEND=chat", "CAPTION_BACKEND=local",
+                    "(change CAPTION_MODEL or CAPTION_BACKEND)"):
+        assert way_out in line
+    assert hf.calls == []
+
+
+def test_serve_refuses_to_start_without_a_route(supabase, hf, tmp_path):
+    hf.add_model("Salesforce/blip-image-captioning-base", {"together": "conversational"})
+    env = supabase_env(supabase, hf, CAPTION_MODEL="Salesforce/blip-image-captioning-base")
+
+    result = captioner("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "its providers serve other tasks (together: conversational)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_doctor_prints_a_table_and_exits_0_only_when_all_pass(supabase, hf, tmp_path):
+    create_bucket(supabase.db_url, "images")
+    webhook = "https://captioner.example.com/webhooks/storage"
+    query(supabase.db_url, "update captioner.config set webhook_url = %s", webhook)
+    env = supabase_env(supabase, hf, PUBLIC_WEBHOOK_URL=webhook)
+
+    healthy = captioner("doctor", env=env, cwd=tmp_path)
+
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    lines = healthy.stdout.splitlines()
+    assert len(lines) == 9 and all(line.startswith("✓ ") for line in lines)
+
+    broken = captioner("doctor", env=env | {"CAPTION_BUCKETS": "images,avatars"}, cwd=tmp_path)
+
+    assert broken.returncode == 1
+    assert "✗ buckets" in broken.stdout and "fix: create it" in broken.stdout

@@ -55,9 +55,14 @@ def test_lists_secrets_and_backend_defaults(monkeypatch):
     assert settings.caption_buckets == ["images", "avatars"]
     assert settings.supabase_url == "https://abc.supabase.co"
     assert settings.resolved_backend == "local"  # no HF_TOKEN: the local model
+    assert settings.caption_model == "Salesforce/blip-image-captioning-base"
     assert settings.accepted_api_keys == ["old", "new"]
     monkeypatch.setenv("HF_TOKEN", "hf_x")
-    assert load_settings(Settings).resolved_backend == "hf"
+    hosted = load_settings(Settings)
+    assert hosted.resolved_backend == "auto"  # hosted: the task the Hub says the model serves
+    assert hosted.caption_model == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert hosted.hf_router_url == "https://router.huggingface.co"
+    assert hosted.hf_endpoint == "https://huggingface.co"
 
 
 def test_env_file_is_read(tmp_path):
@@ -116,3 +121,15 @@ def test_example_secrets_are_refused_even_when_complete(monkeypatch):
 
     with pytest.raises(SettingsError, match="WEBHOOK_SECRET is the example value"):
         load_settings(Settings)
+
+
+def test_a_malformed_signing_secret_is_refused_at_start(monkeypatch):
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_!!")
+
+    with pytest.raises(SettingsError) as refused:
+        load_settings(Settings)
+
+    assert "WEBHOOK_SIGNING_SECRET" in str(refused.value)
+    assert "whsec_!!" not in str(refused.value)  # a secret, even a broken one

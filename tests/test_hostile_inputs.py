@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 import struct
 import time
@@ -230,6 +231,31 @@ def test_slow_loris_body_does_not_block_other_requests(env: Env):
         response = post(env, json.dumps(event()))
         assert response.status_code == 200
         assert time.monotonic() - started < 2
+
+
+def test_a_sender_that_hangs_up_mid_body_leaves_no_traceback(env: Env, caplog):
+    """uvicorn logs "Exception in ASGI application" for an unhandled ClientDisconnect."""
+    from tests.test_ops import metric
+
+    asgi_errors = logging.getLogger("uvicorn.error")
+    asgi_errors.addHandler(caplog.handler)
+
+    def refused() -> float:
+        text = httpx.get(env.service.url + "/metrics", headers=AUTH).text
+        return metric(text, "captioner_webhooks_total", outcome="refused_400")
+
+    before = refused()
+    try:
+        with socket.create_connection(("127.0.0.1", env.service.server.port)) as sock:
+            sock.sendall(b"POST /webhooks/storage HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 5000\r\nAuthorization: Bearer "
+                         + TEST_SECRET.encode() + b"\r\n\r\n{\"type\": \"INS")
+        wait_until(lambda: refused() > before, message="the hang-up was never answered")
+    finally:
+        asgi_errors.removeHandler(caplog.handler)
+    assert "Exception in ASGI application" not in caplog.text
+    assert "ClientDisconnect" not in caplog.text
+    assert post(env, json.dumps(event())).status_code == 200  # still serving
 
 
 # object-level corpus ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PIL import Image
 from app.captioning import build_captioner, local
 from app.captioning.local import LocalCaptioner, ModelNotAvailable
 from app.config import Settings
-from app.errors import RetryableError
+from app.errors import ConfigurationError, RetryableError
 from app.images import PreparedImage, prepare_image
 from tests.tiny_blip import build_tiny_vit_gpt2
 
@@ -257,9 +257,10 @@ def test_a_missing_model_says_how_to_provide_one(model: str, tmp_path: Path) -> 
 
     with pytest.raises(ModelNotAvailable) as not_available:
         run(captioner, captioner.load)
-    with pytest.raises(RetryableError) as retryable:
+    with pytest.raises(ConfigurationError) as configuration:
         run(captioner, lambda: captioner.caption(IMAGES[0]))
-    for message in (str(not_available.value), retryable.value.reason):
+    assert configuration.value.setting == "LOCAL_MODEL"
+    for message in (str(not_available.value), configuration.value.reason):
         assert name in message
         assert "LOCAL_MODEL" in message and "HF_TOKEN" in message and "HF_HOME" in message
         assert "Traceback" not in message
@@ -291,7 +292,7 @@ def test_a_model_that_appears_later_is_picked_up(tiny_blip: Path, tmp_path: Path
     captioner = LocalCaptioner(make_settings(target))
 
     async def scenario() -> str:
-        with pytest.raises(RetryableError, match="LOCAL_MODEL"):
+        with pytest.raises(ConfigurationError, match="LOCAL_MODEL"):
             await captioner.caption(IMAGES[0])
         shutil.copytree(tiny_blip, target)  # the operator fixes the configuration
         return await captioner.caption(IMAGES[0])

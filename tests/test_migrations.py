@@ -90,3 +90,24 @@ def test_dashboard_webhook_payload_is_understood(service, supabase, pgnet):
     wait_until(lambda: pgnet.responses, message="dashboard webhook never delivered")
     status, body = pgnet.responses[0]
     assert status == 200 and '"duplicate"' in body  # the trigger had queued it already
+
+
+def test_the_schema_version_is_the_highest_migration_file(db_url):
+    """The convention (docs/ARCHITECTURE.md): every file from 0010 on redefines
+    caption_schema_version() to return its own number, so `captioner doctor` can tell an
+    out-of-date database."""
+    import re
+
+    from app.doctor import expected_schema_version
+
+    for path in MIGRATIONS:
+        number = int(re.match(r"\d+", path.name).group())  # type: ignore[union-attr]
+        if number >= 10:
+            declared = re.search(
+                r"function public\.caption_schema_version\(\).*?select (\d+)",
+                path.read_text(),
+                re.S,
+            )
+            assert declared and int(declared.group(1)) == number, path.name
+    version = query_one(db_url, "select public.caption_schema_version() v")
+    assert version == {"v": expected_schema_version()}

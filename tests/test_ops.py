@@ -28,7 +28,11 @@ def test_health_needs_no_auth_and_readiness_explains_itself(service, hf):
 
     ready = httpx.get(service.url + "/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "checks": {"supabase": "ok", "captioner": "ok"}}
+    assert ready.json() == {
+        "ready": True,
+        "checks": {"supabase": "ok", "captioner": "ok"},
+        "route": f"{service.settings.caption_model} → endpoint → image-to-text",
+    }
 
     hf.refuse_connections(True)
     try:

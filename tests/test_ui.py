@@ -84,7 +84,7 @@ def test_a_bad_file_shows_the_reason(service_factory, hf, page: Page, tmp_path: 
     page.goto(running.url + "/ui/")
     upload_and_submit(page, picture)
 
-    expect(page.get_by_text("exceeds the limit of 1000")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("MAX_IMAGE_PIXELS=1000")).to_be_visible(timeout=30_000)
     assert hf.calls == []
 
 

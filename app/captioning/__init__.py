@@ -2,24 +2,30 @@
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Protocol
 
 from app import metrics
 from app.config import CaptionSettings
-from app.errors import CaptionError, RetryableError
+from app.errors import CaptionerAway, CaptionError, RetryableError
 from app.images import PreparedImage, prepare_image
+
+log = logging.getLogger(__name__)
 
 
 class Captioner(Protocol):
     """Turns a prepared image into a caption.
 
-    Raises `RetryableError` for passing faults and `PermanentError` for bad input.
+    Raises a `CaptionError` whose `failure` says whose fault it is (app/errors.py).
     """
 
     model: str
 
     async def caption(self, image: PreparedImage) -> str: ...
+
+    async def check(self) -> None:
+        """Raise what captioning would raise now (route, token, model), or return."""
 
     async def aclose(self) -> None: ...
 
@@ -31,11 +37,30 @@ def build_captioner(settings: CaptionSettings) -> Captioner:
         from app.captioning.local import LocalCaptioner
 
         return LocalCaptioner(settings)
-    from app.captioning.hf import ChatCaptioner, InferenceCaptioner
+    from app.captioning.hf import HuggingFaceCaptioner
 
-    if backend == "chat":
-        return ChatCaptioner(settings)
-    return InferenceCaptioner(settings)
+    return HuggingFaceCaptioner(settings)
+
+
+async def open_captioner(settings: CaptionSettings) -> Captioner:
+    """The backend, with its route (model → provider → task) resolved and logged once.
+
+    Raises ConfigurationError when Hugging Face serves no route for the model: refuse to
+    start. A Hub that cannot be reached now is only logged; the route is resolved later."""
+    captioner = build_captioner(settings)
+    resolve = getattr(captioner, "resolve", None)
+    if resolve is None:
+        return captioner
+    try:
+        route = await resolve()
+    except CaptionerAway as exc:
+        log.warning("caption route not resolved yet: %s", exc.reason)
+    except BaseException:
+        await captioner.aclose()
+        raise
+    else:
+        log.info("caption route: %s", route.describe())
+    return captioner
 
 
 async def caption_image(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.batching import MicroBatcher
 from app.config import CaptionSettings
-from app.errors import RetryableError
+from app.errors import ConfigurationError, RetryableError
 from app.images import PreparedImage
 
 if TYPE_CHECKING:
@@ -90,11 +90,15 @@ class LocalCaptioner:
         s = self._settings
         return load_model(self.model, s.local_device, s.local_dtype)
 
-    async def caption(self, image: PreparedImage) -> str:
+    async def check(self) -> None:
+        """The model loads (a configuration error names LOCAL_MODEL when it does not)."""
         try:
             await self.load()
         except ModelNotAvailable as exc:
-            raise RetryableError(str(exc)) from None
+            raise ConfigurationError(str(exc), "LOCAL_MODEL", kind="model_missing") from None
+
+    async def caption(self, image: PreparedImage) -> str:
+        await self.check()
         return await self._batcher.submit(image.pil)
 
     @property

@@ -1,4 +1,42 @@
-"""A Hugging Face inference stand-in (image-to-text and chat completion wire formats).
+"""A Hugging Face stand-in: the Hub's model API, the Inference Providers router, and
+Inference Endpoints, on one local server, speaking the wire formats huggingface_hub uses.
+
+Point the service at it as users configure it: ``HF_ENDPOINT=<url>`` (huggingface_hub's own
+variable for the Hub) and ``HF_ROUTER_URL=<url>`` (ours: the router's host, which
+huggingface_hub hard-codes as ``constants.INFERENCE_PROXY_TEMPLATE`` and in its provider
+helpers, so the service builds router URLs itself from this setting; see
+app/captioning/routes.py). ``CAPTION_MODEL=<url>/models/<anything>`` is an Inference Endpoint.
+
+What it answers, and where each behaviour comes from:
+
+- ``GET /api/models/<id>?expand=inferenceProviderMapping`` → ``{"id", "inferenceProviderMapping":
+  {provider: {"status", "providerId", "task"}}}`` (a dict per provider on model_info:
+  ``huggingface_hub.hf_api.ModelInfo``; huggingface.js ``getInferenceProviderMapping.ts``). A
+  model with no provider answers ``{}`` (huggingface_hub then raises ``StopIteration``); an
+  unknown model 404 with ``X-Error-Code: RepoNotFound`` and a wrong token 401 with
+  ``X-Error-Message: Invalid credentials in Authorization header`` (both read by
+  ``huggingface_hub.utils._http.hf_raise_for_status``); a gated model 403 ``GatedRepo``.
+- ``GET /api/whoami-v2`` → the token's owner (``HfApi.whoami``), 401 for a wrong token.
+- ``POST /hf-inference/models/<id>``: image-to-text on the hf-inference provider, the URL
+  huggingface_hub's ``HFInferenceTask._prepare_url`` builds; a model hf-inference does not
+  serve for image-to-text answers 404 "Not Found" (huggingface_hub issues #3052, #3717).
+- ``POST /v1/chat/completions``: the router's OpenAI-compatible chat, ``model`` being ``<id>``
+  (the router picks a provider) or ``<id>:<provider>`` (Inference Providers docs,
+  tasks/image-text-to-text); a model no provider serves → 400 ``{"error": {"message": "The
+  requested model '<id>' is not supported by any provider you have enabled.", "type":
+  "invalid_request_error", "param": "model", "code": "model_not_supported"}}`` (the message as
+  users report it: cline#5098, page-assist#727; the shape OpenAI's).
+- ``POST /<provider>/v1/chat/completions``: one provider's route (huggingface_hub's
+  ``BaseConversationalTask``), 400 ``{"error": "Model not supported by provider <p>"}``
+  otherwise (huggingface.js#2225).
+- ``POST /models/<anything>[/v1/chat/completions]``: an Inference Endpoint or TGI/vLLM: any
+  model (image-to-text: raw bytes or JSON ``{"inputs": <base64>}`` → ``[{"generated_text"}]``).
+- Failures, on the inference routes: a wrong token 401 ``{"error": "Invalid credentials in
+  Authorization header"}``; ``credits = False`` → 402 ``{"error": "You have exceeded your
+  monthly included credits for Inference Providers. ..."}`` (the message users report:
+  huggingface/agents-course#386); scripted ``Loading`` (503 + ``estimated_time``),
+  ``RateLimited`` (429 + ``Retry-After``), ``ServerError``, ``Hang`` and ``BadBody`` (a 200
+  whose body is not what the task returns); ``refuse_connections()``.
 
 Captions are deterministic: ``"a {w}x{h} picture, mostly {colour}"``.
 """
@@ -19,7 +57,7 @@ from typing import Any
 from PIL import Image, ImageStat, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .servers import ThreadedServer, serve_in_thread
@@ -56,6 +94,30 @@ class Hang:
     seconds: float = 30.0
 
 
+@dataclass
+class BadBody:
+    """200 with a body that is not what the task returns."""
+    body: bytes = b'{"generated_text": "not in a list"}'
+    content_type: str = "application/json"
+
+
+@dataclass
+class HubModel:
+    """A model on the stand-in Hub: ``providers`` maps provider → task (status ``live``)."""
+    providers: dict[str, str]
+    pipeline_tag: str = "image-to-text"
+    status: str = "live"
+    gated: bool = False
+
+    def serves(self, provider: str, task: str) -> bool:
+        return self.status == "live" and self.providers.get(provider) == task
+
+
+NO_CREDITS = ("You have exceeded your monthly included credits for Inference Providers. "
+              "Subscribe to PRO to get 20x more monthly included credits.")
+BAD_TOKEN = "Invalid credentials in Authorization header"
+
+
 def caption_for(data: bytes) -> str:
     """The stand-in's deterministic caption for image bytes (ValueError if undecodable)."""
     try:
@@ -78,12 +140,25 @@ class HuggingFaceStandIn:
         self.require_token = require_token
         self.latency = 0.0
         self.decode = True  # False: caption by size, without decoding (for benchmarks)
-        self.calls: list[dict[str, Any]] = []
+        self.credits = True  # False: 402 on every inference call
+        self.hub: dict[str, HubModel] = {}
+        self.calls: list[dict[str, Any]] = []  # inference calls
+        self.hub_calls: list[dict[str, Any]] = []  # Hub API calls
         self._script: deque[Any] = deque()
         self._lock = threading.Lock()
         self._server: ThreadedServer | None = None
         self._port = 0
-        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+        self.app = Starlette(routes=[
+            Route("/api/whoami-v2", self._whoami, methods=["GET"]),
+            Route("/api/models/{model:path}", self._model_info, methods=["GET"]),
+            Route("/{path:path}", self._handle, methods=["POST"]),
+        ])
+
+    def add_model(self, model: str, providers: dict[str, str] | None = None,
+                  **fields: Any) -> HubModel:
+        """Put a model on the Hub, served by ``providers`` ({provider: task})."""
+        self.hub[model] = HubModel(dict(providers or {}), **fields)
+        return self.hub[model]
 
     # serving ----------------------------------------------------------------------
     def start(self) -> HuggingFaceStandIn:
@@ -123,7 +198,49 @@ class HuggingFaceStandIn:
         with self._lock:
             return self._script.popleft() if self._script else None
 
-    # handler ----------------------------------------------------------------------
+    # Hub ------------------------------------------------------------------------------
+    def _token_refused(self, request: Request) -> bool:
+        """A token was sent and it is not the one the stand-in accepts."""
+        sent = request.headers.get("authorization")
+        return bool(self.require_token and sent and sent != f"Bearer {self.require_token}")
+
+    async def _model_info(self, request: Request) -> Response:
+        model_id = request.path_params["model"]
+        with self._lock:
+            self.hub_calls.append({"path": request.url.path, "query": str(request.url.query),
+                                   "authorization": request.headers.get("authorization")})
+        if self._token_refused(request):
+            return JSONResponse({"error": BAD_TOKEN}, 401, headers={"X-Error-Message": BAD_TOKEN})
+        model = self.hub.get(model_id)
+        if model is None:
+            return JSONResponse({"error": "Repository not found"}, 404,
+                                headers={"X-Error-Code": "RepoNotFound",
+                                         "X-Error-Message": "Repository not found"})
+        if model.gated and not request.headers.get("authorization"):
+            return JSONResponse({"error": "Access to this model is restricted"}, 403,
+                                headers={"X-Error-Code": "GatedRepo"})
+        body: dict[str, Any] = {"_id": f"hub-{abs(hash(model_id))}", "id": model_id}
+        if "inferenceProviderMapping" in request.url.query:
+            body["inferenceProviderMapping"] = {
+                provider: {"status": model.status, "providerId": model_id, "task": task}
+                for provider, task in model.providers.items()
+            }
+        else:
+            body["pipeline_tag"] = model.pipeline_tag
+        return JSONResponse(body)
+
+    async def _whoami(self, request: Request) -> Response:
+        sent = request.headers.get("authorization")
+        if not sent or self._token_refused(request):
+            return JSONResponse({"error": BAD_TOKEN}, 401, headers={"X-Error-Message": BAD_TOKEN})
+        return JSONResponse({
+            "type": "user", "id": "standin-user-id", "name": "standin-user",
+            "fullname": "Stand-in User", "orgs": [],
+            "auth": {"type": "access_token",
+                     "accessToken": {"displayName": "captioner", "role": "fineGrained"}},
+        })
+
+    # inference -------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
         started = time.time()
         body = await request.body()
@@ -144,8 +261,12 @@ class HuggingFaceStandIn:
             await asyncio.sleep(self.latency)
         if self.require_token and \
                 request.headers.get("authorization") != f"Bearer {self.require_token}":
-            return JSONResponse({"error": "Invalid credentials in Authorization header"}, 401)
-        model = path.removeprefix("/models/").removesuffix("/v1/chat/completions").strip("/")
+            return JSONResponse({"error": BAD_TOKEN}, 401)
+        refused, model = self._route(path, body)
+        if refused is not None:
+            return refused
+        if not self.credits:
+            return JSONResponse({"error": NO_CREDITS}, 402)
         scripted = self._next_scripted()
         if isinstance(scripted, Hang):
             await asyncio.sleep(scripted.seconds)
@@ -157,6 +278,8 @@ class HuggingFaceStandIn:
                                 headers={"Retry-After": str(scripted.retry_after)})
         elif isinstance(scripted, ServerError):
             return JSONResponse({"error": scripted.message}, scripted.status)
+        elif isinstance(scripted, BadBody):
+            return Response(scripted.body, 200, media_type=scripted.content_type)
         try:
             if path.endswith("/chat/completions"):
                 return self._chat(body, model)
@@ -165,6 +288,30 @@ class HuggingFaceStandIn:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse([{"generated_text": caption}])
+
+    def _route(self, path: str, body: bytes) -> tuple[Response | None, str]:
+        """(a refusal, or None; the model) for the route the request took."""
+        chat = path.endswith("/chat/completions")
+        if path.startswith("/models/"):  # an Inference Endpoint / TGI: serves anything
+            return None, path.removeprefix("/models/").removesuffix("/v1/chat/completions")
+        if path.startswith("/hf-inference/models/"):
+            model = path.removeprefix("/hf-inference/models/").removesuffix(
+                "/v1/chat/completions")
+            task = "conversational" if chat else "image-to-text"
+            served = model in self.hub and self.hub[model].serves("hf-inference", task)
+            return (None if served else PlainTextResponse("Not Found", 404)), model
+        requested = _payload_model(body) if chat else ""
+        if path == "/v1/chat/completions":  # the router picks the provider
+            model, _, provider = requested.partition(":")
+            hub = self.hub.get(model)
+            candidates = [provider] if provider else list(hub.providers) if hub else []
+            ok = hub is not None and any(hub.serves(p, "conversational") for p in candidates)
+            return (None if ok else _not_supported(model)), model
+        provider = path.removesuffix("/v1/chat/completions").strip("/")
+        hub = self.hub.get(requested)
+        if chat and hub is not None and hub.serves(provider, "conversational"):
+            return None, requested
+        return JSONResponse({"error": f"Model not supported by provider {provider}"}, 400), ""
 
     def _chat(self, body: bytes, model: str) -> Response:
         payload = json.loads(body)
@@ -177,6 +324,21 @@ class HuggingFaceStandIn:
             "usage": {"prompt_tokens": 10, "completion_tokens": len(caption.split()),
                       "total_tokens": 10 + len(caption.split())},
         })
+
+
+def _payload_model(body: bytes) -> str:
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return ""
+    return model if isinstance(model, str) else ""
+
+
+def _not_supported(model: str) -> Response:
+    return JSONResponse({"error": {
+        "message": f"The requested model '{model}' is not supported by any provider you have "
+                   "enabled.",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_supported"}}, 400)
 
 
 def _image_bytes(request: Request, body: bytes) -> bytes:
