@@ -63,7 +63,7 @@ def test_a_key_that_is_not_the_service_role_key(healthy, hf):
 
 BREAKAGES: dict[str, tuple[str, str, str]] = {
     # id: (SQL that breaks it, the check that fails, what its fix says)
-    "function-missing": ("drop function public.caption_jobs_stats()", "migrations",
+    "function-missing": ("drop function public.caption_jobs_stats", "migrations",
                          "captioner migrate"),
     "schema-older": ("create or replace function public.caption_schema_version() returns int "
                      "language sql as 'select 9'", "migrations", "captioner migrate"),
