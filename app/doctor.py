@@ -44,7 +44,7 @@ FUNCTIONS = (
     "caption_jobs_requeue",
     "caption_jobs_recaption",
     "caption_recaption_progress",
-    "caption_gallery_recent",
+    "caption_gallery_captions",
     "caption_gallery_jobs",
     "search_image_captions",
     "caption_schema_version",

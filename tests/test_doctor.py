@@ -123,3 +123,20 @@ def test_render_shows_the_fix_under_each_cross():
     text = render([Check("a", True, "fine"), Check("bb", False, "broken", "do this")])
     assert text.splitlines() == ["✓ a   fine", "✗ bb  broken", "      fix: do this"]
 
+
+
+def test_the_doctor_knows_every_function_the_app_calls():
+    """FUNCTIONS follows the code: each rpc the app calls is checked, and defined."""
+    import re
+    from pathlib import Path
+
+    from app.doctor import FUNCTIONS, MIGRATIONS_DIR
+
+    root = Path(__file__).resolve().parents[1] / "app"
+    code = "".join(path.read_text() for path in root.rglob("*.py"))
+    called = set(re.findall(r'rpc\(\s*"([a-z_]+)"', code))
+    sql = "".join(path.read_text() for path in MIGRATIONS_DIR.glob("*.sql"))
+    defined = set(re.findall(r"function public\.([a-z_]+)\(", sql))
+
+    assert called - set(FUNCTIONS) == set()
+    assert set(FUNCTIONS) - defined == set()
