@@ -48,6 +48,9 @@ class CaptionSettings(BaseSettings):
     # Where Hub model ids are looked up (huggingface_hub's own variable) and served from.
     hf_endpoint: str = "https://huggingface.co"
     hf_router_url: str = DEFAULT_ROUTER_URL
+    # The `model` a chat request names at an OpenAI-compatible CAPTION_MODEL URL: vLLM checks
+    # it (its --served-model-name, by default the model's Hub id); TGI ignores it.
+    served_model_name: str | None = None
     caption_prompt: str = "Write a one-sentence caption for this image."
     caption_language: str | None = None
     caption_timeout: float = 60.0

@@ -131,6 +131,19 @@ def test_an_openai_compatible_server_for_chat(hf):
     assert hf.hub_calls == []
 
 
+def test_vllm_is_sent_its_served_model_name(hf):
+    served = settings_for(hf, f"{hf.url}/vllm/v1", backend="chat", served_model_name=VLM)
+
+    text, _ = caption(served)
+
+    assert text == caption_for(IMAGE.data)
+    assert json.loads(hf.calls[0]["body"])["model"] == VLM
+    error = refused(settings_for(hf, f"{hf.url}/vllm/v1", backend="chat"))
+    assert isinstance(error, ConfigurationError)
+    assert error.setting.startswith("SERVED_MODEL_NAME")
+    assert "does not exist" in error.reason
+
+
 def test_an_unknown_model(hf):
     error = refused(settings_for(hf, "nobody/no-such-model"))
 

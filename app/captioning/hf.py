@@ -164,6 +164,11 @@ def _classify_status(exc: HfHubHTTPError, route: Route) -> Exception:
             '"Make calls to Inference Providers"',
             "HF_TOKEN",
         )
+    if status == 404 and route.provider == "endpoint" and route.task != IMAGE_TO_TEXT:
+        return ConfigurationError(
+            f"{route.url} does not serve the model the request names ({said})",
+            "SERVED_MODEL_NAME (vLLM: its --served-model-name) or CAPTION_MODEL",
+        )
     if status == 404:
         return ConfigurationError(f"{route.url} has no model ({said})", "CAPTION_MODEL")
     if status == 400 and _model_not_supported(exc):
@@ -190,7 +195,8 @@ def _body(exc: HfHubHTTPError) -> dict:
 
 
 def _error_detail(exc: HfHubHTTPError) -> str:
-    error = _body(exc).get("error")
+    body = _body(exc)
+    error = body.get("error") or body.get("message")  # vLLM: {"object": "error", "message"}
     if isinstance(error, dict):  # OpenAI-style {"error": {"message", "code", ...}}
         error = error.get("message")
     return str(error)[:300] if error else str(exc).strip().splitlines()[0][:300]

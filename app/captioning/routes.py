@@ -68,7 +68,7 @@ async def resolve_route(settings: CaptionSettings) -> Route:
     model = settings.caption_model
     tasks = tasks_for(settings.resolved_backend)
     if model.startswith(("http://", "https://")):
-        return Route(model, tasks[0], "endpoint", model)
+        return Route(model, tasks[0], "endpoint", model, settings.served_model_name)
     providers = await _providers(settings)
     wanted = settings.hf_provider if settings.hf_provider not in (None, "auto") else None
     for task in tasks:

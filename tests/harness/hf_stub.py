@@ -29,8 +29,12 @@ What it answers, and where each behaviour comes from:
 - ``POST /<provider>/v1/chat/completions``: one provider's route (huggingface_hub's
   ``BaseConversationalTask``), 400 ``{"error": "Model not supported by provider <p>"}``
   otherwise (huggingface.js#2225).
-- ``POST /models/<anything>[/v1/chat/completions]``: an Inference Endpoint or TGI/vLLM: any
+- ``POST /models/<anything>[/v1/chat/completions]``: an Inference Endpoint or TGI: any
   model (image-to-text: raw bytes or JSON ``{"inputs": <base64>}`` → ``[{"generated_text"}]``).
+- ``POST /vllm/v1/chat/completions``: vLLM's OpenAI server, which serves only the names in
+  ``served_model_names`` and answers any other ``model`` 404 ``{"object": "error", "message":
+  "The model `<m>` does not exist.", "type": "NotFoundError", "param": null, "code": 404}``
+  (vLLM's ``OpenAIServing._check_model`` and ``ErrorResponse``).
 - Failures, on the inference routes: a wrong token 401 ``{"error": "Invalid credentials in
   Authorization header"}``; ``credits = False`` → 402 ``{"error": "You have exceeded your
   monthly included credits for Inference Providers. ..."}`` (the message users report:
@@ -142,6 +146,7 @@ class HuggingFaceStandIn:
         self.decode = True  # False: caption by size, without decoding (for benchmarks)
         self.credits = True  # False: 402 on every inference call
         self.hub: dict[str, HubModel] = {}
+        self.served_model_names = {"Qwen/Qwen2.5-VL-7B-Instruct"}  # the /vllm/ server's
         self.calls: list[dict[str, Any]] = []  # inference calls
         self.hub_calls: list[dict[str, Any]] = []  # Hub API calls
         self._script: deque[Any] = deque()
@@ -292,6 +297,13 @@ class HuggingFaceStandIn:
     def _route(self, path: str, body: bytes) -> tuple[Response | None, str]:
         """(a refusal, or None; the model) for the route the request took."""
         chat = path.endswith("/chat/completions")
+        if path == "/vllm/v1/chat/completions":
+            model = _payload_model(body)
+            if model in self.served_model_names:
+                return None, model
+            return JSONResponse({"object": "error", "message": f"The model `{model}` does not "
+                                 "exist.", "type": "NotFoundError", "param": None, "code": 404},
+                                404), model
         if path.startswith("/models/"):  # an Inference Endpoint / TGI: serves anything
             return None, path.removeprefix("/models/").removesuffix("/v1/chat/completions")
         if path.startswith("/hf-inference/models/"):
