@@ -352,3 +352,57 @@ def test_hf_hang_times_out_and_supabase_delay_fault(hf, client, supabase):
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(url, timeout=0.1)
     assert httpx.get(url).status_code == 200
+
+
+@pytest.fixture
+def client_routes_to(hf, monkeypatch):
+    """huggingface_hub's own routing pointed at the stand-in: the Hub (read when HfApi is
+    made) and the router (read per call by the provider helpers)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hf.url)
+    monkeypatch.setattr(constants, "INFERENCE_PROXY_TEMPLATE", hf.url + "/{provider}")
+    return hf
+
+
+def test_hf_client_routing_through_an_explicit_provider(client_routes_to):
+    """What AsyncInferenceClient(provider=...) sends, as the real client builds it: a Hub
+    look-up, then the provider's own route on the router."""
+    hf = client_routes_to
+    model = f"standin/vlm-{uuid.uuid4().hex[:6]}"  # the client caches mappings per process
+    hf.add_model(model, {"together": "conversational"})
+    jpeg = image_bytes("JPEG", size=(64, 48), colour=(20, 40, 230))
+    data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
+                                             {"type": "text", "text": "Caption this."}]}]
+
+    async def main():
+        client = AsyncInferenceClient(provider="together", token="hf_x")
+        try:
+            return await client.chat_completion(messages, model=model, max_tokens=30)
+        finally:
+            await client.close()
+
+    out = asyncio.run(main())
+    assert out.choices[0].message.content == caption_for(jpeg)
+    assert hf.hub_calls[0]["path"] == f"/api/models/{model}"
+    assert hf.calls[0]["path"] == "/together/v1/chat/completions"
+
+
+def test_hf_client_with_an_empty_mapping_fails_as_measured(client_routes_to):
+    """The measured behaviour of huggingface_hub 2.4 against a model no provider serves:
+    `RuntimeError: coroutine raised StopIteration` (what the service must never see)."""
+    hf = client_routes_to
+    model = f"standin/orphan-{uuid.uuid4().hex[:6]}"
+    hf.add_model(model, {})
+
+    async def main():
+        client = AsyncInferenceClient(token="hf_x")
+        try:
+            await client.image_to_text(image_bytes("JPEG"), model=model)
+        finally:
+            await client.close()
+
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        asyncio.run(main())
+    assert hf.calls == []

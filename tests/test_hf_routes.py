@@ -84,10 +84,11 @@ def test_a_provider_that_does_not_offer_the_task(hf):
     assert "together: conversational" in error.reason
 
 
-def test_auto_picks_chat_when_the_hub_serves_the_model_for_chat(hf):
+@pytest.mark.parametrize("provider", [None, "auto"])
+def test_auto_picks_chat_when_the_hub_serves_the_model_for_chat(hf, provider):
     hf.add_model(VLM, {"together": "conversational", "nebius": "conversational"})
 
-    text, captioner = caption(settings_for(hf, VLM))
+    text, captioner = caption(settings_for(hf, VLM, hf_provider=provider))
 
     assert text == caption_for(IMAGE.data)
     assert captioner.route is not None
