@@ -73,19 +73,26 @@ returns uuid language sql security definer set search_path = '' as $$
   select captioner.reuse_caption(p_object_id, p_lease_token, p_fingerprint, p_model);
 $$;
 
--- Skipped and failed jobs, newest first, with their reason (`captioner status`, a gallery).
-create index if not exists jobs_state_updated_idx on captioner.jobs (state, updated_at desc);
+-- Skipped jobs by their partial index, like failed ones (jobs_failed_idx, 0008): the
+-- newest for `captioner status` and the gallery.
+create index if not exists jobs_skipped_idx on captioner.jobs (updated_at) where state = 'skipped';
 
+-- The newest jobs in one state, with their reason (skipped: why it is not captioned).
+-- Dynamic SQL: planned knowing the state, so that state's partial index serves.
 create or replace function public.caption_jobs_recent(p_state text, p_limit integer)
 returns table (object_id uuid, bucket_id text, name text, state text, attempts integer,
                reason text, at timestamptz)
-language sql stable security definer set search_path = '' as $$
-  select j.object_id, o.bucket_id, o.name, j.state::text, j.attempts, j.last_error, j.updated_at
-    from captioner.jobs j join storage.objects o on o.id = j.object_id
-   where j.state::text = p_state
-   order by j.updated_at desc
-   limit p_limit;
-$$;
+language plpgsql stable security definer set search_path = '' as $fn$
+begin
+  return query execute $q$
+    select j.object_id, o.bucket_id, o.name, j.state::text, j.attempts, j.last_error,
+           j.updated_at
+      from captioner.jobs j join storage.objects o on o.id = j.object_id
+     where j.state = $1::captioner.job_state
+     order by j.updated_at desc
+     limit $2
+  $q$ using p_state, least(greatest(p_limit, 0), 500);
+end $fn$;
 
 -- Jobs per bucket and state, every state of captioner.job_state included, from the kept
 -- counters (captioner.job_counts, 0008: plpgsql, so it may come after this file).
