@@ -60,6 +60,9 @@ class Worker:
         # A configuration failure pauses claiming until the captioner's re-check passes.
         self.paused: ConfigurationError | None = None
         self._rechecks = 0
+        # content fingerprints this process is captioning: a job with the same bytes waits
+        # for the first, then reuses its caption (the claim could not: it had none yet)
+        self._captioning: dict[str, asyncio.Event] = {}
 
     def wake(self) -> None:
         """Look for work now (a webhook arrived) rather than at the next poll."""
@@ -157,8 +160,14 @@ class Worker:
             )
 
     async def _settle(self, job: Job) -> None:
+        fingerprint = job.fingerprint
+        first = self._captioning.get(fingerprint) if fingerprint else None
+        if fingerprint and first is None:
+            self._captioning[fingerprint] = asyncio.Event()
         try:
-            result = await self.caption(job)
+            if first is not None:
+                await first.wait()
+            result = await self.caption(job, after_same_bytes=first is not None)
             self._outages = 0
             if result.caption is None:
                 self._log_reused(job, result.reused_from)
@@ -189,13 +198,20 @@ class Worker:
         except Exception as exc:  # Failure.UNEXPECTED: counts, fails after MAX_ATTEMPTS
             log.exception("unexpected error on %s", job.object_id)
             await self._retry(job, f"unexpected {type(exc).__name__}: {exc}", None)
+        finally:
+            if fingerprint and first is None:
+                self._captioning.pop(fingerprint).set()
 
-    async def caption(self, job: Job) -> Captioned:
+    async def caption(self, job: Job, after_same_bytes: bool = False) -> Captioned:
         """Download and caption the job's image, unless its bytes (hashed here when storage's
         metadata did not tell them) already have a caption by this model."""
         limit = self._settings.max_image_bytes
         if job.size is not None and job.size > limit:
             raise too_large(f"{job.size} bytes", limit)
+        if after_same_bytes and job.fingerprint:  # a job with these bytes just settled here
+            source = await self._queue.reuse(job, job.fingerprint, self._captioner.model)
+            if source is not None:
+                return Captioned(None, job.fingerprint, reused_from=source)
         data = await self._fetcher.fetch(job.bucket_id, job.name)
         metrics.BYTES_DOWNLOADED.inc(len(data))
         fingerprint = job.fingerprint or content_fingerprint(data)

@@ -6,6 +6,7 @@ import hashlib
 
 from psycopg.types.json import Jsonb
 
+from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
 from tests.support import (
     caption_of,
@@ -129,3 +130,18 @@ def test_a_recaption_asked_for_is_made_anew(service, supabase, hf):
     wait_until(lambda: caption_of(supabase.db_url, object_id)["updated_at"] > first["updated_at"],
                timeout=15, message="the new caption was not written")
     assert caption_of(supabase.db_url, object_id)["reused_from"] is None
+
+
+def test_the_same_bytes_claimed_together_are_captioned_once(service_factory, supabase, hf):
+    create_bucket(supabase.db_url, "images")
+    data = make_image((30, 160, 60))
+    ids = [upload(supabase, f"burst/{n}.png", data) for n in range(4)]  # queued, not claimed
+    hf.latency = 0.2
+
+    service_factory(webhook=False)
+
+    rows = [wait_for_caption(supabase.db_url, object_id) for object_id in ids]
+    first = [row for row in rows if row["reused_from"] is None]
+    assert len(first) == 1 and len(hf.calls) == 1
+    assert all(row["reused_from"] == first[0]["id"] for row in rows if row is not first[0])
+    assert downloads(supabase) == 1
