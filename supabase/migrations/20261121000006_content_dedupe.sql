@@ -75,12 +75,9 @@ returns uuid language sql security definer set search_path = '' as $$
   select captioner.reuse_caption(p_object_id, p_lease_token, p_fingerprint, p_model);
 $$;
 
--- Skipped jobs by their partial index, like failed ones (jobs_failed_idx, 0008): the
--- newest for `captioner status` and the gallery.
-create index if not exists jobs_skipped_idx on captioner.jobs (updated_at) where state = 'skipped';
-
 -- The newest jobs in one state, with their reason (skipped: why it is not captioned).
--- Dynamic SQL: planned knowing the state, so that state's partial index serves.
+-- Dynamic SQL: planned knowing the state, so that state's partial index serves
+-- (jobs_failed_idx in 0008, jobs_skipped_idx in 0009).
 create or replace function public.caption_jobs_recent(p_state text, p_limit integer)
 returns table (object_id uuid, bucket_id text, name text, state text, attempts integer,
                reason text, at timestamptz)
