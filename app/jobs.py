@@ -104,6 +104,10 @@ class JobQueue:
             p_mimetypes=list(MIMETYPES),
         )
 
+    async def wake_up_available(self) -> bool:
+        """Whether the database can send the trigger's wake-up (pg_net is installed)."""
+        return bool(await self._rpc("caption_wake_up_available"))
+
     async def enqueue(self, object_ids: list[str]) -> list[str]:
         """For each object: 'queued', 'duplicate' or 'ignored: <reason>' (the database decides)."""
         rows = await self._rpc("caption_jobs_enqueue", p_object_ids=object_ids)

@@ -130,6 +130,7 @@ async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     while True:
         try:
             await runtime.queue.configure(settings)
+            wake_ups = await runtime.queue.wake_up_available()
             break
         except Exception as exc:
             attempt += 1
@@ -138,10 +139,16 @@ async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
                 "Supabase not ready (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
             )
             await asyncio.sleep(delay)
-    app.state.ready = True
     log.info(
         "connected to %s; watching buckets %s", settings.supabase_url, settings.caption_buckets
     )
+    if settings.public_webhook_url and not wake_ups:
+        log.warning(
+            "PUBLIC_WEBHOOK_URL is set but the database has no pg_net (net.http_post): no "
+            "wake-ups are sent; the worker finds new jobs every %ss (WORKER_POLL_INTERVAL)",
+            settings.worker_poll_interval,
+        )
+    app.state.ready = True
     if runtime.worker is None:
         return
     async with asyncio.TaskGroup() as tasks:

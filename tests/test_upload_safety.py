@@ -102,3 +102,15 @@ def test_upload_succeeds_and_is_captioned_by_polling(service_factory, supabase, 
     assert caption["caption"]
     if breakage == "broken signing secret":  # pg_net is there: it was never asked to call
         assert query(supabase.db_url, "select * from net.http_request_queue") == []
+
+
+def test_start_up_says_when_wake_ups_cannot_be_sent(service_factory, supabase, caplog):
+    create_bucket(supabase.db_url, "images")
+    assert query_one(supabase.db_url, "select caption_wake_up_available() ok")["ok"] is True
+    remove_pg_net(supabase.db_url)
+    assert query_one(supabase.db_url, "select caption_wake_up_available() ok")["ok"] is False
+
+    service_factory()  # with PUBLIC_WEBHOOK_URL
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("PUBLIC_WEBHOOK_URL is set but the database has no pg_net" in w for w in warnings)
