@@ -151,7 +151,24 @@ def start_banner(settings: Settings, host: str, port: int) -> list[str]:
         )
     else:
         lines.append(NOT_CONNECTED)
+    if settings.resolved_backend == "local" and not local_model_present(settings.model_name):
+        lines.append(
+            f"the local model {settings.model_name} is not here yet: `make model` puts the "
+            "default one in the Hugging Face cache (about 1 GB), LOCAL_MODEL can name a saved "
+            "model's directory, or set HF_TOKEN to caption with Hugging Face's hosted inference"
+        )
     return lines
+
+
+def local_model_present(name: str) -> bool:
+    """Whether the local backend finds `name` (a directory, or a cached Hub model)."""
+    from app.captioning.local import ModelNotAvailable, resolve_source
+
+    try:
+        resolve_source(name)
+    except ModelNotAvailable:
+        return False
+    return True
 
 
 # -------------------------------------------------------------------------------- caption

@@ -47,6 +47,7 @@ def test_no_configuration_serves_the_page_and_the_api_with_the_local_model(serve
 
     assert f"web page: {service.url}/ui/" in service.log
     assert NOT_CONNECTED in service.log  # one line: what is missing, what connects it
+    assert "is not here yet" not in service.log
     ready = httpx.get(service.url + "/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"supabase": NOT_CONNECTED, "captioner": "ok"}
@@ -63,6 +64,7 @@ def test_a_missing_model_is_a_readiness_message_not_a_crash(serve, tmp_path):
     missing = tmp_path / "no-model-here"
     service = serve(ready_path="/healthz", LOCAL_MODEL=str(missing), UI_ENABLED="false")
 
+    assert f"the local model {missing} is not here yet: `make model`" in service.log
     ready = httpx.get(service.url + "/readyz", timeout=30)
     assert ready.status_code == 503
     reason = ready.json()["checks"]["captioner"]
