@@ -106,7 +106,8 @@ class JobQueue:
 
     async def wake_up_available(self) -> bool:
         """Whether the database can send the trigger's wake-up (pg_net is installed)."""
-        return bool(await self._rpc("caption_wake_up_available"))
+        report = await self._rpc("caption_doctor", p_functions=[], p_buckets=[])
+        return bool(report["pg_net"])
 
     async def enqueue(self, object_ids: list[str]) -> list[str]:
         """For each object: 'queued', 'duplicate' or 'ignored: <reason>' (the database decides)."""

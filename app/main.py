@@ -121,6 +121,14 @@ async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> Async
     return await acreate_client(*settings.supabase_credentials(), options)
 
 
+async def wake_ups_possible(queue: JobQueue) -> bool:
+    """Whether the database has pg_net; True when it cannot say (`captioner doctor` will)."""
+    try:
+        return await queue.wake_up_available()
+    except Exception:
+        return True
+
+
 async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     """Wait (with backoff) until Supabase answers, then run the worker and the sweep."""
     settings = runtime.settings
@@ -130,7 +138,6 @@ async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     while True:
         try:
             await runtime.queue.configure(settings)
-            wake_ups = await runtime.queue.wake_up_available()
             break
         except Exception as exc:
             attempt += 1
@@ -142,7 +149,7 @@ async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     log.info(
         "connected to %s; watching buckets %s", settings.supabase_url, settings.caption_buckets
     )
-    if settings.public_webhook_url and not wake_ups:
+    if settings.public_webhook_url and not await wake_ups_possible(runtime.queue):
         log.warning(
             "PUBLIC_WEBHOOK_URL is set but the database has no pg_net (net.http_post): no "
             "wake-ups are sent; the worker finds new jobs every %ss (WORKER_POLL_INTERVAL)",
