@@ -9,10 +9,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
 PIP := $(BIN)/pip install --quiet --constraint $(CONSTRAINTS)
-# torch first, pinned by constraints.txt (2.13.0): an unpinned torch would pull the CUDA build.
-# Where PyPI's Linux wheel is the CUDA one and you want the CPU build, name PyTorch's CPU
-# index: make run TORCH_INDEX=<url>
-TORCH_INDEX ?=
+# torch first, pinned by constraints.txt (2.13.0), from PyTorch's CPU wheels where that index
+# answers (PyPI's Linux wheel is the CUDA build, gigabytes more); where it cannot be reached,
+# pip gives up on it at once (no retries) and takes the pinned wheel from PyPI or a wheel cache.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # the model `make model` puts in the Hugging Face cache (the local backend's default)
 MODEL ?= Salesforce/blip-image-captioning-base
 
@@ -24,7 +24,7 @@ $(BIN)/python:
 
 # What running needs: the service, the web page and the local model (no test tools).
 $(VENV)/.run-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	$(PIP) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
+	$(PIP) --retries 0 --timeout 10 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
 	$(PIP) -e '.[local,ui]'
 	touch $@
 
