@@ -116,7 +116,7 @@ def grow(conn: Conn, first: int, last: int) -> float:
 
 def measure(conn: Conn, size: int, quick: bool) -> dict[str, float]:
     """Every operation at this size, in ms (per call unless said otherwise)."""
-    repeat = 15 if quick else 30
+    repeat = 30 if quick else 100
     m: dict[str, float] = {}
     n = iter(range(10**9))
 
