@@ -131,6 +131,7 @@ class ConsoleReport:
         self._last = 0.0
         self._bars: RichProgress | None = None
         self._tasks: tuple[TaskID, TaskID] | None = None
+        self._final: Progress | None = None  # not printed yet
 
     def __enter__(self) -> "ConsoleReport":
         if self._console.is_terminal:
@@ -152,6 +153,8 @@ class ConsoleReport:
     def __exit__(self, *exc: object) -> None:
         if self._bars is not None:
             self._bars.stop()
+        elif self._final is not None:
+            self._console.print(self._final.line(), highlight=False, soft_wrap=True)
 
     def __call__(self, progress: Progress) -> None:
         if self._bars is not None and self._tasks is not None:
@@ -170,6 +173,7 @@ class ConsoleReport:
             )
             return
         now = time.monotonic()
+        self._final = progress
         if now - self._last >= self._every:
-            self._last = now
+            self._last, self._final = now, None
             self._console.print(progress.line(), highlight=False, soft_wrap=True)

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -220,6 +221,8 @@ def test_backfill_captions_a_bucket_then_status_reports(supabase, hf, tmp_path):
         "0 already captioned or queued"
     )
     assert result.stdout.splitlines()[-1] == summary
+    assert "images: examined 5/5 objects, queued 4" in result.stderr  # progress, with the rate
+    assert re.search(r"captioned \d+ \([\d.]+ images/s\)", result.stderr), result.stderr
     for object_id in ids:
         row = query_one(supabase.db_url, "select * from image_caption where id = %s", object_id)
         assert row and row["caption"] == "a 64x48 picture, mostly green"
