@@ -61,7 +61,7 @@ def merged(
     previous: str, header: str, results: list[Result], sections: dict[str, str], rerun: str
 ) -> str:
     """RESULTS.md: the header and table of this run, then the `## ` sections. A re-run of
-    some benchmarks (`rerun`: its command) keeps the previous header and rows, and its rows
+    some benchmarks (`rerun`: a line saying so) keeps the previous header and rows, and its rows
     replace theirs by name. A section this run wrote replaces the one with its heading;
     the others stay (such as those written by hand from a standalone bench script)."""
     first, *rest = previous.split("\n## ") if previous else [""]
@@ -73,7 +73,7 @@ def merged(
         rows = [line for line in lines if line.startswith("| ") and line[2:11] != "benchmark"]
         old = [row for row in rows if row.split(" | ")[0][2:] not in names]
         top = "\n".join(line for line in lines if not line.startswith("|")).rstrip()
-        header = f"{top}\n- re-run: `{rerun}` at {datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
+        header = f"{top}\n{rerun}"
         body = "\n".join([*table([]).splitlines(), *old, *table(results).splitlines()[2:]])
         return header + "\n\n" + body + "\n\n" + "\n\n".join(kept.values()) + "\n"
     return header + table(results) + "\n\n" + "\n\n".join(kept.values()) + "\n"
@@ -119,7 +119,13 @@ def main() -> int:
         "see each module's docstring in bench/ for the method.\n\n"
     )
     previous = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
-    rerun = f"python -m bench --only {' '.join(names)}" if args.only else ""
+    rerun = (
+        f"- re-run: `python -m bench --only {' '.join(names)}` at "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC} ({elapsed:.0f} s, load average "
+        f"{load_before:.1f} before, {load_after:.1f} after)"
+        if args.only
+        else ""
+    )
     RESULTS_MD.write_text(merged(previous, header, results, sections, rerun))
     for text in sections.values():
         print("\n" + text)

@@ -36,6 +36,7 @@ CONCURRENCY = 16
 WINDOW = 120.0  # seconds of the real CLI
 QUICK_WINDOW = 30.0
 BATCH = 1000
+LINKS = 50_000  # hard links per source file (ext4 allows 65,000)
 FLAT = 1.5  # database cost per image, last tenth / first tenth
 GENERATE = """
 insert into storage.objects (bucket_id, name, version, metadata)
@@ -54,15 +55,18 @@ DONE = "select jobs from caption_jobs_stats('images') where state = 'done'"
 
 def pre_existing(db_url: str, storage_dir: Any, count: int) -> None:
     """`count` objects uploaded before the install: rows without jobs, bytes on disk."""
-    source = storage_dir / "source.jpg"
-    source.write_bytes(photo_like(96, 72, seed=1, quality=80))
+    data = photo_like(96, 72, seed=1, quality=80)
+    sources = []
+    for n in range(count // LINKS + 1):  # a file system allows only so many links to a file
+        sources.append(storage_dir / f"source-{n}.jpg")
+        sources[-1].write_bytes(data)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("set session_replication_role = replica")
-        rows = conn.execute(GENERATE, {"size": source.stat().st_size, "count": count}).fetchall()
+        rows = conn.execute(GENERATE, {"size": len(data), "count": count}).fetchall()
         conn.execute("set session_replication_role = origin")
         conn.execute("vacuum analyze storage.objects")
-    for object_id, version in rows:
-        os.link(source, storage_dir / f"{object_id}.{version}")
+    for n, (object_id, version) in enumerate(rows):
+        os.link(sources[n // LINKS], storage_dir / f"{object_id}.{version}")
 
 
 class Sampler(threading.Thread):

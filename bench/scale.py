@@ -259,7 +259,9 @@ def results(sizes: tuple[int, ...], table: dict[str, list[float]]) -> list[Resul
         per_size = "; ".join(
             f"{label(s)} {v:.3f} {unit}" for s, v in zip(sizes, values, strict=True)
         )
-        flat = not op.startswith(("before", "full reconciliation"))
+        # a pass (rare by design) does a lookup per object in B-trees that deepen and
+        # outgrow the CPU caches as the tables grow: O(log N) per object, not O(1)
+        flat = not op.startswith(("before", "full reconciliation", "sweep slice"))
         out.append(
             Result(
                 f"7. scale: {op}",
@@ -293,10 +295,13 @@ def section(env: Environment) -> str | None:
         lines.append(f"| {op} | {cells} | {values[-1] / values[0]:.2f}x |")
     return (
         "## Scale: 10 k → 1 M objects (bench/scale.py)\n\n"
-        "Milliseconds per call (median), unless the operation says seconds; every object of "
-        "the bucket captioned. Loading the rows took " + ", ".join(data["loads"]) + ". "
+        "Milliseconds per call (the lowest median of five rounds), unless the operation says "
+        "seconds; every object of the bucket captioned. Loading the rows took "
+        + ", ".join(data["loads"])
+        + ". "
         "The 'before' rows are the seed's sweep query and jobs aggregate, which this design "
-        "replaced; the full reconciliation pass grows with the bucket by design and runs "
-        "only on a new bucket, on `captioner backfill`, or every SWEEP_FULL_INTERVAL.\n\n"
-        + "\n".join(lines)
+        "replaced. A reconciliation pass grows with the bucket by design and runs only on a "
+        "new bucket, on `captioner backfill`, or every SWEEP_FULL_INTERVAL; each of its "
+        "slices looks every object up in the jobs and captions indexes, whose B-trees deepen "
+        "and outgrow the caches as they grow (O(log N) per object).\n\n" + "\n".join(lines)
     )
