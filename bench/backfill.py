@@ -131,7 +131,13 @@ def real_cli(stack: Any, window: float) -> dict[str, Any]:
         proc.wait(timeout=window)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    interrupted = time.monotonic()
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+    stopped = time.monotonic() - interrupted
     sampler.stop.set()
     sampler.join()
     lines = [line for line in stderr.splitlines() if "images/s" in line]
@@ -144,6 +150,8 @@ def real_cli(stack: Any, window: float) -> dict[str, Any]:
         "concurrency": mean_concurrency(sampler.spans, steady[0][0], steady[-1][0]),
         "db_ms": db_ms_per_image(steady),
         "captioned": steady[-1][1],
+        "stopped": stopped,
+        "code": proc.returncode,
     }
 
 
@@ -216,7 +224,8 @@ def run(env: Environment, quick: bool) -> list[Result]:
             "info",
             None,
             "mean calls in flight at the stand-in from the first caption to the end of the "
-            f"window; database {cli['db_ms']:.3f} ms per image in the window",
+            f"window; database {cli['db_ms']:.3f} ms per image in the window; after Ctrl-C "
+            f"it exited in {cli['stopped']:.1f} s (code {cli['code']})",
         ),
         Result(
             "8. backfill (replay to 100 %): database ms per image, growth",

@@ -2,10 +2,10 @@
 watched bucket (every one captioned, as in a bucket the service has kept up with).
 
 The rows are generated in SQL (generate_series: objects, their done jobs and captions) in
-one throwaway database that grows from one size to the next; then, at each size, each
-operation is called as the service calls it (the rpc functions, over one connection) and
-timed from the client; the figure is the lowest median of five rounds of calls, in ms
-(the CPUs are shared: a burst of load elsewhere must not pass for growth). The upload trigger's
+one throwaway database per size; then each operation is called as the service calls it
+(the rpc functions, one connection per database) and timed from the client, in five rounds
+that alternate between the sizes, so that load from elsewhere on the shared CPUs falls on
+every size alike; the figure is the lowest of the rounds' medians, in ms. The upload trigger's
 cost is the difference between single-row INSERTs into storage.objects with the trigger on
 and off. The backlog is 10 k objects uploaded without the trigger (as before an install),
 queued by the first slices of a reconciliation pass. For contrast, the seed's sweep query
@@ -80,20 +80,14 @@ SEED_STATS = "select state, count(*), min(updated_at) from captioner.jobs group 
 Conn = psycopg.Connection[Any]
 
 
-def median_ms(call: Callable[[], object], repeat: int, warmup: int = 2) -> float:
-    """The call's cost: the lowest of the medians of five rounds of `repeat / 5` calls, so a
-    burst of load from other processes on the shared CPUs does not pass for growth."""
-    for _ in range(warmup):
+def timed_ms(call: Callable[[], object], calls: int) -> float:
+    """The median time of `calls` calls, in ms."""
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
         call()
-    rounds = []
-    for _ in range(5 if repeat >= 10 else 1):
-        times = []
-        for _ in range(max(repeat // 5, 1) if repeat >= 10 else repeat):
-            started = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - started) * 1000)
-        rounds.append(statistics.median(times))
-    return min(rounds)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def fetch(conn: Conn, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -120,61 +114,111 @@ def grow(conn: Conn, first: int, last: int) -> float:
     return time.monotonic() - started
 
 
-def measure(conn: Conn, size: int, quick: bool) -> dict[str, float]:
-    """Every operation at this size, in ms (per call unless said otherwise)."""
-    repeat = 30 if quick else 100
-    m: dict[str, float] = {}
+# A stage: its tasks, each (operation, probe, how the probe's values combine). A probe
+# times one round of calls; rounds alternate between the databases of every size, so that
+# load from elsewhere on the shared CPUs falls on every size alike.
+Task = tuple[str, Callable[[], float], Callable[[list[float]], float]]
+ROUNDS = 5
+
+
+def constant(op: str, value: float) -> Task:
+    return op, lambda: value, min
+
+
+def stages(conn: Conn, size: int, quick: bool) -> Iterator[list[Task]]:
+    """The operations at one size, stage by stage (the same stages at every size)."""
+    calls = 6 if quick else 20  # per round
     n = iter(range(10**9))
 
     def upload() -> None:  # one object per statement and transaction, as storage-api does
         conn.execute(insert_objects(f"'uploads/{size}/{next(n)}.jpg'", 1))
 
-    differences = []
-    for _ in range(5):  # alternating, so that load from elsewhere falls on both sides
+    def trigger_cost() -> float:
         with trigger_off(conn):
-            bare = median_ms(upload, repeat // 2)
-        differences.append(median_ms(upload, repeat // 2) - bare)
-    m["upload trigger (per upload)"] = statistics.median(differences)
-    conn.execute("vacuum analyze captioner.jobs")  # as autovacuum does after a burst
+            bare = timed_ms(upload, calls)
+        return timed_ms(upload, calls) - bare
 
+    yield [("upload trigger (per upload)", trigger_cost, statistics.median)]
+
+    conn.execute("vacuum analyze captioner.jobs")  # as autovacuum would after a burst
     with trigger_off(conn):
-        ids = [
-            row[0]
-            for row in fetch(
-                conn, insert_objects(f"'untracked/{size}/' || g || '.jpg'", 500) + " returning id"
-            )
-        ]
+        sql = insert_objects(f"'untracked/{size}/' || g || '.jpg'", 100 * ROUNDS)
+        ids = [row[0] for row in fetch(conn, sql + " returning id")]
     batches = iter([ids[i : i + 50] for i in range(0, len(ids), 50)])
-    m["enqueue (per object, batches of 50)"] = (
-        median_ms(
-            lambda: fetch(conn, "select * from caption_jobs_enqueue(%s)", next(batches)),
-            repeat=8,
-            warmup=2,
+    yield [
+        (
+            "enqueue (per object, batches of 50)",
+            lambda: (
+                timed_ms(
+                    lambda: fetch(conn, "select * from caption_jobs_enqueue(%s)", next(batches)), 2
+                )
+                / 50
+            ),
+            min,
         )
-        / 50
-    )
+    ]
 
     finish_pass(conn)  # the bucket's first pass (at the first size), as the service would
     conn.execute("vacuum analyze captioner.jobs")
-    m["sweep, nothing to do"] = median_ms(
-        lambda: fetch(conn, "select * from caption_jobs_sweep(%s)", SLICE), repeat
-    )
-    m["stats (/metrics, /readyz, status)"] = median_ms(
-        lambda: fetch(conn, "select * from caption_jobs_stats()"), repeat
-    )
-    m["bucket stats"] = median_ms(
-        lambda: fetch(conn, "select * from caption_jobs_stats('images')"), repeat
-    )
-    m["failures (status)"] = median_ms(
-        lambda: fetch(conn, "select * from caption_jobs_failures(10)"), repeat
-    )
+    yield [
+        (
+            "sweep, nothing to do",
+            lambda: timed_ms(
+                lambda: fetch(conn, "select * from caption_jobs_sweep(%s)", SLICE), calls
+            ),
+            min,
+        ),
+        (
+            "stats (/metrics, /readyz, status)",
+            lambda: timed_ms(lambda: fetch(conn, "select * from caption_jobs_stats()"), calls),
+            min,
+        ),
+        (
+            "bucket stats",
+            lambda: timed_ms(
+                lambda: fetch(conn, "select * from caption_jobs_stats('images')"), calls
+            ),
+            min,
+        ),
+        (
+            "failures (status)",
+            lambda: timed_ms(lambda: fetch(conn, "select * from caption_jobs_failures(10)"), calls),
+            min,
+        ),
+    ]
 
-    m.update(sweep_a_backlog(conn, size))
-    m.update(claim_and_complete(conn, repeat))
+    yield [constant(op, value) for op, value in sweep_a_backlog(conn, size).items()]
+
+    conn.execute("vacuum analyze captioner.jobs")  # the backlog's churn, as autovacuum would
+    leased: list[tuple[Any, ...]] = []
+    claim = "select object_id, lease_token from caption_jobs_claim('b', 8, 300, 6, 'bench')"
+    yield [("claim 8", lambda: timed_ms(lambda: leased.extend(fetch(conn, claim)), calls), min)]
+
+    jobs = iter(leased)
+    complete = "select caption_jobs_complete(%s, %s, 'a dog', 'bench')"
+    yield [("complete", lambda: timed_ms(lambda: fetch(conn, complete, *next(jobs)), calls), min)]
+
     conn.execute("update captioner.jobs set state = 'done' where state = 'pending'")
-    m["before: seed sweep query"] = median_ms(lambda: fetch(conn, SEED_SWEEP), 1, warmup=0)
-    m["before: seed stats query"] = median_ms(lambda: fetch(conn, SEED_STATS), 3, warmup=1)
-    return m
+    seed_sweep = timed_ms(lambda: fetch(conn, SEED_SWEEP), 1)
+    seed_stats = timed_ms(lambda: fetch(conn, SEED_STATS), 3)
+    yield [
+        constant("before: seed sweep query", seed_sweep),
+        constant("before: seed stats query", seed_stats),
+    ]
+
+
+def interleaved(conns: list[Conn], sizes: tuple[int, ...], quick: bool) -> dict[str, list[float]]:
+    """Every stage at every size; each task's rounds alternate between the sizes."""
+    table: dict[str, list[float]] = {}
+    runs = [stages(conn, size, quick) for conn, size in zip(conns, sizes, strict=True)]
+    for staged in zip(*runs, strict=True):
+        for position, (op, _, combine) in enumerate(staged[0]):
+            values: list[list[float]] = [[] for _ in sizes]
+            for _ in range(ROUNDS):
+                for at, tasks in enumerate(staged):
+                    values[at].append(tasks[position][1]())
+            table[op] = [combine(v) for v in values]
+    return table
 
 
 def finish_pass(conn: Conn) -> None:
@@ -213,40 +257,21 @@ def sweep_a_backlog(conn: Conn, size: int) -> dict[str, float]:
     }
 
 
-def claim_and_complete(conn: Conn, repeat: int) -> dict[str, float]:
-    """Claims of 8 from the backlog's pending jobs, then completing what they leased."""
-    leased: list[tuple[Any, ...]] = []
-    claim_ms = median_ms(
-        lambda: leased.extend(
-            fetch(conn, "select object_id, lease_token from caption_jobs_claim('b', 8, 300, 6)")
-        ),
-        repeat,
-    )
-    jobs = iter(leased)
-    complete_ms = median_ms(
-        lambda: fetch(conn, "select caption_jobs_complete(%s, %s, 'a dog', 'bench')", *next(jobs)),
-        min(repeat * 4, len(leased) - 2),
-    )
-    return {"claim 8": claim_ms, "complete": complete_ms}
-
-
 def run(env: Environment, quick: bool) -> list[Result]:
     sizes = QUICK_SIZES if quick else SIZES
-    db_url = create_database(env.pg.admin_url, env.template)
-    create_bucket(db_url, "images")
-    table: dict[str, list[float]] = {}
+    urls = [create_database(env.pg.admin_url, env.template) for _ in sizes]
     loads: list[str] = []
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            have = 0
-            for size in sizes:
-                seconds = grow(conn, have + 1, size)
-                have = size
-                loads.append(f"{size:,} in {seconds:.0f} s")
-                for op, value in measure(conn, size, quick).items():
-                    table.setdefault(op, []).append(value)
+        conns = [psycopg.connect(url, autocommit=True) for url in urls]
+        for conn, url, size in zip(conns, urls, sizes, strict=True):
+            create_bucket(url, "images")
+            loads.append(f"{size:,} in {grow(conn, 1, size):.0f} s")
+        table = interleaved(conns, sizes, quick)
+        for conn in conns:
+            conn.close()
     finally:
-        drop_database(env.pg.admin_url, db_url)
+        for url in urls:
+            drop_database(env.pg.admin_url, url)
     env.cache["scale"] = {"sizes": sizes, "table": table, "loads": loads}
     return results(sizes, table)
 
