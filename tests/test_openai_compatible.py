@@ -50,12 +50,12 @@ def test_replicas_share_the_backlog_on_one_server(service_factory, supabase, vll
     """Two replicas, one inference server: every image captioned once, the server serving
     both replicas' requests at once (what an autoscaled server is sized for)."""
     create_bucket(supabase.db_url, "images")
-    vllm.latency = 0.2
+    vllm.latency = 0.5
+    ids = [upload(supabase, f"b/{n}.png", make_image((30, 160, 60), size=(40 + n, 30)))
+           for n in range(12)]  # a backlog, queued by the trigger
+
     for _ in range(2):
         service_factory(worker_concurrency=3, **chat_settings(vllm))
-
-    ids = [upload(supabase, f"b/{n}.png", make_image((30, 160, 60), size=(40 + n, 30)))
-           for n in range(12)]
 
     wait_until(lambda: len(query(supabase.db_url, "select id from image_caption")) == 12,
                timeout=30, message="backlog not captioned")

@@ -87,9 +87,9 @@ class OpenAICompatibleServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if payload.get("model") != self.served_model:
-                return JSONResponse({
-                    "object": "error", "message": f"The model `{payload.get('model')}` does not exist.",
-                    "type": "NotFoundError", "param": None, "code": 404}, 404)
+                message = f"The model `{payload.get('model')}` does not exist."
+                return JSONResponse({"object": "error", "message": message,
+                                     "type": "NotFoundError", "param": None, "code": 404}, 404)
             if self.latency:
                 await asyncio.sleep(self.latency)
             caption = caption_for(_chat_image(payload))
