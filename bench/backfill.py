@@ -1,4 +1,4 @@
-"""8. Backfill of a big bucket: 100 k images that were in the bucket before the install (no
+"""9. Backfill of a big bucket: 100 k images that were in the bucket before the install (no
 jobs), every object's bytes a hard link to one small JPEG, rows generated in SQL.
 
 First the real `captioner backfill` (a subprocess, as a user runs it) against the captioner
@@ -208,7 +208,7 @@ def run(env: Environment, quick: bool) -> list[Result]:
     per_tenth = ", ".join(f"{ms:.3f}" for ms in tenths)
     return [
         Result(
-            "8. backfill (CLI): images/s",
+            "9. backfill (CLI): images/s",
             cli["rate"],
             "images/s",
             "info",
@@ -218,7 +218,7 @@ def run(env: Environment, quick: bool) -> list[Result]:
             f"window; the CLI printed: {cli['lines'][-1]!r}",
         ),
         Result(
-            "8. backfill (CLI): captioner concurrency held",
+            "9. backfill (CLI): captioner concurrency held",
             cli["concurrency"],
             f"of C={CONCURRENCY}",
             "info",
@@ -228,7 +228,7 @@ def run(env: Environment, quick: bool) -> list[Result]:
             f"it exited in {cli['stopped']:.1f} s (code {cli['code']})",
         ),
         Result(
-            "8. backfill (replay to 100 %): database ms per image, growth",
+            "9. backfill (replay to 100 %): database ms per image, growth",
             growth,
             "x",
             f"<= {FLAT:g}x",

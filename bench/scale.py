@@ -1,4 +1,4 @@
-"""7. Scale: what each database operation costs with 10 k, 100 k and 1 M objects in the
+"""8. Scale: what each database operation costs with 10 k, 100 k and 1 M objects in the
 watched bucket (every one captioned, as in a bucket the service has kept up with).
 
 The rows are generated in SQL (generate_series: objects, their done jobs and captions) in
@@ -289,7 +289,7 @@ def results(sizes: tuple[int, ...], table: dict[str, list[float]]) -> list[Resul
         flat = not op.startswith(("before", "full reconciliation", "sweep slice"))
         out.append(
             Result(
-                f"7. scale: {op}",
+                f"8. scale: {op}",
                 ratio,
                 "x",
                 f"<= {FLAT:g}x" if flat else "info",
