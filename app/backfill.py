@@ -13,11 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 from supabase import AsyncClient
 
-from app.captioning import open_captioner
 from app.config import Settings
 from app.jobs import JobQueue, QueueStats
-from app.storage import ObjectFetcher
-from app.worker import Worker
+from app.worker import running_worker
 
 IDLE_WAIT = 0.25  # seconds between checks while the pass waits for the workers
 
@@ -72,11 +70,7 @@ async def backfill(
     before = await queue.stats(bucket)
     await queue.sweep_start(bucket)
     progress = Progress(bucket, await queue.bucket_size(bucket))
-    captioner = await open_captioner(settings)  # no route: ConfigurationError at once
-    fetcher = ObjectFetcher.from_settings(supabase, settings)
-    worker = Worker(queue, fetcher, captioner, settings)
-    running = asyncio.create_task(worker.run())
-    try:
+    async with running_worker(supabase, queue, settings) as worker:
         while True:
             if worker.paused is not None:  # nothing gets done until a setting changes
                 raise worker.paused
@@ -91,12 +85,6 @@ async def backfill(
                 return progress
             if not moved:
                 await asyncio.sleep(IDLE_WAIT)
-    finally:
-        await worker.stop(settings.shutdown_grace_seconds)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await captioner.aclose()
-        await fetcher.aclose()
 
 
 async def sweep(queue: JobQueue, bucket: str, batch: int, progress: Progress) -> bool:

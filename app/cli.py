@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,7 +315,7 @@ def recaption(
             progress.update(task, total=state.captions, completed=state.done)
 
         try:
-            final = asyncio.run(recaption_bucket(settings, bucket, prefix, batch, report))
+            final = asyncio.run(run_recaption(settings, bucket, prefix, batch, report))
         except ConfigurationError as exc:
             progress.stop()
             typer.echo(f"captioner: {exc.reason}", err=True)
@@ -332,6 +332,19 @@ def recaption(
             err=True,
         )
         raise typer.Exit(1)
+
+
+async def run_recaption(
+    settings: Settings,
+    bucket: str,
+    prefix: str,
+    batch: int,
+    report: Callable[[Scope, RecaptionProgress], None],
+) -> RecaptionProgress:
+    async with connect(settings) as connection:
+        return await recaption_bucket(
+            connection.supabase, connection.queue, settings, bucket, prefix, batch, report
+        )
 
 
 # -------------------------------------------------------------------------------- migrate

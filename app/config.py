@@ -195,9 +195,7 @@ class Settings(CaptionSettings):
         if (self.ui_username is None) == (self.ui_password is None):
             return []
         missing = "UI_PASSWORD" if self.ui_password is None else "UI_USERNAME"
-        return [
-            f"UI_USERNAME and UI_PASSWORD protect the web page together: {missing} is not set"
-        ]
+        return [f"UI_USERNAME and UI_PASSWORD protect the web page together: {missing} is not set"]
 
     @property
     def pipeline_connected(self) -> bool:

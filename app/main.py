@@ -105,9 +105,7 @@ async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
         fetcher=fetcher,
         worker=worker,
         signatures=SignatureVerifier(signing) if signing else None,
-        enqueue=MicroBatcher(
-            queue.enqueue, max_size=ENQUEUE_BATCH, max_wait=ENQUEUE_WAIT_SECONDS
-        ),
+        enqueue=MicroBatcher(queue.enqueue, max_size=ENQUEUE_BATCH, max_wait=ENQUEUE_WAIT_SECONDS),
     )
 
 

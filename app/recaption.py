@@ -8,21 +8,15 @@ run stopped (what is done is by the new model already) and tries its failures ag
 """
 
 import asyncio
-import os
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import httpx
+from supabase import AsyncClient
 
-from app.captioning import open_captioner
 from app.config import Settings
 from app.jobs import JobQueue, RecaptionProgress
-from app.main import connect_supabase
-from app.storage import ObjectFetcher
-from app.worker import Worker
+from app.worker import Worker, running_worker
 
 POLL_SECONDS = 0.5
 
@@ -48,6 +42,8 @@ def with_model(settings: Settings, model: str | None) -> Settings:
 
 
 async def recaption_bucket(
+    supabase: AsyncClient,
+    queue: JobQueue,
     settings: Settings,
     bucket: str,
     prefix: str,
@@ -55,9 +51,10 @@ async def recaption_bucket(
     report: Callable[[Scope, RecaptionProgress], None],
 ) -> RecaptionProgress:
     """Re-caption everything under bucket/prefix not captioned by the settings' model; calls
-    `report` as the work goes on and returns where it ended."""
+    `report` as the work goes on and returns where it ended. Raises ConfigurationError at
+    once when the model has no route."""
     since = datetime.now().astimezone()
-    async with working(settings) as (queue, worker):
+    async with running_worker(supabase, queue, settings) as worker:
         scope = Scope(bucket, prefix, worker.model)
         while True:
             queued = await queue.recaption(bucket, prefix, worker.model, batch, since)
@@ -80,24 +77,3 @@ async def wait_for_batch(
         if progress.queued == 0:
             return progress
         await asyncio.sleep(POLL_SECONDS)
-
-
-@asynccontextmanager
-async def working(settings: Settings) -> AsyncIterator[tuple[JobQueue, Worker]]:
-    """A queue, and a worker captioning with the settings' model until the block ends.
-    Raises ConfigurationError at once when the model has no route."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
-        supabase = await connect_supabase(settings, http)
-        queue = JobQueue(supabase, f"recaption:{socket.gethostname()}:{os.getpid()}")
-        fetcher = ObjectFetcher.from_settings(supabase, settings)
-        captioner = await open_captioner(settings)
-        worker = Worker(queue, fetcher, captioner, settings)
-        running = asyncio.create_task(worker.run())
-        try:
-            yield queue, worker
-        finally:
-            await worker.stop(settings.shutdown_grace_seconds)
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-            await captioner.aclose()
-            await fetcher.aclose()

@@ -4,11 +4,15 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from supabase import AsyncClient
 
 from app import metrics
 from app.bounded import too_large
-from app.captioning import Captioner, caption_image_timed
+from app.captioning import Captioner, caption_image_timed, open_captioner
 from app.config import Settings
 from app.errors import CaptionError, ConfigurationError, Failure, RetryableError
 from app.jobs import Job, JobQueue, SweepSlice, content_fingerprint
@@ -258,7 +262,8 @@ class Worker:
             metrics.PAUSED.labels(Failure.CONFIGURATION).set(1)
             metrics.PAUSES.labels(Failure.CONFIGURATION).inc()
             log.error(
-                "paused: %s; re-checking until it works", problem.reason,
+                "paused: %s; re-checking until it works",
+                problem.reason,
                 extra={"setting": problem.setting},
             )
         metrics.JOB_OUTCOMES.labels("deferred").inc()
@@ -373,3 +378,23 @@ class Sweeper:
             await asyncio.sleep(
                 self._settings.worker_poll_interval if passing else self._settings.sweep_interval
             )
+
+
+@asynccontextmanager
+async def running_worker(
+    supabase: AsyncClient, queue: JobQueue, settings: Settings
+) -> AsyncIterator[Worker]:
+    """A worker captioning in this process until the block ends (the CLI's backfill and
+    recaption). Raises ConfigurationError at once when the model has no route."""
+    captioner = await open_captioner(settings)
+    fetcher = ObjectFetcher.from_settings(supabase, settings)
+    worker = Worker(queue, fetcher, captioner, settings)
+    running = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop(settings.shutdown_grace_seconds)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await captioner.aclose()
+        await fetcher.aclose()
