@@ -258,3 +258,15 @@ def test_the_page_links_the_gallery_only_when_the_pipeline_is_connected(gallery)
 
 async def echo(path: str | None) -> str:
     return str(path)
+
+
+def test_a_thumbnail_storage_cannot_serve_shows_no_preview(gallery, supabase, page):
+    # storage accepts "?" in a name but never verifies a URL it signs for one (REFERENCE §6)
+    object_id = upload(supabase, "photos/q?x=1.png", make_image((30, 160, 60), (320, 240)))
+    wait_for_caption(supabase.db_url, object_id)
+
+    page.goto(gallery.url + "/ui/gallery")
+
+    card = page.locator(f"#grid .card[data-id='{object_id}']")
+    expect(card).to_contain_text("mostly green")
+    expect(card.locator(".noimg")).to_have_text("no preview")
