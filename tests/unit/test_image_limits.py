@@ -8,7 +8,7 @@ from PIL import Image
 
 from app.errors import PermanentError
 from app.images import prepare_image
-from tests.test_hostile_inputs import png_bomb
+from tests.integration.test_hostile_inputs import png_bomb
 
 PILLOW_DEFAULT = 89_478_485  # Image.MAX_IMAGE_PIXELS as Pillow ships it
 # app/images.py turns Pillow's bomb warning into an error; pytest resets warning filters per

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 from supabase import create_client
 
+from tests.acceptance.test_cli import captioner, supabase_env
 from tests.harness.hf_stub import ServerError
 from tests.harness.supabase_stub import create_bucket
 from tests.support import caption_of, job_of, make_image, query, upload
-from tests.test_cli import captioner, supabase_env
 
 
 def captioned_by_old_model(supabase, names: list[str]) -> dict[str, str]:

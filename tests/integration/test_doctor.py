@@ -132,7 +132,7 @@ def test_the_doctor_knows_every_function_the_app_calls():
 
     from app.doctor import FUNCTIONS, MIGRATIONS_DIR
 
-    root = Path(__file__).resolve().parents[1] / "app"
+    root = Path(__file__).resolve().parents[2] / "app"
     code = "".join(path.read_text() for path in root.rglob("*.py"))
     called = set(re.findall(r'rpc\(\s*"([a-z_]+)"', code))
     sql = "".join(path.read_text() for path in MIGRATIONS_DIR.glob("*.sql"))

@@ -25,7 +25,7 @@ from tests.service_process import FAST_ENV, free_port
 from tests.support import make_image, query, query_one, upload
 
 CAPTIONER = Path(sys.executable).parent / "captioner"
-MIGRATIONS = sorted((Path(__file__).resolve().parents[1] / "migrations").glob("*.sql"))
+MIGRATIONS = sorted((Path(__file__).resolve().parents[2] / "migrations").glob("*.sql"))
 
 
 def clean_env(**values: str) -> dict[str, str]:

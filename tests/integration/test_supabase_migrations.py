@@ -15,7 +15,7 @@ from tests.harness.postgres import (
 )
 from tests.support import query
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "supabase_migrations.py"
 # The Supabase CLI's rule for migration files (supabase/cli, pkg/migration: migrateFilePattern)
 CLI_NAME = re.compile(r"^([0-9]+)_(.*)\.sql$")

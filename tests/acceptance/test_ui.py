@@ -12,7 +12,7 @@ from app.ui import example_images
 from tests.support import make_image
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 USER, PASSWORD = "alice", "correct horse battery staple"
 
 

@@ -10,6 +10,7 @@ import pytest
 from tests.harness.hf_stub import Loading, ServerError
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
+from tests.integration.test_ops import metric
 from tests.support import (
     TEST_SECRET,
     job_of,
@@ -18,7 +19,6 @@ from tests.support import (
     wait_for_caption,
     wait_for_job_state,
 )
-from tests.test_ops import metric
 
 AUTH = {"Authorization": f"Bearer {TEST_SECRET}"}
 BLIP = "Salesforce/blip-image-captioning-base"

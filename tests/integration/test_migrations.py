@@ -10,7 +10,7 @@ from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
 from tests.support import TEST_SECRET, make_image, query, query_one, upload, wait_for_caption
 
-MIGRATIONS = sorted(Path(__file__).parents[1].joinpath("migrations").glob("*.sql"))
+MIGRATIONS = sorted(Path(__file__).parents[2].joinpath("migrations").glob("*.sql"))
 
 
 def test_migrations_run_again_without_error_and_keep_data(db_url):

@@ -102,7 +102,7 @@ def test_connected_page_needs_credentials_unless_opened(monkeypatch):
 
 
 def test_the_example_file_is_refused_naming_what_to_fill_in(tmp_path):
-    example = Path(__file__).resolve().parents[1] / ".env.example"
+    example = Path(__file__).resolve().parents[2] / ".env.example"
     (tmp_path / ".env").write_text(example.read_text())
 
     with pytest.raises(SettingsError) as error:

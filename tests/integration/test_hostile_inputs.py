@@ -235,7 +235,7 @@ def test_slow_loris_body_does_not_block_other_requests(env: Env):
 
 def test_a_sender_that_hangs_up_mid_body_leaves_no_traceback(env: Env, caplog):
     """uvicorn logs "Exception in ASGI application" for an unhandled ClientDisconnect."""
-    from tests.test_ops import metric
+    from tests.integration.test_ops import metric
 
     asgi_errors = logging.getLogger("uvicorn.error")
     asgi_errors.addHandler(caplog.handler)
@@ -397,7 +397,8 @@ OBJECTS = {
                           "a 512x1 picture"),
     "uppercase-mimetype": Obj("upper.png", make_image(), "IMAGE/PNG", "caption", "picture"),
     # every character storage-api's isValidKey accepts (unicode, "#" and "%" it refuses:
-    # tests/test_storage_server.py); a "?" name cannot be signed and is downloaded with the key
+    # tests/integration/test_storage_server.py); a "?" name cannot be signed and is
+    # downloaded with the key
     "question-mark-query-like": Obj("q?x=1&y=2.png", make_image(size=(61, 40)),
                                     reason="a 61x40 picture"),
     "spaces-and-specials": Obj("a b/what?1&x=y;.png", make_image(size=(62, 40)),

@@ -13,6 +13,7 @@ from supabase import create_client
 
 from app.config import Settings
 from app.ui import build_interface, example_images
+from tests.acceptance.test_ui import ARTIFACTS, browser  # noqa: F401  (the module's Chromium fixture)
 from tests.harness.hf_stub import ServerError
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
@@ -26,7 +27,6 @@ from tests.support import (
     wait_for_job_state,
 )
 from tests.support import object_id as object_id_of
-from tests.test_ui import ARTIFACTS, browser  # noqa: F401  (the module's Chromium fixture)
 
 USER, PASSWORD = "operator", "gallery password 0123"
 
