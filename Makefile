@@ -16,7 +16,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # the model `make model` puts in the Hugging Face cache (the local backend's default)
 MODEL ?= Salesforce/blip-image-captioning-base
 
-.PHONY: setup run test lint bench model constraints supabase-migrations
+.PHONY: setup run test lint bench model constraints supabase-migrations schema-snapshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: $(VENV)/.dev-installed
 # after changing migrations/: refresh their copies in supabase/migrations/ (Supabase CLI)
 supabase-migrations:
 	$(PYTHON) scripts/supabase_migrations.py
+
+# after changing migrations/: refresh docs/schema.sql, the pg_dump of the schema they make
+schema-snapshot: $(VENV)/.dev-installed
+	UPDATE_SCHEMA_SNAPSHOT=1 $(BIN)/python -m pytest -q tests/integration/test_schema_snapshot.py
 
 # after changing dependencies: pin what the (tested) virtualenv holds
 constraints:

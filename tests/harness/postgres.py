@@ -152,3 +152,27 @@ def drop_database(admin_url: str, url_or_name: str) -> None:
     """Drop a database made by create_database (kicking out its connections)."""
     ident = sql.Identifier(_dbname(url_or_name))
     _admin(admin_url, sql.SQL("drop database if exists {} with (force)").format(ident))
+
+
+# pg_dump's lines that differ between runs or client versions, not between schemas
+_DUMP_NOISE = ("-- Dumped ", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
+
+
+def dump_schema(url: str) -> str:
+    """What the migrations make, as pg_dump writes it: schemas captioner and public (tables,
+    indexes, functions, policies, grants) and the triggers they put on storage.objects."""
+    dump = subprocess.run(
+        [f"{find_bin_dir()}/pg_dump", "--schema-only", "--no-owner", "--schema=captioner",
+         "--schema=public", url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    lines = [line for line in dump.splitlines() if not line.startswith(_DUMP_NOISE)]
+    with psycopg.connect(url) as conn:
+        triggers = conn.execute(
+            "select pg_get_triggerdef(t.oid) || ';' from pg_trigger t"
+            " join pg_proc p on p.oid = t.tgfoid"
+            " where t.tgrelid = 'storage.objects'::regclass and not t.tgisinternal"
+            " and p.pronamespace = 'captioner'::regnamespace order by t.tgname"
+        ).fetchall()
+    lines += ["", "-- Triggers on storage.objects", *(row[0] for row in triggers)]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

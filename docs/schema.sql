@@ -1,0 +1,1535 @@
+--
+-- PostgreSQL database dump
+--
+
+--
+-- Name: captioner; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA captioner;
+
+--
+-- Name: public; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA public;
+
+--
+-- Name: SCHEMA public; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON SCHEMA public IS 'standard public schema';
+
+--
+-- Name: job_state; Type: TYPE; Schema: captioner; Owner: -
+--
+
+CREATE TYPE captioner.job_state AS ENUM (
+    'pending',
+    'running',
+    'done',
+    'failed',
+    'skipped'
+);
+
+--
+-- Name: count_jobs(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.count_jobs() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  my_shard smallint := pg_backend_pid() % 16;
+begin
+  -- rows in one order (bucket, state) in every transaction: no deadlock between them
+  if tg_op = 'INSERT' then
+    insert into captioner.job_counts as c (bucket_id, state, shard, jobs)
+    select coalesce(n.bucket_id, ''), n.state, my_shard, count(*)
+      from new_jobs n group by 1, 2 order by 1, 2
+    on conflict (bucket_id, state, shard) do update set jobs = c.jobs + excluded.jobs;
+  elsif tg_op = 'DELETE' then
+    insert into captioner.job_counts as c (bucket_id, state, shard, jobs)
+    select coalesce(o.bucket_id, ''), o.state, my_shard, -count(*)
+      from old_jobs o group by 1, 2 order by 1, 2
+    on conflict (bucket_id, state, shard) do update set jobs = c.jobs + excluded.jobs;
+  else
+    insert into captioner.job_counts as c (bucket_id, state, shard, jobs)
+    select d.bucket_id, d.state, my_shard, sum(d.n)
+      from (select coalesce(n.bucket_id, '') as bucket_id, n.state, 1 as n from new_jobs n
+            union all
+            select coalesce(o.bucket_id, ''), o.state, -1 from old_jobs o) d
+     group by 1, 2 having sum(d.n) <> 0 order by 1, 2
+    on conflict (bucket_id, state, shard) do update set jobs = c.jobs + excluded.jobs;
+  end if;
+  return null;
+end $$;
+
+--
+-- Name: count_jobs_truncated(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.count_jobs_truncated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  delete from captioner.job_counts;
+  return null;
+end $$;
+
+--
+-- Name: enqueue(uuid); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.enqueue(p_object_id uuid) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  obj storage.objects;
+  reason text;
+begin
+  select * into obj from storage.objects where id = p_object_id;
+  if not found then
+    return 'ignored: object not found';
+  end if;
+  select captioner.skip_reason(obj.bucket_id, obj.name, obj.metadata, c.buckets)
+    into reason from captioner.config c;
+  if reason is not null then
+    perform captioner.record_skip(obj, reason);
+    return 'ignored: ' || reason;
+  end if;
+  insert into captioner.jobs as j (object_id, version, bucket_id)
+  values (obj.id, obj.version, obj.bucket_id)
+  on conflict (object_id) do update
+    set version = excluded.version, bucket_id = excluded.bucket_id, state = 'pending', attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
+    where j.version is distinct from excluded.version;
+  return case when found then 'queued' else 'duplicate' end;
+end $$;
+
+--
+-- Name: fingerprint(jsonb); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.fingerprint(p_metadata jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select case
+    when p_metadata ->> 'size' !~ '^[0-9]+$' or p_metadata ->> 'eTag' is null then null
+    when btrim(p_metadata ->> 'eTag', '"') ~ '^[0-9a-fA-F]{32}$'
+      then 'md5:' || lower(btrim(p_metadata ->> 'eTag', '"')) || ':' || (p_metadata ->> 'size')
+    else 'etag:' || btrim(p_metadata ->> 'eTag', '"') || ':' || (p_metadata ->> 'size')
+  end
+$_$;
+
+--
+-- Name: job_bucket(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.job_bucket() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  new.bucket_id := coalesce(
+    new.bucket_id, (select o.bucket_id from storage.objects o where o.id = new.object_id));
+  return new;
+end $$;
+
+--
+-- Name: on_object_change(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.on_object_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  outcome text;
+  cfg captioner.config;
+  body jsonb;
+begin
+  if tg_op = 'UPDATE' and new.version is not distinct from old.version
+     and old.metadata is not null then
+    return null;  -- same version (metadata touched): same bytes, the caption holds
+  end if;
+  begin
+    outcome := captioner.enqueue(new.id);
+  exception when others then
+    raise warning 'captioner: % not queued (%: %); the sweep will queue it',
+      new.id, sqlstate, sqlerrm;
+    begin  -- noted for the sweep (0008), which retries it without walking the bucket
+      insert into captioner.sweep_missed (object_id) values (new.id) on conflict do nothing;
+    exception when others then
+      null;  -- the next reconciliation pass finds it
+    end;
+    return null;
+  end;
+  if outcome <> 'queued' then
+    return null;
+  end if;
+  select * into cfg from captioner.config;
+  if cfg.webhook_url is null then
+    return null;
+  end if;
+  body := jsonb_build_object(
+    'type', tg_op, 'table', tg_table_name, 'schema', tg_table_schema,
+    'record', to_jsonb(new),
+    'old_record', case when tg_op = 'UPDATE' then to_jsonb(old) end);
+  begin
+    -- pg_net sends convert_to(body::text, 'UTF8'): sign exactly that text
+    perform net.http_post(
+      url := cfg.webhook_url,
+      body := body,
+      headers := captioner.webhook_headers(cfg, body::text),
+      timeout_milliseconds := cfg.webhook_timeout_ms);
+  exception when others then
+    raise warning 'captioner: no wake-up for % (%: %); the worker will find its job by polling',
+      new.id, sqlstate, sqlerrm;
+  end;
+  return null;
+end $$;
+
+--
+-- Name: record_skip(storage.objects, text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.record_skip(obj storage.objects, reason text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if obj.name like '%.emptyFolderPlaceholder'
+     or not obj.bucket_id = any ((select c.buckets from captioner.config c)::text[]) then
+    return;  -- not an upload anyone expects a caption for
+  end if;
+  insert into captioner.jobs as j (object_id, version, bucket_id, state, last_error)
+  values (obj.id, obj.version, obj.bucket_id, 'skipped', reason)
+  on conflict (object_id) do update
+    set version = excluded.version, bucket_id = excluded.bucket_id, state = 'skipped',
+        attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null,
+        last_error = excluded.last_error, updated_at = now()
+    where j.version is distinct from excluded.version;
+  delete from public.image_caption
+   where id = obj.id and object_version is distinct from obj.version;
+end $$;
+
+--
+-- Name: reuse_caption(uuid, uuid, text, text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.reuse_caption(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  source public.image_caption;
+  job captioner.jobs;
+  origin uuid;
+begin
+  if p_fingerprint is null or p_model is null then
+    return null;
+  end if;
+  select * into job from captioner.jobs j
+   where j.object_id = p_object_id and j.lease_token = p_lease_token and j.state = 'running'
+     for update;
+  if not found or exists (
+    select 1 from public.image_caption ic
+     where ic.id = p_object_id and ic.object_version is not distinct from job.version) then
+    return null;
+  end if;
+  select * into source from public.image_caption ic
+   where ic.fingerprint = p_fingerprint and ic.model = p_model
+   order by ic.id = p_object_id desc, ic.created_at
+   limit 1;
+  if not found then
+    return null;
+  end if;
+  update captioner.jobs j
+     set state = 'done', lease_token = null, lease_until = null, last_error = null,
+         updated_at = now()
+   where j.object_id = p_object_id;
+  origin := coalesce(source.reused_from, source.id);
+  insert into public.image_caption as ic
+         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from)
+  values (p_object_id, source.caption, source.model, job.version, p_fingerprint, job.attempts,
+          null, origin)
+  on conflict (id) do update
+    set caption = excluded.caption, model = excluded.model,
+        object_version = excluded.object_version, fingerprint = excluded.fingerprint,
+        attempts = excluded.attempts, caption_ms = excluded.caption_ms,
+        reused_from = excluded.reused_from, updated_at = now();
+  return origin;
+end $$;
+
+--
+-- Name: skip_reason(text, text, jsonb, text[]); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.skip_reason(p_bucket text, p_name text, p_metadata jsonb, p_buckets text[]) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select case
+    when not (p_bucket = any (p_buckets)) then format('bucket %s is not watched', p_bucket)
+    when p_name like '%.emptyFolderPlaceholder' then 'folder placeholder'
+    when p_metadata is null or p_metadata ->> 'mimetype' is null then 'unknown content type (no metadata)'
+    when lower(p_metadata ->> 'mimetype') not like 'image/%'
+      then format('not an image (%s)', p_metadata ->> 'mimetype')
+    when lower(p_metadata ->> 'mimetype') like 'image/svg%' then 'SVG is a vector image, not captioned'
+    when not (lower(btrim(split_part(p_metadata ->> 'mimetype', ';', 1)))
+              = any ((select c.mimetypes from captioner.config c)::text[]))
+      then format('%s is not a format the captioner decodes', p_metadata ->> 'mimetype')
+  end
+$$;
+
+--
+-- Name: sweep_slice(text, text, integer); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.sweep_slice(p_bucket text, p_after text, p_limit integer) RETURNS TABLE(examined integer, queued integer, skipped integer, last_name text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  with slice as (
+    select o.id, o.name, o.version,
+           captioner.skip_reason(p_bucket, o.name, o.metadata, array[p_bucket]) as reason
+      from storage.objects o
+     where o.bucket_id = p_bucket and o.name collate "C" > p_after collate "C"
+     order by o.name collate "C"
+     limit p_limit
+  ), added as (
+    insert into captioner.jobs as j (object_id, version, bucket_id)
+    select s.id, s.version, p_bucket from slice s
+     where s.reason is null
+       and not exists (  -- a skipped job may be captionable now (a format added since)
+         select 1 from captioner.jobs q
+          where q.object_id = s.id and q.version is not distinct from s.version
+            and q.state <> 'skipped')
+       and not exists (
+         select 1 from public.image_caption ic
+          where ic.id = s.id
+            and (ic.object_version is null or ic.object_version is not distinct from s.version))
+    on conflict (object_id) do update
+      set version = excluded.version, bucket_id = excluded.bucket_id, state = 'pending',
+          attempts = 0, run_after = now(), lease_token = null, lease_until = null,
+          worker = null, last_error = null, updated_at = now()
+    returning 1
+  )
+  select (select count(*) from slice)::integer,
+         (select count(*) from added)::integer,
+         (select count(*) from slice where reason is not null)::integer,
+         (select max(name collate "C") from slice);
+$$;
+
+--
+-- Name: config; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.config (
+    singleton boolean DEFAULT true NOT NULL,
+    buckets text[] DEFAULT '{images}'::text[] NOT NULL,
+    webhook_url text,
+    webhook_secret text,
+    webhook_timeout_ms integer DEFAULT 5000 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    signing_secret text,
+    mimetypes text[] DEFAULT '{image/jpeg,image/jpg,image/pjpeg,image/png,image/apng,image/gif,image/webp,image/tiff,image/bmp,image/x-ms-bmp,image/x-icon,image/vnd.microsoft.icon,image/heic,image/heif,image/heic-sequence,image/heif-sequence,image/avif,image/avif-sequence}'::text[] NOT NULL,
+    search_language regconfig DEFAULT 'english'::regconfig NOT NULL,
+    CONSTRAINT config_singleton_check CHECK (singleton)
+);
+
+--
+-- Name: webhook_headers(captioner.config, text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.webhook_headers(cfg captioner.config, p_body text) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  headers jsonb := jsonb_build_object(
+    'Content-Type', 'application/json', 'Authorization', 'Bearer ' || cfg.webhook_secret);
+  msg_id text := 'msg_' || replace(gen_random_uuid()::text, '-', '');
+  sent_at bigint := extract(epoch from clock_timestamp())::bigint;
+begin
+  if cfg.signing_secret is null then
+    return headers;
+  end if;
+  return headers || jsonb_build_object(
+    'webhook-id', msg_id,
+    'webhook-timestamp', sent_at::text,
+    'webhook-signature', captioner.webhook_signature(msg_id, sent_at, p_body, cfg.signing_secret));
+end $$;
+
+--
+-- Name: webhook_signature(text, bigint, text, text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.webhook_signature(p_id text, p_timestamp bigint, p_body text, p_secret text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select 'v1,' || encode(
+    extensions.hmac(
+      convert_to(p_id || '.' || p_timestamp || '.' || p_body, 'UTF8'),
+      decode(regexp_replace(p_secret, '^whsec_', ''), 'base64'),
+      'sha256'),
+    'base64');
+$$;
+
+--
+-- Name: caption_configure(text[], text, text, text, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text DEFAULT NULL::text, p_webhook_secret text DEFAULT NULL::text, p_signing_secret text DEFAULT NULL::text, p_mimetypes text[] DEFAULT NULL::text[]) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update captioner.config
+     set buckets = p_buckets,
+         webhook_url = p_webhook_url,
+         webhook_secret = p_webhook_secret,
+         signing_secret = p_signing_secret,
+         mimetypes = coalesce(p_mimetypes, mimetypes),
+         updated_at = now();
+$$;
+
+--
+-- Name: caption_doctor(text[], text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_doctor(p_functions text[], p_buckets text[]) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object(
+    'schema_version', public.caption_schema_version(),
+    'missing_functions', coalesce((
+      select jsonb_agg(fn order by fn) from unnest(p_functions) fn
+      where not exists (
+        select 1 from pg_catalog.pg_proc p
+        join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'public' and p.proname = fn)), '[]'::jsonb),
+    'missing_buckets', coalesce((
+      select jsonb_agg(b order by b) from unnest(p_buckets) b
+      where not exists (select 1 from storage.buckets where id = b)), '[]'::jsonb),
+    'trigger', exists (
+      select 1 from pg_catalog.pg_trigger t
+      where t.tgname = 'caption_on_object_change'
+        and t.tgrelid = 'storage.objects'::regclass and t.tgenabled <> 'D'),
+    'pg_net', exists (
+      select 1 from pg_catalog.pg_proc p
+      join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'net' and p.proname = 'http_post'),
+    'webhook_url', (select webhook_url from captioner.config));
+$$;
+
+--
+-- Name: caption_gallery_captions(text, integer, uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_gallery_captions(p_bucket text, p_limit integer, p_ids uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(id uuid, bucket_id text, name text, caption text, model text, captioned_at timestamp with time zone, reused boolean, caption_ms integer, attempts integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select ic.id, o.bucket_id, o.name, ic.caption, ic.model, ic.updated_at,
+         ic.reused_from is not null, ic.caption_ms, ic.attempts
+    from public.image_caption ic
+    join storage.objects o on o.id = ic.id
+   where o.bucket_id = p_bucket and (p_ids is null or ic.id = any (p_ids))
+   order by array_position(p_ids, ic.id), ic.updated_at desc, ic.id
+   limit least(greatest(p_limit, 0), 500);
+$$;
+
+--
+-- Name: caption_gallery_jobs(text, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_gallery_jobs(p_bucket text, p_state text, p_limit integer) RETURNS TABLE(object_id uuid, name text, attempts integer, reason text, at timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+begin
+  return query execute $q$
+    select j.object_id, o.name, j.attempts, j.last_error, j.updated_at
+      from captioner.jobs j
+      join storage.objects o on o.id = j.object_id
+     where j.state = $1::captioner.job_state and j.bucket_id = $2
+     order by j.updated_at desc
+     limit $3
+  $q$ using p_state, p_bucket, least(greatest(p_limit, 0), 500);
+end $_$;
+
+--
+-- Name: caption_jobs_bucket_size(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_bucket_size(p_bucket text) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select count(*) from storage.objects o where o.bucket_id = p_bucket;
+$$;
+
+--
+-- Name: caption_jobs_bucket_states(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_bucket_states() RETURNS TABLE(bucket_id text, state text, jobs bigint)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  return query
+  select b.bucket_id, s.state::text, coalesce(sum(c.jobs), 0)::bigint
+    from (select k.bucket_id from captioner.job_counts k
+           group by k.bucket_id having sum(k.jobs) <> 0) b
+   cross join unnest(enum_range(null::captioner.job_state)) as s(state)
+    left join captioner.job_counts c on c.bucket_id = b.bucket_id and c.state = s.state
+   group by b.bucket_id, s.state
+   order by b.bucket_id, s.state;
+end $$;
+
+--
+-- Name: caption_jobs_claim(text, integer, integer, integer, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text DEFAULT NULL::text) RETURNS TABLE(object_id uuid, version text, bucket_id text, name text, mimetype text, size bigint, attempts integer, lease_token uuid, fingerprint text, reused_from uuid)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  expired uuid[];
+  due uuid[];
+  leased record;
+begin
+  update captioner.jobs j
+     set state = 'failed', lease_token = null, lease_until = null, updated_at = now(),
+         last_error = format('lease expired after %s attempts (worker crashed or stuck)', j.attempts)
+   where j.state = 'running' and j.lease_until < now() and j.attempts >= p_max_attempts;
+
+  select coalesce(array_agg(d.object_id), '{}') into expired from (
+    select r.object_id from captioner.jobs r
+     where r.state = 'running' and r.lease_until < now()
+     order by r.lease_until limit p_limit
+       for update skip locked) d;
+  select coalesce(array_agg(d.object_id), '{}') into due from (
+    select p.object_id from captioner.jobs p
+     where p.state = 'pending' and p.run_after <= now()
+     order by p.run_after limit p_limit - cardinality(expired)
+       for update skip locked) d;
+
+  for leased in
+    update captioner.jobs j
+       set state = 'running', attempts = j.attempts + 1, lease_token = gen_random_uuid(),
+           lease_until = now() + make_interval(secs => p_lease_seconds), worker = p_worker,
+           updated_at = now()
+      from storage.objects o
+     where j.object_id = any (expired || due) and o.id = j.object_id
+    returning j.object_id, j.version, o.bucket_id, o.name, o.metadata ->> 'mimetype' as mimetype,
+              (o.metadata ->> 'size')::bigint as size, j.attempts, j.lease_token,
+              captioner.fingerprint(o.metadata) as fingerprint
+  loop
+    object_id := leased.object_id;
+    version := leased.version;
+    bucket_id := leased.bucket_id;
+    name := leased.name;
+    mimetype := leased.mimetype;
+    size := leased.size;
+    attempts := leased.attempts;
+    lease_token := leased.lease_token;
+    fingerprint := leased.fingerprint;
+    reused_from := captioner.reuse_caption(
+      leased.object_id, leased.lease_token, leased.fingerprint, p_model);
+    return next;
+  end loop;
+end $$;
+
+--
+-- Name: caption_jobs_complete(uuid, uuid, text, text, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text DEFAULT NULL::text, p_caption_ms integer DEFAULT NULL::integer) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  job captioner.jobs;
+begin
+  update captioner.jobs j
+     set state = 'done', lease_token = null, lease_until = null, last_error = null, updated_at = now()
+   where j.object_id = p_object_id and j.lease_token = p_lease_token and j.state = 'running'
+  returning * into job;
+  if not found then
+    return false;
+  end if;
+  insert into public.image_caption as ic
+         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from)
+  values (p_object_id, p_caption, p_model, job.version, p_fingerprint, job.attempts,
+          p_caption_ms, null)
+  on conflict (id) do update
+    set caption = excluded.caption, model = excluded.model,
+        object_version = excluded.object_version, fingerprint = excluded.fingerprint,
+        attempts = excluded.attempts, caption_ms = excluded.caption_ms, reused_from = null,
+        updated_at = now();
+  return true;
+end $$;
+
+--
+-- Name: caption_jobs_enqueue(uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_enqueue(p_object_ids uuid[]) RETURNS TABLE(object_id uuid, outcome text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select u.id, captioner.enqueue(u.id)
+    from unnest(p_object_ids) with ordinality as u(id, n)
+   order by u.n;
+$$;
+
+--
+-- Name: caption_jobs_fail(uuid, uuid, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_fail(p_object_id uuid, p_lease_token uuid, p_error text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  failed_version text;
+begin
+  update captioner.jobs
+     set state = 'failed', last_error = p_error, lease_token = null, lease_until = null,
+         updated_at = now()
+   where object_id = p_object_id and lease_token = p_lease_token and state = 'running'
+  returning version into failed_version;
+  if not found then
+    return false;
+  end if;
+  delete from public.image_caption
+   where id = p_object_id and object_version is distinct from failed_version;
+  return true;
+end $$;
+
+--
+-- Name: caption_jobs_failures(integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_failures(p_limit integer) RETURNS TABLE(object_id uuid, bucket_id text, name text, attempts integer, last_error text, failed_at timestamp with time zone)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select j.object_id, o.bucket_id, o.name, j.attempts, j.last_error, j.updated_at
+    from captioner.jobs j join storage.objects o on o.id = j.object_id
+   where j.state = 'failed'
+   order by j.updated_at desc
+   limit p_limit;
+$$;
+
+--
+-- Name: caption_jobs_recaption(text, text, text, integer, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  queued integer;
+begin
+  insert into captioner.jobs as j (object_id, version)
+  select o.id, o.version
+    from storage.objects o
+    join public.image_caption ic on ic.id = o.id
+   where o.bucket_id = p_bucket
+     and starts_with(o.name, coalesce(p_prefix, ''))
+     and ic.model is distinct from p_model
+     and not exists (
+       select 1 from captioner.jobs q
+        where q.object_id = o.id
+          and (q.state in ('pending', 'running') or q.updated_at >= p_since))
+   order by o.name
+   limit p_limit
+  on conflict (object_id) do update
+    set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
+    where j.state not in ('pending', 'running');
+  get diagnostics queued = row_count;
+  return queued;
+end $$;
+
+--
+-- Name: caption_jobs_recent(text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_recent(p_state text, p_limit integer) RETURNS TABLE(object_id uuid, bucket_id text, name text, state text, attempts integer, reason text, at timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+begin
+  return query execute $q$
+    select j.object_id, o.bucket_id, o.name, j.state::text, j.attempts, j.last_error,
+           j.updated_at
+      from captioner.jobs j join storage.objects o on o.id = j.object_id
+     where j.state = $1::captioner.job_state
+     order by j.updated_at desc
+     limit $2
+  $q$ using p_state, least(greatest(p_limit, 0), 500);
+end $_$;
+
+--
+-- Name: caption_jobs_requeue(uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_requeue(p_object_ids uuid[]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  queued integer;
+begin
+  insert into captioner.jobs as j (object_id, version)
+  select o.id, o.version
+    from storage.objects o
+   where o.id = any (p_object_ids)
+     and captioner.skip_reason(o.bucket_id, o.name, o.metadata, array[o.bucket_id]) is null
+  on conflict (object_id) do update
+    set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
+        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
+    where j.state not in ('pending', 'running');
+  get diagnostics queued = row_count;
+  return queued;
+end $$;
+
+--
+-- Name: caption_jobs_requeue_failed(integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_requeue_failed(p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  queued integer;
+begin
+  update captioner.jobs j
+     set state = 'pending', attempts = 0, run_after = now(), updated_at = now()
+   where j.object_id in (
+     select f.object_id from captioner.jobs f where f.state = 'failed'
+      order by f.updated_at limit p_limit);
+  get diagnostics queued = row_count;
+  return queued;
+end $$;
+
+--
+-- Name: caption_jobs_retry(uuid, uuid, text, double precision, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean DEFAULT false) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update captioner.jobs
+     set state = 'pending', run_after = now() + make_interval(secs => p_delay_seconds),
+         attempts = attempts - case when p_refund then 1 else 0 end,
+         last_error = coalesce(p_error, last_error),
+         lease_token = null, lease_until = null, updated_at = now()
+   where object_id = p_object_id and lease_token = p_lease_token and state = 'running';
+  return found;
+end $$;
+
+--
+-- Name: caption_jobs_reuse(uuid, uuid, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_reuse(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text) RETURNS uuid
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select captioner.reuse_caption(p_object_id, p_lease_token, p_fingerprint, p_model);
+$$;
+
+--
+-- Name: caption_jobs_stats(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_stats(p_bucket text DEFAULT NULL::text) RETURNS TABLE(state text, jobs bigint, oldest_seconds double precision)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  return query
+  select s.state::text,
+         coalesce((select sum(c.jobs) from captioner.job_counts c
+                    where c.state = s.state and (p_bucket is null or c.bucket_id = p_bucket)),
+                  0)::bigint,
+         case when s.state = 'pending' then coalesce((
+           select greatest(extract(epoch from now() - j.run_after), 0)
+             from captioner.jobs j
+            where j.state = 'pending' and (p_bucket is null or j.bucket_id = p_bucket)
+            order by j.run_after limit 1), 0)::double precision
+         else 0::double precision end
+    from unnest(enum_range(null::captioner.job_state)) as s(state)
+   order by s.state;
+end $$;
+
+--
+-- Name: caption_jobs_sweep(integer, text[], double precision); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_sweep(p_limit integer, p_buckets text[] DEFAULT NULL::text[], p_full_every_seconds double precision DEFAULT NULL::double precision) RETURNS TABLE(bucket_id text, examined integer, queued integer, skipped integer, passing boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  buckets text[];
+  pass record;
+  slice record;
+  budget integer := p_limit;
+  backlog bigint;
+begin
+  if not pg_try_advisory_xact_lock(hashtext('captioner.caption_jobs_sweep')) then
+    return;
+  end if;
+  select coalesce(p_buckets, c.buckets) into buckets from captioner.config c;
+  if exists (select 1 from captioner.sweep_missed) then
+    return query
+    with retried as (
+      delete from captioner.sweep_missed m
+       where m.object_id in (select n.object_id from captioner.sweep_missed n limit p_limit)
+      returning m.object_id
+    ), outcomes as (select captioner.enqueue(r.object_id) as outcome from retried r)
+    select null::text, count(*)::integer, count(*) filter (where o.outcome = 'queued')::integer,
+           count(*) filter (where o.outcome like 'ignored%')::integer, false
+      from outcomes o;
+  end if;
+  insert into captioner.sweep_passes (bucket_id) select unnest(buckets) on conflict do nothing;
+  if p_full_every_seconds > 0 then
+    update captioner.sweep_passes s
+       set after_name = '', started_at = now(), examined = 0, queued = 0
+     where s.bucket_id = any (buckets) and s.after_name is null
+       and s.finished_at < now() - make_interval(secs => p_full_every_seconds);
+  end if;
+  select coalesce(sum(c.jobs), 0) into backlog from captioner.job_counts c where c.state = 'pending';
+  for pass in
+    select * from captioner.sweep_passes s
+     where s.bucket_id = any (buckets) and s.after_name is not null
+     order by s.bucket_id for update
+  loop
+    if budget <= 0 or backlog >= p_limit then
+      return query select pass.bucket_id, 0, 0, 0, true;
+      continue;
+    end if;
+    select * into slice from captioner.sweep_slice(pass.bucket_id, pass.after_name, budget);
+    update captioner.sweep_passes s
+       set after_name = case when slice.examined < budget then null else slice.last_name end,
+           finished_at = case when slice.examined < budget then now() else s.finished_at end,
+           examined = s.examined + slice.examined, queued = s.queued + slice.queued
+     where s.bucket_id = pass.bucket_id;
+    return query select pass.bucket_id, slice.examined, slice.queued, slice.skipped,
+                        slice.examined >= budget;
+    budget := budget - slice.examined;
+    backlog := backlog + slice.queued;
+  end loop;
+end $$;
+
+--
+-- Name: caption_jobs_sweep_passes(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_sweep_passes() RETURNS TABLE(bucket_id text, running boolean, after_name text, started_at timestamp with time zone, finished_at timestamp with time zone, examined bigint, queued bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select s.bucket_id, s.after_name is not null, s.after_name, s.started_at, s.finished_at,
+         s.examined, s.queued
+    from captioner.sweep_passes s order by s.bucket_id;
+$$;
+
+--
+-- Name: caption_jobs_sweep_start(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_sweep_start(p_bucket text) RETURNS TABLE(bucket_id text, started_at timestamp with time zone, examined bigint, queued bigint)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into captioner.sweep_passes as s (bucket_id) values (p_bucket)
+  on conflict (bucket_id) do update
+    set after_name = '', started_at = now(), finished_at = null, examined = 0, queued = 0
+    where s.after_name is null;
+  select s.bucket_id, s.started_at, s.examined, s.queued
+    from captioner.sweep_passes s where s.bucket_id = p_bucket;
+$$;
+
+--
+-- Name: caption_recaption_progress(text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text) RETURNS TABLE(captions bigint, done bigint, queued bigint, failed bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select count(*),
+         count(*) filter (where ic.model is not distinct from p_model),
+         count(*) filter (where ic.model is distinct from p_model
+                            and j.state in ('pending', 'running')),
+         count(*) filter (where ic.model is distinct from p_model and j.state = 'failed')
+    from storage.objects o
+    join public.image_caption ic on ic.id = o.id
+    left join captioner.jobs j on j.object_id = o.id
+   where o.bucket_id = p_bucket
+     and starts_with(o.name, coalesce(p_prefix, ''));
+$$;
+
+--
+-- Name: caption_schema_version(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_schema_version() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$ select 10 $$;
+
+--
+-- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_search_configure(p_language regconfig) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  changed bigint;
+begin
+  update captioner.config set search_language = p_language, updated_at = now();
+  update public.image_caption set search_language = p_language
+   where search_language is distinct from p_language;
+  get diagnostics changed = row_count;
+  return changed;
+end $$;
+
+--
+-- Name: image_caption_search_language(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.image_caption_search_language() RETURNS regconfig
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select coalesce((select c.search_language from captioner.config c), 'english'::regconfig);
+$$;
+
+--
+-- Name: search_image_captions(text, text, integer, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.search_image_captions(query text, bucket text DEFAULT NULL::text, max_results integer DEFAULT 20, skip integer DEFAULT 0) RETURNS TABLE(id uuid, bucket_id text, name text, caption text, model text, captioned_at timestamp with time zone, rank real)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $_$
+declare
+  tsq tsquery := websearch_to_tsquery(
+    public.image_caption_search_language(), left(coalesce(search_image_captions.query, ''), 1000));
+begin
+  if numnode(tsq) = 0 then
+    return;
+  end if;
+  return query execute $q$
+    with hits as (  -- rank and sort narrow rows; fetch the text of the winners only
+      select ic.id, ts_rank(ic.search_vector, $1) as rank, ic.updated_at
+        from public.image_caption ic
+        join storage.objects o on o.id = ic.id
+       where ic.search_vector @@ $1 and ($2::text is null or o.bucket_id = $2)
+       order by 2 desc, 3 desc, 1
+       limit $3 offset $4
+    )
+    select h.id, o.bucket_id, o.name, ic.caption, ic.model, ic.updated_at, h.rank
+      from hits h
+      join public.image_caption ic on ic.id = h.id
+      join storage.objects o on o.id = h.id
+     order by h.rank desc, h.updated_at desc, h.id
+  $q$ using tsq, search_image_captions.bucket,
+            least(greatest(coalesce(search_image_captions.max_results, 20), 0), 100),
+            greatest(coalesce(search_image_captions.skip, 0), 0);
+end $_$;
+
+--
+-- Name: FUNCTION search_image_captions(query text, bucket text, max_results integer, skip integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) IS 'Full-text search over the captions the caller may read; at most 100 rows per call.';
+
+--
+-- Name: job_counts; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.job_counts (
+    bucket_id text NOT NULL,
+    state captioner.job_state NOT NULL,
+    shard smallint NOT NULL,
+    jobs bigint DEFAULT 0 NOT NULL
+);
+
+--
+-- Name: jobs; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.jobs (
+    object_id uuid NOT NULL,
+    version text,
+    state captioner.job_state DEFAULT 'pending'::captioner.job_state NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    run_after timestamp with time zone DEFAULT now() NOT NULL,
+    lease_token uuid,
+    lease_until timestamp with time zone,
+    worker text,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    bucket_id text
+);
+
+--
+-- Name: sweep_missed; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.sweep_missed (
+    object_id uuid NOT NULL,
+    noted_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: sweep_passes; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.sweep_passes (
+    bucket_id text NOT NULL,
+    after_name text DEFAULT ''::text,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    examined bigint DEFAULT 0 NOT NULL,
+    queued bigint DEFAULT 0 NOT NULL
+);
+
+--
+-- Name: image_caption; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.image_caption (
+    id uuid NOT NULL,
+    caption text NOT NULL,
+    model text,
+    object_version text,
+    fingerprint text,
+    attempts integer,
+    caption_ms integer,
+    reused_from uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    search_language regconfig DEFAULT public.image_caption_search_language() NOT NULL,
+    search_vector tsvector GENERATED ALWAYS AS (to_tsvector(search_language, caption)) STORED
+);
+
+--
+-- Name: TABLE image_caption; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.image_caption IS 'Machine-generated captions of images in Supabase Storage (written by the captioning service).';
+
+--
+-- Name: COLUMN image_caption.model; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.model IS 'The captioning model that wrote the text.';
+
+--
+-- Name: COLUMN image_caption.object_version; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.object_version IS 'storage.objects.version the caption was made from; a newer version gets captioned again.';
+
+--
+-- Name: COLUMN image_caption.fingerprint; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.fingerprint IS 'The content the caption describes: md5:<hex>:<size> (or etag:<eTag>:<size>).';
+
+--
+-- Name: COLUMN image_caption.attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.attempts IS 'Attempts the job took.';
+
+--
+-- Name: COLUMN image_caption.caption_ms; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.caption_ms IS 'The captioner''s time in ms; null when the caption was reused.';
+
+--
+-- Name: COLUMN image_caption.reused_from; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.reused_from IS 'Set when the same bytes were already captioned with the same model: the object the caption was first made for (it may be gone since). Null: made for this object.';
+
+--
+-- Name: COLUMN image_caption.search_vector; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.search_vector IS 'to_tsvector(search_language, caption): searched by public.search_image_captions().';
+
+--
+-- Name: config config_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.config
+    ADD CONSTRAINT config_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: job_counts job_counts_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.job_counts
+    ADD CONSTRAINT job_counts_pkey PRIMARY KEY (bucket_id, state, shard);
+
+--
+-- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (object_id);
+
+--
+-- Name: sweep_missed sweep_missed_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.sweep_missed
+    ADD CONSTRAINT sweep_missed_pkey PRIMARY KEY (object_id);
+
+--
+-- Name: sweep_passes sweep_passes_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.sweep_passes
+    ADD CONSTRAINT sweep_passes_pkey PRIMARY KEY (bucket_id);
+
+--
+-- Name: image_caption image_caption_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.image_caption
+    ADD CONSTRAINT image_caption_pkey PRIMARY KEY (id);
+
+--
+-- Name: jobs_failed_idx; Type: INDEX; Schema: captioner; Owner: -
+--
+
+CREATE INDEX jobs_failed_idx ON captioner.jobs USING btree (updated_at) WHERE (state = 'failed'::captioner.job_state);
+
+--
+-- Name: jobs_pending_idx; Type: INDEX; Schema: captioner; Owner: -
+--
+
+CREATE INDEX jobs_pending_idx ON captioner.jobs USING btree (run_after) WHERE (state = 'pending'::captioner.job_state);
+
+--
+-- Name: jobs_running_idx; Type: INDEX; Schema: captioner; Owner: -
+--
+
+CREATE INDEX jobs_running_idx ON captioner.jobs USING btree (lease_until) WHERE (state = 'running'::captioner.job_state);
+
+--
+-- Name: jobs_skipped_idx; Type: INDEX; Schema: captioner; Owner: -
+--
+
+CREATE INDEX jobs_skipped_idx ON captioner.jobs USING btree (updated_at) WHERE (state = 'skipped'::captioner.job_state);
+
+--
+-- Name: image_caption_fingerprint_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_caption_fingerprint_idx ON public.image_caption USING btree (fingerprint, model) WHERE (fingerprint IS NOT NULL);
+
+--
+-- Name: image_caption_search_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_caption_search_idx ON public.image_caption USING gin (search_vector);
+
+--
+-- Name: image_caption_updated_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_caption_updated_idx ON public.image_caption USING btree (updated_at DESC);
+
+--
+-- Name: jobs jobs_bucket; Type: TRIGGER; Schema: captioner; Owner: -
+--
+
+CREATE TRIGGER jobs_bucket BEFORE INSERT ON captioner.jobs FOR EACH ROW WHEN ((new.bucket_id IS NULL)) EXECUTE FUNCTION captioner.job_bucket();
+
+--
+-- Name: jobs jobs_counted_delete; Type: TRIGGER; Schema: captioner; Owner: -
+--
+
+CREATE TRIGGER jobs_counted_delete AFTER DELETE ON captioner.jobs REFERENCING OLD TABLE AS old_jobs FOR EACH STATEMENT EXECUTE FUNCTION captioner.count_jobs();
+
+--
+-- Name: jobs jobs_counted_insert; Type: TRIGGER; Schema: captioner; Owner: -
+--
+
+CREATE TRIGGER jobs_counted_insert AFTER INSERT ON captioner.jobs REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION captioner.count_jobs();
+
+--
+-- Name: jobs jobs_counted_truncate; Type: TRIGGER; Schema: captioner; Owner: -
+--
+
+CREATE TRIGGER jobs_counted_truncate AFTER TRUNCATE ON captioner.jobs FOR EACH STATEMENT EXECUTE FUNCTION captioner.count_jobs_truncated();
+
+--
+-- Name: jobs jobs_counted_update; Type: TRIGGER; Schema: captioner; Owner: -
+--
+
+CREATE TRIGGER jobs_counted_update AFTER UPDATE ON captioner.jobs REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION captioner.count_jobs();
+
+--
+-- Name: jobs jobs_object_id_fkey; Type: FK CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.jobs
+    ADD CONSTRAINT jobs_object_id_fkey FOREIGN KEY (object_id) REFERENCES storage.objects(id) ON DELETE CASCADE;
+
+--
+-- Name: image_caption image_caption_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.image_caption
+    ADD CONSTRAINT image_caption_id_fkey FOREIGN KEY (id) REFERENCES storage.objects(id) ON DELETE CASCADE;
+
+--
+-- Name: image_caption Captions are readable where the image is; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Captions are readable where the image is" ON public.image_caption FOR SELECT TO anon, authenticated USING ((EXISTS ( SELECT 1
+   FROM storage.objects o
+  WHERE (o.id = image_caption.id))));
+
+--
+-- Name: image_caption; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.image_caption ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA public TO anon;
+GRANT USAGE ON SCHEMA public TO authenticated;
+GRANT USAGE ON SCHEMA public TO service_role;
+
+--
+-- Name: FUNCTION count_jobs(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.count_jobs() FROM PUBLIC;
+
+--
+-- Name: FUNCTION count_jobs_truncated(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.count_jobs_truncated() FROM PUBLIC;
+
+--
+-- Name: FUNCTION enqueue(p_object_id uuid); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.enqueue(p_object_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION fingerprint(p_metadata jsonb); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.fingerprint(p_metadata jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION job_bucket(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.job_bucket() FROM PUBLIC;
+
+--
+-- Name: FUNCTION on_object_change(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.on_object_change() FROM PUBLIC;
+
+--
+-- Name: FUNCTION record_skip(obj storage.objects, reason text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.record_skip(obj storage.objects, reason text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION reuse_caption(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.reuse_caption(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION skip_reason(p_bucket text, p_name text, p_metadata jsonb, p_buckets text[]); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.skip_reason(p_bucket text, p_name text, p_metadata jsonb, p_buckets text[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION sweep_slice(p_bucket text, p_after text, p_limit integer); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.sweep_slice(p_bucket text, p_after text, p_limit integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION webhook_headers(cfg captioner.config, p_body text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.webhook_headers(cfg captioner.config, p_body text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION webhook_signature(p_id text, p_timestamp bigint, p_body text, p_secret text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.webhook_signature(p_id text, p_timestamp bigint, p_body text, p_secret text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_doctor(p_functions text[], p_buckets text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_doctor(p_functions text[], p_buckets text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_doctor(p_functions text[], p_buckets text[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_gallery_captions(p_bucket text, p_limit integer, p_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_gallery_captions(p_bucket text, p_limit integer, p_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_gallery_captions(p_bucket text, p_limit integer, p_ids uuid[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_gallery_jobs(p_bucket text, p_state text, p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_gallery_jobs(p_bucket text, p_state text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_gallery_jobs(p_bucket text, p_state text, p_limit integer) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_bucket_size(p_bucket text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_bucket_size(p_bucket text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_bucket_size(p_bucket text) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_bucket_states(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_bucket_states() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_bucket_states() TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_enqueue(p_object_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_enqueue(p_object_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_enqueue(p_object_ids uuid[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_fail(p_object_id uuid, p_lease_token uuid, p_error text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_fail(p_object_id uuid, p_lease_token uuid, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_fail(p_object_id uuid, p_lease_token uuid, p_error text) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_failures(p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_failures(p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_failures(p_limit integer) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_recent(p_state text, p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_recent(p_state text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_recent(p_state text, p_limit integer) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_requeue(p_object_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_requeue(p_object_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_requeue(p_object_ids uuid[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_requeue_failed(p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_requeue_failed(p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_requeue_failed(p_limit integer) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_reuse(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_reuse(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_reuse(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_stats(p_bucket text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_stats(p_bucket text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_stats(p_bucket text) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_sweep(p_limit integer, p_buckets text[], p_full_every_seconds double precision); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_sweep(p_limit integer, p_buckets text[], p_full_every_seconds double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_sweep(p_limit integer, p_buckets text[], p_full_every_seconds double precision) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_sweep_passes(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_sweep_passes() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_sweep_passes() TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_sweep_start(p_bucket text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_sweep_start(p_bucket text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_sweep_start(p_bucket text) TO service_role;
+
+--
+-- Name: FUNCTION caption_recaption_progress(p_bucket text, p_prefix text, p_model text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text) TO service_role;
+
+--
+-- Name: FUNCTION caption_schema_version(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_schema_version() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_schema_version() TO service_role;
+
+--
+-- Name: FUNCTION caption_search_configure(p_language regconfig); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_search_configure(p_language regconfig) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_search_configure(p_language regconfig) TO service_role;
+
+--
+-- Name: FUNCTION image_caption_search_language(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.image_caption_search_language() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.image_caption_search_language() TO anon;
+GRANT ALL ON FUNCTION public.image_caption_search_language() TO authenticated;
+GRANT ALL ON FUNCTION public.image_caption_search_language() TO service_role;
+
+--
+-- Name: FUNCTION search_image_captions(query text, bucket text, max_results integer, skip integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) TO anon;
+GRANT ALL ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) TO authenticated;
+GRANT ALL ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) TO service_role;
+
+--
+-- Name: TABLE image_caption; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.image_caption TO service_role;
+GRANT SELECT ON TABLE public.image_caption TO anon;
+GRANT SELECT ON TABLE public.image_caption TO authenticated;
+
+--
+-- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES  TO anon;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES  TO authenticated;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES  TO service_role;
+
+--
+-- Name: DEFAULT PRIVILEGES FOR FUNCTIONS; Type: DEFAULT ACL; Schema: public; Owner: -
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS  TO anon;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS  TO authenticated;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS  TO service_role;
+
+--
+-- Name: DEFAULT PRIVILEGES FOR TABLES; Type: DEFAULT ACL; Schema: public; Owner: -
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES  TO anon;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES  TO authenticated;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES  TO service_role;
+
+--
+-- PostgreSQL database dump complete
+--
+
+-- Triggers on storage.objects
+CREATE TRIGGER caption_on_object_change AFTER INSERT OR UPDATE OF version, metadata ON storage.objects FOR EACH ROW EXECUTE FUNCTION captioner.on_object_change();
