@@ -10,11 +10,11 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -46,6 +46,7 @@ from app.sources import caption_sources
 from app.status import StatusReport, read_status, status_lines
 
 S = TypeVar("S", bound=CaptionSettings)
+T = TypeVar("T")
 
 cli = typer.Typer(
     help=__doc__,
@@ -80,6 +81,18 @@ def pipeline_settings_or_exit() -> Settings:
     return settings
 
 
+def run_or_exit(work: Coroutine[Any, Any, T], before_exit: Callable[[], None] | None = None) -> T:
+    """`asyncio.run(work)`, or exit 2 with the one line naming the setting to change when the
+    configuration is wrong (no caption route, a bad token); `before_exit` runs first."""
+    try:
+        return asyncio.run(work)
+    except ConfigurationError as exc:
+        if before_exit is not None:
+            before_exit()
+        typer.echo(f"captioner: {exc.reason}", err=True)
+        raise typer.Exit(2) from None
+
+
 def check_route_or_exit(settings: CaptionSettings) -> None:
     """Resolve the caption route (model → provider → task) now: refuse to start, in one
     line naming the setting to change, when Hugging Face serves none."""
@@ -87,11 +100,7 @@ def check_route_or_exit(settings: CaptionSettings) -> None:
     async def check() -> None:
         await (await open_captioner(settings)).aclose()
 
-    try:
-        asyncio.run(check())
-    except ConfigurationError as exc:
-        typer.echo(f"captioner: {exc.reason}", err=True)
-        raise typer.Exit(2) from None
+    run_or_exit(check())
 
 
 # ---------------------------------------------------------------------------------- serve
@@ -196,11 +205,7 @@ def caption(
     * `HF_TOKEN=hf_... captioner caption --json photos/*.jpg > captions.jsonl`
     """
     settings = settings_or_exit(CaptionSettings)
-    try:
-        outcomes = asyncio.run(caption_sources(sources, settings))
-    except ConfigurationError as exc:
-        typer.echo(f"captioner: {exc.reason}", err=True)
-        raise typer.Exit(2) from None
+    outcomes = run_or_exit(caption_sources(sources, settings))
     failed = 0
     for outcome in outcomes:
         if outcome.error is not None:
@@ -257,11 +262,7 @@ def backfill(
     """
     settings = pipeline_settings_or_exit()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        done = asyncio.run(run_backfill(settings, bucket, batch))
-    except ConfigurationError as exc:
-        typer.echo(f"captioner: {exc.reason}", err=True)
-        raise typer.Exit(2) from None
+    done = run_or_exit(run_backfill(settings, bucket, batch))
     typer.echo(
         f"bucket {bucket}: {done.captioned} captioned, {done.failed} failed, "
         f"{done.skipped} skipped (not images), {done.already} already captioned or queued"
@@ -314,12 +315,9 @@ def recaption(
         def report(scope: Scope, state: RecaptionProgress) -> None:
             progress.update(task, total=state.captions, completed=state.done)
 
-        try:
-            final = asyncio.run(run_recaption(settings, bucket, prefix, batch, report))
-        except ConfigurationError as exc:
-            progress.stop()
-            typer.echo(f"captioner: {exc.reason}", err=True)
-            raise typer.Exit(2) from None
+        final = run_or_exit(
+            run_recaption(settings, bucket, prefix, batch, report), before_exit=progress.stop
+        )
     others = final.captions - final.done
     typer.echo(
         f"{bucket}/{prefix}: {final.done} of {final.captions} captions by {settings.model_name}; "

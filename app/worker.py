@@ -212,21 +212,27 @@ class Worker:
         limit = self._settings.max_image_bytes
         if job.size is not None and job.size > limit:
             raise too_large(f"{job.size} bytes", limit)
-        if after_same_bytes and job.fingerprint:  # a job with these bytes just settled here
-            source = await self._queue.reuse(job, job.fingerprint, self._captioner.model)
-            if source is not None:
-                return Captioned(None, job.fingerprint, reused_from=source)
+        # a job with these bytes just settled here: its caption may serve this one too
+        if (
+            after_same_bytes
+            and job.fingerprint
+            and (reused := await self._reuse(job, job.fingerprint))
+        ):
+            return reused
         data = await self._fetcher.fetch(job.bucket_id, job.name)
         metrics.BYTES_DOWNLOADED.inc(len(data))
         fingerprint = job.fingerprint or content_fingerprint(data)
-        if job.fingerprint is None:
-            source = await self._queue.reuse(job, fingerprint, self._captioner.model)
-            if source is not None:
-                return Captioned(None, fingerprint, reused_from=source)
+        if job.fingerprint is None and (reused := await self._reuse(job, fingerprint)):
+            return reused
         caption, elapsed_ms = await caption_image_timed(
             data, self._captioner, self._settings, self._caption_slots
         )
         return Captioned(caption, fingerprint, elapsed_ms)
+
+    async def _reuse(self, job: Job, fingerprint: str) -> Captioned | None:
+        """Finish the job with a caption this model made of the same bytes, if there is one."""
+        source = await self._queue.reuse(job, fingerprint, self._captioner.model)
+        return None if source is None else Captioned(None, fingerprint, reused_from=source)
 
     def _log_reused(self, job: Job, source: str | None) -> None:
         metrics.JOB_OUTCOMES.labels("reused").inc()
