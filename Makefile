@@ -16,7 +16,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # the model `make model` puts in the Hugging Face cache (the local backend's default)
 MODEL ?= Salesforce/blip-image-captioning-base
 
-.PHONY: setup run test lint bench model constraints supabase-migrations schema-snapshot
+.PHONY: setup run test lint bench model constraints schema-snapshot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,10 +56,6 @@ lint: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench
-
-# after changing migrations/: refresh their copies in supabase/migrations/ (Supabase CLI)
-supabase-migrations:
-	$(PYTHON) scripts/supabase_migrations.py
 
 # after changing migrations/: refresh docs/schema.sql, the pg_dump of the schema they make
 schema-snapshot: $(VENV)/.dev-installed

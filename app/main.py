@@ -15,17 +15,18 @@ import httpx
 from fastapi import Depends, FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from app import __version__, api, gallery, ops, ui, webhook
-from app.auth import require_api_key
-from app.batching import MicroBatcher
+from app import __version__
+from app.api import captions, gallery, ops, ui, webhook
+from app.api.auth import require_api_key
+from app.api.deps import Runtime
+from app.api.webhook_signature import SignatureVerifier
 from app.captioning import open_captioner
-from app.config import Settings, get_settings
-from app.deps import Runtime
-from app.jobs import JobQueue
-from app.logs import configure_logging
-from app.storage import ObjectFetcher
-from app.webhook_signature import SignatureVerifier
-from app.worker import Sweeper, Worker, backoff_delay
+from app.core.batching import MicroBatcher
+from app.core.config import Settings, get_settings
+from app.core.logs import configure_logging
+from app.pipeline.jobs import JobQueue
+from app.pipeline.storage import ObjectFetcher
+from app.pipeline.worker import Sweeper, Worker, backoff_delay
 
 log = logging.getLogger(__name__)
 # Webhooks arriving together share one enqueue round trip; each still waits for its commit.
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     if settings.pipeline_connected:
         app.include_router(webhook.router)
-    app.include_router(api.router)
+    app.include_router(captions.router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
     async def openapi() -> dict[str, Any]:

@@ -120,7 +120,8 @@ def real_cli(stack: Any, window: float) -> dict[str, Any]:
     sampler = Sampler(stack.db_url, stack.hf)
     sampler.start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "backfill", "--bucket", "images", "--batch", str(BATCH)],
+        [sys.executable, "-m", "app.commands.cli", "backfill"]
+        + ["--bucket", "images", "--batch", str(BATCH)],
         env=cli_env,
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from app.config import CaptionSettings
-from app.images import prepare_image
+from app.core.config import CaptionSettings
+from app.core.images import prepare_image
 from bench.common import Environment, Result, photo_like
 
 TARGET = 0.05

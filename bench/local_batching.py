@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from app.captioning.local import LocalCaptioner
-from app.config import CaptionSettings
-from app.images import prepare_image
+from app.core.config import CaptionSettings
+from app.core.images import prepare_image
 from bench.common import Environment, Result, photo_like
 
 MODEL_DIR = Path("/tmp/captioner-bench-blip-base")

@@ -894,10 +894,10 @@ $$;
 -- Name: caption_schema_version(); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_schema_version() RETURNS integer
+CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 10 $$;
+    AS $$ select 20261121000010 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -

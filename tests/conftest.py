@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
+from app.core.config import Settings
 from tests.harness.supabase_stub import create_bucket
 from tests.support import TEST_SECRET, RunningService, start_service
 

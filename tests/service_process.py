@@ -89,7 +89,7 @@ class ServiceProcess:
         self.command = (
             [sys.executable, "-m", "uvicorn", "--factory", factory, "--no-access-log"]
             if factory
-            else [sys.executable, "-m", "app.cli", "serve"]
+            else [sys.executable, "-m", "app.commands.cli", "serve"]
         ) + ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -11,7 +11,7 @@ from PIL import Image
 from psycopg.rows import dict_row
 from supabase import Client, create_client
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.harness.hf_stub import HuggingFaceStandIn
 from tests.harness.servers import ThreadedServer

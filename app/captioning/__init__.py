@@ -6,10 +6,10 @@ import logging
 import time
 from typing import Protocol
 
-from app import metrics
-from app.config import CaptionSettings
-from app.errors import CaptionerAway, CaptionError, RetryableError
-from app.images import PreparedImage, prepare_image
+from app.core import metrics
+from app.core.config import CaptionSettings
+from app.core.errors import CaptionerAway, CaptionError, RetryableError
+from app.core.images import PreparedImage, prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 class Captioner(Protocol):
     """Turns a prepared image into a caption.
 
-    Raises a `CaptionError` whose `failure` says whose fault it is (app/errors.py).
+    Raises a `CaptionError` whose `failure` says whose fault it is (app/core/errors.py).
     """
 
     model: str

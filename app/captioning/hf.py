@@ -12,15 +12,15 @@ from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
 from app.captioning.routes import IMAGE_TO_TEXT, Route, resolve_route
-from app.config import CaptionSettings
-from app.errors import (
+from app.core.config import CaptionSettings
+from app.core.errors import (
     CaptionerAway,
     CaptionError,
     ConfigurationError,
     PermanentError,
     RetryableError,
 )
-from app.images import PreparedImage, probe_image
+from app.core.images import PreparedImage, probe_image
 
 TRANSIENT_STATUS = {408, 409, 425, 500, 502, 504}
 ERROR_KINDS = {408: "timeout", 504: "timeout"}
@@ -121,7 +121,7 @@ class BodyError(ValueError):
 
 
 def classify(exc: Exception, route: Route) -> Exception:
-    """The one place Hugging Face failures get their class (see app/errors.py).
+    """The one place Hugging Face failures get their class (see app/core/errors.py).
 
     Sources: status codes and bodies as huggingface_hub raises them (HfHubHTTPError with the
     response attached; InferenceTimeoutError); the router's 400 "model not supported" and

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.batching import MicroBatcher
-from app.config import CaptionSettings
-from app.errors import ConfigurationError, RetryableError
-from app.images import PreparedImage
+from app.core.batching import MicroBatcher
+from app.core.config import CaptionSettings
+from app.core.errors import ConfigurationError, RetryableError
+from app.core.images import PreparedImage
 
 if TYPE_CHECKING:
     import torch

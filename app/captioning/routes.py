@@ -28,8 +28,8 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 
-from app.config import CaptionSettings
-from app.errors import CaptionerAway, ConfigurationError
+from app.core.config import CaptionSettings
+from app.core.errors import CaptionerAway, ConfigurationError
 
 Task = Literal["image-to-text", "conversational"]
 IMAGE_TO_TEXT: Task = "image-to-text"

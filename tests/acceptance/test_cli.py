@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from app.images import EXAMPLES
+from app.core.images import EXAMPLES
 from tests.harness.postgres import SUPABASE_SQL, apply_sql_file, database_url, drop_database
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.config import NOT_CONNECTED
+from app.core.config import NOT_CONNECTED
 from tests.service_process import ServiceProcess
 from tests.support import make_image
 

@@ -11,8 +11,8 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 from supabase import create_client
 
-from app.config import Settings
-from app.ui import build_interface, example_images
+from app.api.ui import build_interface, example_images
+from app.core.config import Settings
 from tests.acceptance.test_ui import ARTIFACTS, browser  # noqa: F401  (the module's Chromium fixture)
 from tests.harness.hf_stub import ServerError
 from tests.harness.supabase_stub import create_bucket

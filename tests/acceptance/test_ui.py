@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from app.ui import example_images
+from app.api.ui import example_images
 from tests.support import make_image
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -3,7 +3,7 @@ operator opens it on purpose (UI_PUBLIC=true); the API always needs its key then
 
 import httpx
 
-from app.auth import UI_LOCKED_REASON
+from app.api.auth import UI_LOCKED_REASON
 from tests.support import TEST_SECRET, make_image
 
 USER, PASSWORD = "alice", "correct horse battery staple"

@@ -7,9 +7,9 @@ import pytest
 
 from app.captioning import build_captioner
 from app.captioning.hf import HuggingFaceCaptioner
-from app.config import CaptionSettings
-from app.errors import CaptionerAway, ConfigurationError, PermanentError, RetryableError
-from app.images import prepare_image
+from app.core.config import CaptionSettings
+from app.core.errors import CaptionerAway, ConfigurationError, PermanentError, RetryableError
+from app.core.images import prepare_image
 from tests.harness.hf_stub import Hang, Loading, RateLimited, ServerError, caption_for
 from tests.support import make_image
 

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from app.doctor import Check, expected_schema_version, render, run_checks
+from app.commands.doctor import Check, expected_schema_version, render, run_checks
 from tests.harness.supabase_stub import create_bucket
 from tests.service_process import free_port
 from tests.support import query, service_settings
@@ -65,8 +65,8 @@ BREAKAGES: dict[str, tuple[str, str, str]] = {
     # id: (SQL that breaks it, the check that fails, what its fix says)
     "function-missing": ("drop function public.caption_jobs_stats", "migrations",
                          "captioner migrate"),
-    "schema-older": ("create or replace function public.caption_schema_version() returns int "
-                     "language sql as 'select 9'", "migrations", "captioner migrate"),
+    "schema-older": ("create or replace function public.caption_schema_version() returns bigint "
+                     "language sql as 'select 20261121000009'", "migrations", "captioner migrate"),
     "doctor-missing": ("drop function public.caption_doctor(text[], text[])", "migrations",
                        "captioner migrate"),
     "trigger-missing": ("drop trigger caption_on_object_change on storage.objects", "trigger",
@@ -130,7 +130,7 @@ def test_the_doctor_knows_every_function_the_app_calls():
     import re
     from pathlib import Path
 
-    from app.doctor import FUNCTIONS, MIGRATIONS_DIR
+    from app.commands.doctor import FUNCTIONS, MIGRATIONS_DIR
 
     root = Path(__file__).resolve().parents[2] / "app"
     code = "".join(path.read_text() for path in root.rglob("*.py"))

@@ -1,10 +1,10 @@
-"""What the trigger queues is what the worker decodes: one list (app/images.py), handed to
+"""What the trigger queues is what the worker decodes: one list (app/core/images.py), handed to
 the database at start-up; anything else is skipped with a reason, visible in the metrics."""
 
 import httpx
 from PIL import Image
 
-from app.images import FORMAT_BY_MIMETYPE, MIMETYPES
+from app.core.images import FORMAT_BY_MIMETYPE, MIMETYPES
 from tests.support import TEST_SECRET, make_image, query, query_one, upload
 
 AUTH = {"Authorization": f"Bearer {TEST_SECRET}"}

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from app.captioning.hf import HuggingFaceCaptioner
-from app.config import CaptionSettings
-from app.errors import CaptionerAway, ConfigurationError, Failure, failure_of
-from app.images import prepare_image
+from app.core.config import CaptionSettings
+from app.core.errors import CaptionerAway, ConfigurationError, Failure, failure_of
+from app.core.images import prepare_image
 from tests.harness.hf_stub import BadBody, Loading, RateLimited, caption_for
 from tests.support import make_image
 

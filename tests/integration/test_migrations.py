@@ -93,16 +93,16 @@ def test_dashboard_webhook_payload_is_understood(service, supabase, pgnet):
 
 
 def test_the_schema_version_is_the_highest_migration_file(db_url):
-    """The convention (docs/ARCHITECTURE.md): every file from 0010 on redefines
-    caption_schema_version() to return its own number, so `captioner doctor` can tell an
+    """The convention (docs/ARCHITECTURE.md): every file from 20261121000010 on redefines
+    caption_schema_version() to return its own version, so `captioner doctor` can tell an
     out-of-date database."""
     import re
 
-    from app.doctor import expected_schema_version
+    from app.commands.doctor import expected_schema_version
 
     for path in MIGRATIONS:
         number = int(re.match(r"\d+", path.name).group())  # type: ignore[union-attr]
-        if number >= 10:
+        if number >= 20261121000010:
             declared = re.search(
                 r"function public\.caption_schema_version\(\).*?select (\d+)",
                 path.read_text(),

@@ -10,7 +10,7 @@ from tests.support import make_image, upload, wait_for_caption
 
 @pytest.mark.parametrize("name", ["q?x=1&y=2.png", "a b/c+d=e&f.png", "x/y/z/w/v/deep photo.png"])
 def test_names_storage_accepts_are_captioned(service, supabase, hf, caplog, name):
-    caplog.set_level(logging.INFO, logger="app.storage")
+    caplog.set_level(logging.INFO, logger="app.pipeline.storage")
     object_id = upload(supabase, name, make_image((30, 60, 220)))
 
     assert "mostly blue" in wait_for_caption(supabase.db_url, object_id)["caption"]
@@ -23,7 +23,7 @@ def test_names_storage_accepts_are_captioned(service, supabase, hf, caplog, name
 def test_a_refused_signed_url_falls_back_to_the_authenticated_download(
     service, supabase, hf, caplog
 ):
-    caplog.set_level(logging.INFO, logger="app.storage")
+    caplog.set_level(logging.INFO, logger="app.pipeline.storage")
     refusal = {"statusCode": "400", "code": "InvalidSignature", "error": "InvalidSignature",
                "message": "The url do not match the signature"}
     supabase.faults.add("download", 400, body=refusal)

@@ -5,7 +5,7 @@ import logging
 
 import httpx
 
-from app.logs import configure_logging
+from app.core.logs import configure_logging
 from tests.harness.hf_stub import Loading
 from tests.support import TEST_SECRET, make_image, upload, wait_for_caption
 
@@ -89,8 +89,8 @@ def test_logs_are_json_lines_with_the_object_id():
     configure_logging("INFO")
     configure_logging("INFO")
     handlers = [h for h in logging.getLogger("app").handlers if h.get_name() == "captioner-json"]
-    record = logging.getLogger("app.worker").makeRecord(
-        "app.worker",
+    record = logging.getLogger("app.pipeline.worker").makeRecord(
+        "app.pipeline.worker",
         logging.INFO,
         __file__,
         1,
@@ -107,7 +107,7 @@ def test_logs_are_json_lines_with_the_object_id():
     event = json.loads(line)
     assert event["message"] == "captioned x"
     assert event["object_id"] == "abc" and event["attempt"] == 2
-    assert event["level"] == "INFO" and event["logger"] == "app.worker"
+    assert event["level"] == "INFO" and event["logger"] == "app.pipeline.worker"
 
 
 def test_start_waits_for_supabase_before_reporting_ready(supabase, hf):

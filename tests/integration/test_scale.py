@@ -1,4 +1,4 @@
-"""What keeps costs independent of the bucket's size (migrations/0003, 0008): kept counters
+"""What keeps costs independent of the bucket's size (migration 0003, 0008): kept counters
 that always equal the jobs table, a claim that reads only what it leases, and a sweep that
 touches the bucket only while a reconciliation pass runs, one replica at a time.
 Figures for 10 k to 1 M objects: bench/scale.py."""

@@ -1,4 +1,4 @@
-"""The failure taxonomy (app/errors.py, README "When captioning fails"), one test per row:
+"""The failure taxonomy (app/core/errors.py, README "When captioning fails"), one test per row:
 what the job, its attempts, /readyz and the metrics show. Also the Hub-id path end to end."""
 
 import json
@@ -190,9 +190,9 @@ def test_a_failure_is_counted_only_when_the_job_was_still_held(supabase, hf, cap
 
     from prometheus_client import REGISTRY
 
-    from app.jobs import JobQueue
     from app.main import connect_supabase
-    from app.worker import Worker
+    from app.pipeline.jobs import JobQueue
+    from app.pipeline.worker import Worker
     from tests.support import service_settings
 
     create_bucket(supabase.db_url, "images")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import CaptionSettings, Settings, SettingsError, load_settings
+from app.core.config import CaptionSettings, Settings, SettingsError, load_settings
 
 UI = ["UI_USERNAME", "UI_PASSWORD", "UI_PUBLIC", "API_KEYS"]
 REQUIRED = {

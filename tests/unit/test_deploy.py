@@ -23,7 +23,7 @@ import jwt
 import pytest
 import yaml
 
-from app.config import PIPELINE_SETTINGS, Settings
+from app.core.config import PIPELINE_SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -301,7 +301,7 @@ def captioner_env_problems(doc: dict[str, Any], service: str = "captioner") -> l
         return [f"no {service} service"]
     env = environment_of(svc)
     problems = [
-        f"{k} is not a setting of app.config.Settings" for k in env if k not in SETTING_NAMES
+        f"{k} is not a setting of app.core.config.Settings" for k in env if k not in SETTING_NAMES
     ]
     resolved = interpolate(env)
     for name in sorted(REQUIRED_SETTINGS):
@@ -532,9 +532,9 @@ def cmd_problems(df: Dockerfile) -> list[str]:
     if argv[:2] != ["captioner", "serve"]:
         return [f"CMD runs {argv[:2]}, not `captioner serve`"]
     try:
-        cli = importlib.import_module("app.cli")
+        cli = importlib.import_module("app.commands.cli")
     except ImportError as exc:
-        return [f"CMD runs captioner but app.cli does not import: {exc}"]
+        return [f"CMD runs captioner but app.commands.cli does not import: {exc}"]
     problems = []
     if "serve" not in {command.name or command.callback.__name__
                        for command in cli.cli.registered_commands if command.callback}:
@@ -714,7 +714,7 @@ def test_dockerignore() -> None:
     patterns = dockerignore_patterns()
     for path in (".venv", ".venv/bin/python", ".git", ".env", "app/__pycache__/x.pyc"):
         assert is_ignored(path, patterns), path
-    for path in ("app/main.py", "migrations/0001_image_caption.sql", "pyproject.toml"):
+    for path in ("app/main.py", "migrations/20261121000001_image_caption.sql", "pyproject.toml"):
         assert not is_ignored(path, patterns), path
 
 

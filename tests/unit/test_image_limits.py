@@ -6,12 +6,12 @@ import io
 import pytest
 from PIL import Image
 
-from app.errors import PermanentError
-from app.images import prepare_image
+from app.core.errors import PermanentError
+from app.core.images import prepare_image
 from tests.integration.test_hostile_inputs import png_bomb
 
 PILLOW_DEFAULT = 89_478_485  # Image.MAX_IMAGE_PIXELS as Pillow ships it
-# app/images.py turns Pillow's bomb warning into an error; pytest resets warning filters per
+# app/core/images.py turns Pillow's bomb warning into an error; pytest resets warning filters per
 # test, so say it again here to run as the service does.
 pytestmark = pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 

@@ -14,9 +14,9 @@ from PIL import Image
 
 from app.captioning import build_captioner, local
 from app.captioning.local import LocalCaptioner, ModelNotAvailable
-from app.config import Settings
-from app.errors import ConfigurationError, RetryableError
-from app.images import PreparedImage, prepare_image
+from app.core.config import Settings
+from app.core.errors import ConfigurationError, RetryableError
+from app.core.images import PreparedImage, prepare_image
 from tests.tiny_blip import build_tiny_vit_gpt2
 
 

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
-from app import metrics
-from app.auth import require_webhook_secret
-from app.bounded import read_capped
-from app.deps import RuntimeDep
-from app.webhook_signature import InvalidSignature
+from app.api.auth import require_webhook_secret
+from app.api.deps import RuntimeDep
+from app.api.webhook_signature import InvalidSignature
+from app.core import metrics
+from app.core.bounded import read_capped
 
 log = logging.getLogger(__name__)
 router = APIRouter()

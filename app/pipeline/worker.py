@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from supabase import AsyncClient
 
-from app import metrics
-from app.bounded import too_large
 from app.captioning import Captioner, caption_image_timed, open_captioner
-from app.config import Settings
-from app.errors import CaptionError, ConfigurationError, Failure, RetryableError
-from app.jobs import Job, JobQueue, SweepSlice, content_fingerprint
-from app.storage import ObjectFetcher
+from app.core import metrics
+from app.core.bounded import too_large
+from app.core.config import Settings
+from app.core.errors import CaptionError, ConfigurationError, Failure, RetryableError
+from app.pipeline.jobs import Job, JobQueue, SweepSlice, content_fingerprint
+from app.pipeline.storage import ObjectFetcher
 
 log = logging.getLogger(__name__)
 RECHECK_MAX_SECONDS = 60.0  # while paused for configuration, re-check at least this often
@@ -354,7 +354,7 @@ class Worker:
 
 
 class Sweeper:
-    """Runs the reconciliation sweep (migrations/0003, caption_jobs_sweep): cheap when no
+    """Runs the reconciliation sweep (migration 000003, caption_jobs_sweep): cheap when no
     pass is running, one slice every WORKER_POLL_INTERVAL while one is."""
 
     def __init__(self, queue: JobQueue, worker: Worker, settings: Settings) -> None:

@@ -20,9 +20,9 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import metrics
-from app.config import Settings
-from app.deps import SettingsDep
+from app.api.deps import SettingsDep
+from app.core import metrics
+from app.core.config import Settings
 
 UI_LOCKED_REASON = (
     "the web page needs credentials while the bucket pipeline is connected: set UI_USERNAME "

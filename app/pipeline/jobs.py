@@ -7,13 +7,13 @@ from typing import Any
 
 from supabase import AsyncClient
 
-from app.config import Settings
-from app.images import MIMETYPES
+from app.core.config import Settings
+from app.core.images import MIMETYPES
 
 
 def content_fingerprint(data: bytes) -> str:
     """The fingerprint of downloaded bytes, in the form the database derives from storage's
-    eTag (an MD5) and size (captioner.fingerprint in migrations/0006): they match."""
+    eTag (an MD5) and size (captioner.fingerprint in migration 000006): they match."""
     return f"md5:{hashlib.md5(data, usedforsecurity=False).hexdigest()}:{len(data)}"
 
 

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from app.jobs import JobQueue, QueueStats, SweepPass
+from app.pipeline.jobs import JobQueue, QueueStats, SweepPass
 
 
 @dataclass

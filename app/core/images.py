@@ -9,7 +9,7 @@ from pathlib import Path
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-from app.errors import PermanentError
+from app.core.errors import PermanentError
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF: what phones upload
 Image.init()  # register every plugin so `formats=` can name them
@@ -111,7 +111,7 @@ def _too_many_pixels(size: tuple[int, int] | None, limit: int) -> PermanentError
 
 @cache
 def probe_image() -> PreparedImage:
-    """A small real picture (app/examples/house.jpg at 64 px), for checking a captioner."""
+    """A small real picture (app/core/examples/house.jpg at 64 px), for checking a captioner."""
     with Image.open(EXAMPLES / "house.jpg") as image:
         small = image.convert("RGB")
     small.thumbnail((64, 64))

@@ -1,6 +1,6 @@
 """`captioner recaption`: caption a bucket's images again after a change of model.
 
-The work is queued in the database (caption_jobs_recaption, migrations/0009) a batch at a
+The work is queued in the database (caption_jobs_recaption, migration 000009) a batch at a
 time, in name order, and captioned by a worker in this process (the service's workers help,
 and the jobs outlive this process). Each image keeps its old caption until the new one is
 written. A run queues each image once; running the command again continues where the last
@@ -14,9 +14,9 @@ from datetime import datetime
 
 from supabase import AsyncClient
 
-from app.config import Settings
-from app.jobs import JobQueue, RecaptionProgress
-from app.worker import Worker, running_worker
+from app.core.config import Settings
+from app.pipeline.jobs import JobQueue, RecaptionProgress
+from app.pipeline.worker import Worker, running_worker
 
 POLL_SECONDS = 0.5
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 
-from app.bounded import read_file, read_stream
 from app.captioning import Captioner, caption_image, open_captioner
-from app.config import CaptionSettings
-from app.errors import CaptionError, ConfigurationError, PermanentError
+from app.core.bounded import read_file, read_stream
+from app.core.config import CaptionSettings
+from app.core.errors import CaptionError, ConfigurationError, PermanentError
 
 CAPTION_CONCURRENCY = 4
 DOWNLOAD_TIMEOUT = 30.0

@@ -9,12 +9,12 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
-from app.auth import require_api_key
-from app.bounded import read_capped, too_large
+from app.api.auth import require_api_key
+from app.api.deps import CaptionerDep, SettingsDep
 from app.captioning import caption_image
-from app.config import CaptionSettings
-from app.deps import CaptionerDep, SettingsDep
-from app.errors import CaptionError, Failure, RetryableError
+from app.core.bounded import read_capped, too_large
+from app.core.config import CaptionSettings
+from app.core.errors import CaptionError, Failure, RetryableError
 
 CHUNK_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and part headers around the image

@@ -2,11 +2,11 @@
 bucket's latest captions as thumbnails, the caption search, job counts, failures with a
 button to queue them again, skipped uploads, and re-captioning with the current model.
 
-The page (app/static/gallery.html) polls `GET /ui/gallery/data`. Thumbnails are signed
+The page (app/api/static/gallery.html) polls `GET /ui/gallery/data`. Thumbnails are signed
 URLs of storage's image transformation (`/storage/v1/render/image/sign/...`): the
 browser fetches a small rendition straight from Supabase, never the image through here.
 Every read goes through supabase-py with the service key: the rpc functions of
-migrations/0009 and the search RPC of app developers.
+migration 000009 and the search RPC of app developers.
 """
 
 import asyncio
@@ -25,8 +25,8 @@ from storage3.exceptions import StorageApiError
 from storage3.types import TransformOptions
 from supabase import AsyncClient
 
-from app.deps import QueueDep, Runtime, RuntimeDep, SupabaseDep
-from app.jobs import JobQueue
+from app.api.deps import QueueDep, Runtime, RuntimeDep, SupabaseDep
+from app.pipeline.jobs import JobQueue
 
 PAGE = Path(__file__).resolve().parent / "static" / "gallery.html"
 THUMBNAIL = TransformOptions(width=240, height=240, resize="cover")
@@ -62,7 +62,7 @@ class Thumbnails:
         return signed
 
     async def _sign(self, bucket: str, name: str) -> str | None:
-        # storage3 percent-decodes the path it is given: encode it (as app/storage.py does)
+        # storage3 percent-decodes the path it is given: encode it (as app/pipeline/storage.py does)
         files = self._client.storage.from_(bucket)
         try:
             signed = await files.create_signed_url(

@@ -23,12 +23,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from supabase import AsyncClient
 
-from app.auth import UI_LOCKED_REASON as UI_LOCKED
-from app.backfill import ConsoleReport
-from app.backfill import Progress as BackfillProgress
-from app.backfill import backfill as backfill_bucket
+from app.api.auth import UI_LOCKED_REASON as UI_LOCKED
 from app.captioning import open_captioner
-from app.config import (
+from app.commands.backfill import ConsoleReport
+from app.commands.backfill import Progress as BackfillProgress
+from app.commands.backfill import backfill as backfill_bucket
+from app.commands.doctor import render, run_checks
+from app.commands.migrate import MigrationError, apply_migrations
+from app.commands.recaption import Scope, recaption_bucket, with_model
+from app.commands.sources import caption_sources
+from app.commands.status import StatusReport, read_status, status_lines
+from app.core.config import (
     NOT_CONNECTED,
     PIPELINE_SETTINGS,
     CaptionSettings,
@@ -36,14 +41,9 @@ from app.config import (
     SettingsError,
     load_settings,
 )
-from app.doctor import render, run_checks
-from app.errors import ConfigurationError
-from app.jobs import JobQueue, RecaptionProgress
+from app.core.errors import ConfigurationError
 from app.main import connect_supabase, create_app
-from app.migrate import MigrationError, apply_migrations
-from app.recaption import Scope, recaption_bucket, with_model
-from app.sources import caption_sources
-from app.status import StatusReport, read_status, status_lines
+from app.pipeline.jobs import JobQueue, RecaptionProgress
 
 S = TypeVar("S", bound=CaptionSettings)
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from app.errors import PermanentError
+from app.core.errors import PermanentError
 
 
 def too_large(size: str, limit: int) -> PermanentError:

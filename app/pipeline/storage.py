@@ -13,9 +13,9 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import AsyncClient
 
-from app.bounded import read_stream
-from app.config import Settings
-from app.errors import PermanentError, RetryableError
+from app.core.bounded import read_stream
+from app.core.config import Settings
+from app.core.errors import PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
 # storage-api's answers to a signed URL it cannot verify: not the object's fault, and the

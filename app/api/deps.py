@@ -6,13 +6,13 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from supabase import AsyncClient
 
-from app.batching import MicroBatcher
+from app.api.webhook_signature import SignatureVerifier
 from app.captioning import Captioner
-from app.config import NOT_CONNECTED, Settings
-from app.jobs import JobQueue
-from app.storage import ObjectFetcher
-from app.webhook_signature import SignatureVerifier
-from app.worker import Worker
+from app.core.batching import MicroBatcher
+from app.core.config import NOT_CONNECTED, Settings
+from app.pipeline.jobs import JobQueue
+from app.pipeline.storage import ObjectFetcher
+from app.pipeline.worker import Worker
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The Prometheus metrics the service keeps (served by app/ops.py at /metrics)."""
+"""The Prometheus metrics the service keeps (served by app/api/ops.py at /metrics)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 

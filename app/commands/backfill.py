@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 from supabase import AsyncClient
 
-from app.config import Settings
-from app.jobs import JobQueue, QueueStats
-from app.worker import running_worker
+from app.core.config import Settings
+from app.pipeline.jobs import JobQueue, QueueStats
+from app.pipeline.worker import running_worker
 
 IDLE_WAIT = 0.25  # seconds between checks while the pass waits for the workers
 

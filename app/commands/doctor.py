@@ -14,14 +14,14 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from postgrest.exceptions import APIError
 
-from app.bounded import read_file
 from app.captioning import caption_image, open_captioner
-from app.config import PIPELINE_SETTINGS, Settings
-from app.errors import CaptionError
-from app.images import EXAMPLES
+from app.core.bounded import read_file
+from app.core.config import PIPELINE_SETTINGS, Settings
+from app.core.errors import CaptionError
+from app.core.images import EXAMPLES
 from app.main import connect_supabase
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 EXAMPLE_IMAGE = EXAMPLES / "house.jpg"
 # Every function the service, the CLI and the gallery call, and the search users call.
 FUNCTIONS = (
@@ -62,7 +62,7 @@ class Check:
 
 
 def expected_schema_version(directory: Path = MIGRATIONS_DIR) -> int:
-    """The number of the highest migration file shipped with the app."""
+    """The version (the name's leading digits) of the highest migration file shipped."""
     numbers = [int(m.group()) for p in directory.glob("*.sql") if (m := re.match(r"\d+", p.name))]
     return max(numbers, default=0)
 

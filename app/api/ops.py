@@ -6,11 +6,11 @@ import httpx
 from fastapi import APIRouter, Depends, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import metrics
-from app.auth import require_api_key
-from app.config import NOT_CONNECTED
-from app.deps import RuntimeDep
-from app.errors import CaptionError
+from app.api.auth import require_api_key
+from app.api.deps import RuntimeDep
+from app.core import metrics
+from app.core.config import NOT_CONNECTED
+from app.core.errors import CaptionError
 
 router = APIRouter(tags=["operations"])
 

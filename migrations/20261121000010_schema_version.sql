@@ -1,12 +1,15 @@
 -- The schema's version, and what `captioner doctor` asks the database in one round trip.
 --
 -- Convention (docs/ARCHITECTURE.md): every migration file from this one on ends by
--- redefining public.caption_schema_version() to return its own number. Files run in order,
--- so the function answers the highest file applied; the app expects the highest file it
--- ships (app/doctor.py), and `captioner doctor` says "run captioner migrate" when they differ.
+-- redefining public.caption_schema_version() to return its own version (the file name's
+-- 14 digits). Files run in order, so the function answers the highest file applied; the
+-- app expects the highest file it ships (app/commands/doctor.py), and `captioner doctor`
+-- says "run captioner migrate" when they differ. Dropped first: older releases made it
+-- return integer, too small for a timestamp.
 
-create or replace function public.caption_schema_version()
-returns integer language sql immutable set search_path = '' as $$ select 10 $$;
+drop function if exists public.caption_schema_version();
+create function public.caption_schema_version()
+returns bigint language sql immutable set search_path = '' as $$ select 20261121000010 $$;
 
 -- For each check: the functions (of p_functions) missing from schema public, the watched
 -- buckets (of p_buckets) missing from storage.buckets, the trigger on storage.objects,

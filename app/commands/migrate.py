@@ -1,8 +1,7 @@
 """Apply migrations/*.sql to a database: in file order, each file in one transaction.
 
 Every file is re-runnable, so applying all of them again after an upgrade is the upgrade.
-(supabase/migrations/ holds the same files under the Supabase CLI's names; see
-scripts/supabase_migrations.py.)
+(supabase/migrations is a link to migrations/: the Supabase CLI reads the same files.)
 """
 
 from collections.abc import Callable
@@ -12,7 +11,7 @@ import psycopg
 
 # A source checkout has migrations/ next to app/; the container has it in its working
 # directory (/srv/captioner), since an installed package has no repository around it.
-CANDIDATE_DIRS = (Path(__file__).resolve().parents[1] / "migrations", Path("migrations"))
+CANDIDATE_DIRS = (Path(__file__).resolve().parents[2] / "migrations", Path("migrations"))
 
 
 class MigrationError(Exception):

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app.auth import WebPageAuth
-from app.bounded import read_file
+from app.api.auth import WebPageAuth
+from app.api.deps import Runtime
 from app.captioning import caption_image
-from app.config import Settings
-from app.deps import Runtime
-from app.errors import CaptionError
+from app.core.bounded import read_file
+from app.core.config import Settings
+from app.core.errors import CaptionError
+from app.core.images import EXAMPLES
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -21,12 +22,12 @@ if TYPE_CHECKING:
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no phoning home, whatever the environment says
 
 PATH = "/ui"
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLES_DIR = EXAMPLES
 CONCURRENCY = 4
 
 
 def mount(app: FastAPI) -> None:
-    """Mount the Gradio page on `app` at /ui, guarded as `Settings.ui_auth` says (app/auth.py):
+    """Mount the Gradio page on `app` at /ui, guarded as `Settings.ui_auth` says (app/api/auth.py):
     a locked page is not built at all, every /ui request gets 403 with the reason."""
     settings: Settings = app.state.settings
     if settings.ui_auth != "open":
@@ -55,7 +56,7 @@ def build_interface(
     import gradio as gr
 
     model = settings.model_name
-    gallery = settings.pipeline_connected  # app/gallery.py is served with the pipeline
+    gallery = settings.pipeline_connected  # app/api/gallery.py is served with the pipeline
     name = "BLIP" if "blip" in model.lower() else model.rstrip("/").rsplit("/", 1)[-1]
     return gr.Interface(
         fn=fn,
@@ -80,7 +81,7 @@ def build_interface(
 
 
 def example_images() -> list[Path]:
-    """The pictures drawn by app/examples/draw.py."""
+    """The pictures drawn by app/core/examples/draw.py."""
     return sorted(EXAMPLES_DIR.glob("*.jpg"))
 
 

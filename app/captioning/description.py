@@ -1,0 +1,46 @@
+"""What a caption is: one image's description in one language, field by field.
+
+The contract between the captioners (which fill a `Description`) and the pipeline (which
+stores one per image and language). A backend fills what its model can and names the rest
+in `missing`: BLIP fills `caption` and `alt_text`; a vision-language model fills them all.
+"""
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, Field
+
+FieldName = Literal["caption", "alt_text", "description", "tags", "text_in_image"]
+FIELDS: tuple[FieldName, ...] = get_args(FieldName)
+
+
+class DescribeRequest(BaseModel):
+    """What to ask the model for: the language (BCP 47), the fields wanted, an extra prompt."""
+
+    language: str = "en"
+    fields: tuple[FieldName, ...] = FIELDS
+    prompt: str | None = None
+
+
+class Description(BaseModel):
+    """One image's description in one language."""
+
+    language: str = "en"
+    caption: str
+    alt_text: str = ""
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    text_in_image: str = ""
+    missing: list[FieldName] = Field(default_factory=list)
+
+    @classmethod
+    def from_caption(cls, caption: str, request: DescribeRequest | None = None) -> "Description":
+        """A plain sentence: it is the caption and the alt text; every other field asked for
+        is missing."""
+        request = request or DescribeRequest()
+        filled = {"caption", "alt_text"}
+        return cls(
+            language=request.language,
+            caption=caption,
+            alt_text=caption,
+            missing=[name for name in request.fields if name not in filled],
+        )

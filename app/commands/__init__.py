@@ -1,0 +1,1 @@
+"""The `captioner` command and the work of each of its sub-commands."""

@@ -1,0 +1,1 @@
+"""Foundations every layer uses: settings, failure classes, logs, metrics, bytes, images."""

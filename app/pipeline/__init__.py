@@ -1,0 +1,1 @@
+"""The bucket pipeline: the job queue (rpc), the object fetcher, the worker and the sweep."""
