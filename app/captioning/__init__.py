@@ -4,14 +4,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
+from app.captioning.description import DescribeRequest, Description
 from app.core import metrics
 from app.core.config import CaptionSettings
 from app.core.errors import CaptionerAway, CaptionError, RetryableError
 from app.core.images import PreparedImage, prepare_image
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Captioner(Protocol):
@@ -23,6 +26,11 @@ class Captioner(Protocol):
     model: str
 
     async def caption(self, image: PreparedImage) -> str: ...
+
+    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
+        """Every field of `request` the model can fill, the others named in `missing`. An
+        answer that misses the schema is retried once, then falls back: never raised."""
+        ...
 
     async def check(self) -> None:
         """Raise what captioning would raise now (route, token, model), or return."""
@@ -82,6 +90,50 @@ async def caption_image_timed(
     slots: asyncio.Semaphore | None = None,
 ) -> tuple[str, int]:
     """`caption_image`, and the captioner's own time in ms (not decoding, not waiting)."""
+    caption, elapsed_ms = await _timed(data, captioner.caption, settings, slots)
+    caption = caption.strip()
+    if not caption:
+        raise RetryableError("captioner returned an empty caption")
+    return caption, elapsed_ms
+
+
+async def describe_image(
+    data: bytes,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    request: DescribeRequest | None = None,
+    slots: asyncio.Semaphore | None = None,
+) -> Description:
+    """Decode `data` within the limits and describe it (`caption_image`'s path, every field)."""
+    description, _ = await describe_image_timed(data, captioner, settings, request, slots)
+    return description
+
+
+async def describe_image_timed(
+    data: bytes,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    request: DescribeRequest | None = None,
+    slots: asyncio.Semaphore | None = None,
+) -> tuple[Description, int]:
+    """`describe_image`, and the captioner's own time in ms (all its calls for this image)."""
+    wanted = request or DescribeRequest()
+
+    async def describe(image: PreparedImage) -> Description:
+        return await captioner.describe(image, wanted)
+
+    description, elapsed_ms = await _timed(data, describe, settings, slots)
+    if not description.caption.strip():
+        raise RetryableError("captioner returned an empty caption")
+    return description, elapsed_ms
+
+
+async def _timed(
+    data: bytes,
+    call: Callable[[PreparedImage], Awaitable[T]],
+    settings: CaptionSettings,
+    slots: asyncio.Semaphore | None,
+) -> tuple[T, int]:
     image = await asyncio.to_thread(
         prepare_image,
         data,
@@ -93,11 +145,9 @@ async def caption_image_timed(
         async with slots or contextlib.nullcontext():
             started = time.perf_counter()
             with metrics.CAPTION_SECONDS.time():
-                caption = (await captioner.caption(image)).strip()
+                result = await call(image)
             elapsed_ms = round((time.perf_counter() - started) * 1000)
     except CaptionError as exc:
         metrics.CAPTION_ERRORS.labels(exc.kind).inc()
         raise
-    if not caption:
-        raise RetryableError("captioner returned an empty caption")
-    return caption, elapsed_ms
+    return result, elapsed_ms

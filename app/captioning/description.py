@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
+ALT_TEXT_MAX_CHARS = 125  # the default of the ALT_TEXT_MAX_CHARS setting
 FieldName = Literal["caption", "alt_text", "description", "tags", "text_in_image"]
 FIELDS: tuple[FieldName, ...] = get_args(FieldName)
 
@@ -33,14 +34,20 @@ class Description(BaseModel):
     missing: list[FieldName] = Field(default_factory=list)
 
     @classmethod
-    def from_caption(cls, caption: str, request: DescribeRequest | None = None) -> "Description":
-        """A plain sentence: it is the caption and the alt text; every other field asked for
-        is missing."""
+    def from_caption(
+        cls,
+        caption: str,
+        request: DescribeRequest | None = None,
+        alt_text_max_chars: int | None = None,
+    ) -> "Description":
+        """A plain sentence: it is the caption and the alt text (when it is not longer than
+        `alt_text_max_chars`); every other field asked for is missing."""
         request = request or DescribeRequest()
-        filled = {"caption", "alt_text"}
+        fits = alt_text_max_chars is None or len(caption) <= alt_text_max_chars
+        filled = {"caption", "alt_text"} if fits else {"caption"}
         return cls(
             language=request.language,
             caption=caption,
-            alt_text=caption,
+            alt_text=caption if fits else "",
             missing=[name for name in request.fields if name not in filled],
         )

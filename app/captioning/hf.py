@@ -5,13 +5,20 @@ OpenAI-compatible server such as TGI or vLLM). Every failure is mapped to its cl
 import asyncio
 import base64
 import json
+import logging
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import httpx2
-from huggingface_hub import AsyncInferenceClient
+from huggingface_hub import AsyncInferenceClient, ChatCompletionOutput
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
+from app.captioning.description import DescribeRequest, Description
 from app.captioning.routes import IMAGE_TO_TEXT, Route, resolve_route
+from app.captioning.structured import describe_with_retry, response_format
 from app.core.config import CaptionSettings
 from app.core.errors import (
     CaptionerAway,
@@ -24,6 +31,12 @@ from app.core.images import PreparedImage, probe_image
 
 TRANSIENT_STATUS = {408, 409, 425, 500, 502, 504}
 ERROR_KINDS = {408: "timeout", 504: "timeout"}
+# How a server says it does not take `response_format` (or this schema in it): TGI 422 "Failed
+# to deserialize ... response_format: missing field `value`"; vLLM 400 "When response_format
+# type is 'json_schema' ..."; a provider's 422 literal_error at body.response_format.type.
+REFUSALS = ("response_format", "json_schema", "structured output", "guided")
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class HuggingFaceCaptioner:
@@ -39,6 +52,8 @@ class HuggingFaceCaptioner:
             self._prompt += f" Answer in {settings.caption_language}."
         self._route: Route | None = None
         self._client: AsyncInferenceClient | None = None
+        self._http: httpx2.AsyncClient | None = None  # the structured call (see _chat_json)
+        self._takes_response_format = True  # until the route refuses it once
         self._resolving = asyncio.Lock()
 
     @property
@@ -52,6 +67,7 @@ class HuggingFaceCaptioner:
         if route != self._route:
             old, self._client = self._client, self._new_client(route)
             self._route = route
+            self._takes_response_format = True
             if old is not None:
                 await old.close()
         return route
@@ -78,14 +94,40 @@ class HuggingFaceCaptioner:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def caption(self, image: PreparedImage) -> str:
         route, client = await self._ready_client()
+        if route.task == IMAGE_TO_TEXT:
+            return await self._classified(route, lambda: self._image_to_text(client, image))
+        return await self._classified(route, lambda: self._chat(client, route, image, self._prompt))
+
+    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
+        """Every field in one chat call (structured output where the route takes it); an
+        image-to-text model's sentence is the caption and the alt text."""
+        route, client = await self._ready_client()
+        limit = self._settings.alt_text_max_chars
+        if route.task == IMAGE_TO_TEXT:
+            caption = (await self.caption(image)).strip()
+            return Description.from_caption(caption, request, alt_text_max_chars=limit)
+
+        async def ask(prompt: Callable[[bool], str]) -> str:
+            return await self._classified(
+                route, lambda: self._ask_json(route, image, prompt, request)
+            )
+
+        async def plain() -> str:
+            sentence = f"{self._settings.caption_prompt} {_in_language(request.language)}"
+            return await self._classified(route, lambda: self._chat(client, route, image, sentence))
+
+        return await describe_with_retry(ask, plain, request, limit)
+
+    async def _classified(self, route: Route, call: Callable[[], Awaitable[T]]) -> T:
+        """One call within CAPTION_TIMEOUT, its failure given its class."""
         try:
             async with asyncio.timeout(self._timeout):
-                if route.task == IMAGE_TO_TEXT:
-                    return await self._image_to_text(client, image)
-                return await self._chat(client, route, image)
+                return await call()
         except CaptionError:
             raise
         except Exception as exc:
@@ -97,23 +139,107 @@ class HuggingFaceCaptioner:
             raise BodyError(f"no generated_text in {output!r:.200}")
         return output.generated_text
 
-    async def _chat(self, client: AsyncInferenceClient, route: Route, image: PreparedImage) -> str:
-        data_url = "data:image/jpeg;base64," + base64.b64encode(image.data).decode()
-        messages = [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": data_url}},
-                    {"type": "text", "text": self._prompt},
-                ],
-            }
-        ]
+    async def _chat(
+        self, client: AsyncInferenceClient, route: Route, image: PreparedImage, prompt: str
+    ) -> str:
         output = await client.chat_completion(
-            messages, model=route.payload_model, max_tokens=self._settings.max_new_tokens
+            _messages(image, prompt),
+            model=route.payload_model,
+            max_tokens=self._settings.max_new_tokens,
         )
         if not output.choices or not isinstance(output.choices[0].message.content, str):
             raise BodyError(f"no choices[0].message.content in {output!r:.200}")
         return output.choices[0].message.content
+
+    async def _ask_json(
+        self,
+        route: Route,
+        image: PreparedImage,
+        prompt: Callable[[bool], str],
+        request: DescribeRequest,
+    ) -> str:
+        """The JSON answer: with the schema as `response_format` while the route takes it,
+        else (from the first refusal on, for this route) with the schema in the prompt."""
+        if self._takes_response_format:
+            schema = response_format(request, self._settings.alt_text_max_chars)
+            try:
+                return await self._chat_json(route, image, prompt(False), schema)
+            except HfHubHTTPError as exc:
+                if not _refuses_response_format(exc):
+                    raise
+                self._takes_response_format = False
+                log.warning(
+                    "%s refused response_format (%s): the schema goes in the prompt from now on",
+                    route.describe(),
+                    _error_detail(exc),
+                )
+        return await self._chat_json(route, image, prompt(True), None)
+
+    async def _chat_json(
+        self,
+        route: Route,
+        image: PreparedImage,
+        prompt: str,
+        schema: dict[str, Any] | None,
+    ) -> str:
+        """POST the chat request as OpenAI's API spells it. Not through
+        `AsyncInferenceClient.chat_completion`: for a URL it uses the hf-inference helper,
+        which rewrites a `json_schema` response_format into TGI's `{"type": "json_object",
+        "value": <schema>}` (huggingface_hub inference/_providers/hf_inference.py,
+        HFInferenceConversational), a shape the router's providers and vLLM do not read as a
+        schema (vLLM ignores `value` and only forces some JSON object)."""
+        body: dict[str, Any] = {
+            "model": route.payload_model or "dummy",  # what huggingface_hub sends to a URL
+            "messages": _messages(image, prompt),
+            "max_tokens": self._settings.describe_max_tokens,
+        }
+        if schema is not None:
+            body["response_format"] = schema
+        if self._http is None:
+            self._http = httpx2.AsyncClient(timeout=self._timeout)
+        headers = build_hf_headers(token=self._token or False)
+        response = await self._http.post(_chat_url(route.url), json=body, headers=headers)
+        hf_raise_for_status(response)
+        output = ChatCompletionOutput.parse_obj_as_instance(response.content)
+        if not output.choices:
+            raise BodyError(f"no choices in {output!r:.200}")
+        content = output.choices[0].message.content
+        return content if isinstance(content, str) else ""  # None: a refusal, read as empty
+
+
+def _messages(image: PreparedImage, prompt: str) -> list[dict[str, Any]]:
+    data_url = "data:image/jpeg;base64," + base64.b64encode(image.data).decode()
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url}},
+                {"type": "text", "text": prompt},
+            ],
+        }
+    ]
+
+
+def _in_language(language: str) -> str:
+    return f'Answer in the language with BCP 47 tag "{language}".'
+
+
+def _chat_url(base: str) -> str:
+    """`<base>/v1/chat/completions` as huggingface_hub builds it for a URL
+    (hf_inference._build_chat_completion_url): kept as is when it ends so already."""
+    parsed = urlparse(base)
+    path = parsed.path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        return base
+    path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return parsed._replace(path=path).geturl()
+
+
+def _refuses_response_format(exc: HfHubHTTPError) -> bool:
+    if exc.response is None or exc.response.status_code not in (400, 422):
+        return False
+    said = (exc.response.text or "").lower()
+    return any(word in said for word in REFUSALS)
 
 
 class BodyError(ValueError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from app.captioning.description import DescribeRequest, Description
 from app.core.batching import MicroBatcher
 from app.core.config import CaptionSettings
 from app.core.errors import ConfigurationError, RetryableError
@@ -100,6 +101,12 @@ class LocalCaptioner:
     async def caption(self, image: PreparedImage) -> str:
         await self.check()
         return await self._batcher.submit(image.pil)
+
+    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
+        """An image-to-text model's sentence: the caption and the alt text, nothing more."""
+        caption = (await self.caption(image)).strip()
+        limit = self._settings.alt_text_max_chars
+        return Description.from_caption(caption, request, alt_text_max_chars=limit)
 
     @property
     def batches_run(self) -> int:

@@ -24,6 +24,16 @@ CAPTION_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 CAPTION_ERRORS = Counter("captioner_caption_errors_total", "Captioner errors, by kind", ["kind"])
+SCHEMA_MISSES = Counter(
+    "captioner_schema_misses_total",
+    "Model answers that did not fit the description schema, by how (each is retried once)",
+    ["kind"],
+)
+SCHEMA_FALLBACKS = Counter(
+    "captioner_schema_fallbacks_total",
+    "Descriptions written after two misses: the fields that fitted, or the plain sentence",
+    ["outcome"],
+)
 BYTES_DOWNLOADED = Counter("captioner_downloaded_bytes_total", "Image bytes read from storage")
 BYTES_SENT = Counter("captioner_sent_bytes_total", "Image bytes sent to the captioner")
 PAUSED = Gauge(

@@ -40,7 +40,12 @@ What it answers, and where each behaviour comes from:
   monthly included credits for Inference Providers. ..."}`` (the message users report:
   huggingface/agents-course#386); scripted ``Loading`` (503 + ``estimated_time``),
   ``RateLimited`` (429 + ``Retry-After``), ``ServerError``, ``Hang`` and ``BadBody`` (a 200
-  whose body is not what the task returns); ``refuse_connections()``.
+  whose body is not what the task returns); ``Content`` (a chat completion whose message is
+  the given text: prose, broken JSON, a field too long); ``refuse_connections()``.
+- Structured output (``response_format``), route by route as the real ones read it: the router
+  and vLLM take OpenAI's ``json_schema``; a provider in ``no_json_schema`` refuses it (422);
+  Inference Endpoints and hf-inference are TGI and refuse anything but TGI's grammar shape
+  (422). Sources and the answers: tests/harness/structured_output.py.
 
 Captions are deterministic: ``"a {w}x{h} picture, mostly {colour}"``.
 """
@@ -64,6 +69,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import structured_output
 from .servers import ThreadedServer, serve_in_thread
 
 COLOURS = {
@@ -103,6 +109,13 @@ class BadBody:
     """200 with a body that is not what the task returns."""
     body: bytes = b'{"generated_text": "not in a list"}'
     content_type: str = "application/json"
+
+
+@dataclass
+class Content:
+    """200 chat completion whose message content is ``text`` (what a model may answer)."""
+    text: str
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -147,6 +160,8 @@ class HuggingFaceStandIn:
         self.credits = True  # False: 402 on every inference call
         self.hub: dict[str, HubModel] = {}
         self.served_model_names = {"Qwen/Qwen2.5-VL-7B-Instruct"}  # the /vllm/ server's
+        self.no_json_schema: set[str] = set()  # router providers refusing json_schema
+        self.text_in_image = ""  # what the stand-in model reads in every image
         self.calls: list[dict[str, Any]] = []  # inference calls
         self.hub_calls: list[dict[str, Any]] = []  # Hub API calls
         self._script: deque[Any] = deque()
@@ -268,6 +283,8 @@ class HuggingFaceStandIn:
                 request.headers.get("authorization") != f"Bearer {self.require_token}":
             return JSONResponse({"error": BAD_TOKEN}, 401)
         refused, model = self._route(path, body)
+        if refused is None and path.endswith("/chat/completions"):
+            refused = self._response_format_refusal(path, body)
         if refused is not None:
             return refused
         if not self.credits:
@@ -285,6 +302,8 @@ class HuggingFaceStandIn:
             return JSONResponse({"error": scripted.message}, scripted.status)
         elif isinstance(scripted, BadBody):
             return Response(scripted.body, 200, media_type=scripted.content_type)
+        elif isinstance(scripted, Content):
+            return _completion(json.loads(body), model, scripted.text, scripted.finish_reason)
         try:
             if path.endswith("/chat/completions"):
                 return self._chat(body, model)
@@ -325,17 +344,47 @@ class HuggingFaceStandIn:
             return None, requested
         return JSONResponse({"error": f"Model not supported by provider {provider}"}, 400), ""
 
+    def _response_format_refusal(self, path: str, body: bytes) -> Response | None:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return None
+        response_format = payload.get("response_format")
+        if path.startswith("/vllm/"):
+            return structured_output.vllm_refusal(response_format)
+        if path.startswith(("/models/", "/hf-inference/")):
+            return structured_output.tgi_refusal(response_format, body)
+        if self._router_provider(path, payload) in self.no_json_schema:
+            return structured_output.provider_refusal(response_format)
+        return None
+
+    def _router_provider(self, path: str, payload: dict[str, Any]) -> str:
+        """The provider the router sends a chat request to (the first that serves it)."""
+        model, _, provider = str(payload.get("model", "")).partition(":")
+        if path != "/v1/chat/completions":
+            return path.removesuffix("/v1/chat/completions").strip("/")
+        hub = self.hub.get(model)
+        serving = [p for p in (hub.providers if hub else {}) if hub.serves(p, "conversational")]
+        return provider or (serving[0] if serving else "")
+
     def _chat(self, body: bytes, model: str) -> Response:
         payload = json.loads(body)
         caption = caption_for(_chat_image(payload))
-        return JSONResponse({
-            "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
-            "model": payload.get("model") or model, "system_fingerprint": "hf-standin",
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": caption}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": len(caption.split()),
-                      "total_tokens": 10 + len(caption.split())},
-        })
+        content = structured_output.answer(caption, payload, self.text_in_image)
+        return _completion(payload, model, content)
+
+
+def _completion(payload: dict[str, Any], model: str, content: str,
+                finish_reason: str = "stop") -> Response:
+    """An OpenAI chat.completion object (huggingface_hub's ChatCompletionOutput reads it)."""
+    return JSONResponse({
+        "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
+        "model": payload.get("model") or model, "system_fingerprint": "hf-standin",
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
+                     "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": len(content.split()),
+                  "total_tokens": 10 + len(content.split())},
+    })
 
 
 def _payload_model(body: bytes) -> str:

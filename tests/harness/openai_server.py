@@ -13,6 +13,9 @@ What it models, and where from:
   gets 401 `{"error": "Unauthorized"}` (vLLM's api_server authentication middleware).
 - `GET /v1/models` lists the served names (OpenAI's list format).
 - Many requests are served at once (continuous batching): `max_in_flight` records the peak.
+- `response_format` as vLLM reads it (OpenAI's json_schema and json_object; a json_schema
+  type without its `json_schema` is a 400): tests/harness/structured_output.py has the
+  sources and the answers.
 Captions are the HF stand-in's: `"a {w}x{h} picture, mostly {colour}"`.
 """
 
@@ -29,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import structured_output
 from .hf_stub import _chat_image, caption_for
 from .servers import ThreadedServer, serve_in_thread
 
@@ -90,9 +94,12 @@ class OpenAICompatibleServer:
                 message = f"The model `{payload.get('model')}` does not exist."
                 return JSONResponse({"object": "error", "message": message,
                                      "type": "NotFoundError", "param": None, "code": 404}, 404)
+            refused = structured_output.vllm_refusal(payload.get("response_format"))
+            if refused is not None:
+                return refused
             if self.latency:
                 await asyncio.sleep(self.latency)
-            caption = caption_for(_chat_image(payload))
+            caption = structured_output.answer(caption_for(_chat_image(payload)), payload)
         except ValueError as exc:
             return JSONResponse({"object": "error", "message": str(exc), "type": "BadRequestError",
                                  "param": None, "code": 400}, 400)

@@ -1,0 +1,204 @@
+"""Every field in one call: a vision-language model through the HF router, an Inference
+Endpoint (TGI) and vLLM, configured as users configure them, through the stand-ins over HTTP;
+and what happens when the answer misses the schema (README "What you get for each image")."""
+
+import asyncio
+import json
+
+import pytest
+
+from app.captioning import describe_image
+from app.captioning.description import DescribeRequest, Description
+from app.captioning.hf import HuggingFaceCaptioner
+from app.core.config import CaptionSettings
+from app.core.errors import Failure, failure_of
+from app.core.images import prepare_image
+from tests.harness.hf_stub import Content, ServerError, caption_for
+from tests.harness.openai_server import OpenAICompatibleServer
+from tests.support import make_image
+
+VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
+BLIP = "Salesforce/blip-image-captioning-base"
+PIXELS = make_image((30, 160, 60))
+IMAGE = prepare_image(PIXELS, max_side=512, max_pixels=10**8)
+CAPTION = caption_for(IMAGE.data)  # "a 64x48 picture, mostly green"
+GOOD = {
+    "caption": "A green field under a grey sky.",
+    "alt_text": "Green field under a grey sky",
+    "description": "A wide field of grass. The sky is overcast.",
+    "tags": ["Field", "grass", "sky"],
+    "text_in_image": "",
+}
+
+
+def settings_for(hf, model: str = VLM, backend: str = "chat", **overrides) -> CaptionSettings:
+    values = {
+        "hf_token": "hf_test_token",
+        "caption_backend": backend,
+        "caption_model": model,
+        "hf_endpoint": hf.url,
+        "hf_router_url": hf.url,
+    }
+    return CaptionSettings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
+
+def describe(settings: CaptionSettings, request: DescribeRequest | None = None) -> Description:
+    captioner = HuggingFaceCaptioner(settings)
+
+    async def run() -> Description:
+        try:
+            return await describe_image(PIXELS, captioner, settings, request)
+        finally:
+            await captioner.aclose()
+
+    return asyncio.run(run())
+
+
+def chat_bodies(hf) -> list[dict]:
+    return [json.loads(c["body"]) for c in hf.calls if c["path"].endswith("/chat/completions")]
+
+
+@pytest.fixture
+def router(hf):
+    hf.add_model(VLM, {"together": "conversational", "deepinfra": "conversational"})
+    return hf
+
+
+def test_the_router_fills_every_field_in_one_structured_call(router):
+    router.text_in_image = "OPEN 9-5"
+
+    description = describe(settings_for(router))
+
+    assert description.missing == []
+    assert description.caption == CAPTION
+    assert description.alt_text == "A 64x48 picture, mostly green."
+    assert description.tags == ["green", "picture"]
+    assert description.text_in_image == "OPEN 9-5"
+    assert description.description.count(".") >= 2
+    [body] = chat_bodies(router)
+    assert body["model"] == VLM
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert schema["properties"]["alt_text"]["maxLength"] == 125
+    assert schema["properties"]["tags"]["maxItems"] == 10
+    assert set(schema["required"]) == {
+        "caption",
+        "alt_text",
+        "description",
+        "tags",
+        "text_in_image",
+    }
+
+
+def test_the_readers_language_and_the_buckets_prompt_are_in_the_request(router):
+    request = DescribeRequest(language="de-CH", fields=("alt_text", "tags"), prompt="Products.")
+
+    description = describe(settings_for(router, alt_text_max_chars=80), request)
+
+    assert description.language == "de-CH"
+    assert description.alt_text.startswith("[de-CH] ")
+    assert description.caption == description.alt_text  # not asked: the alt text stands in
+    assert description.missing == []
+    [body] = chat_bodies(router)
+    prompt = body["messages"][0]["content"][1]["text"]
+    assert 'BCP 47 tag "de-CH"' in prompt and "Products." in prompt
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["alt_text", "tags"]
+    assert schema["properties"]["alt_text"]["maxLength"] == 80
+
+
+def test_a_provider_refusing_json_schema_gets_the_schema_in_the_prompt_from_then_on(router):
+    router.no_json_schema = {"together"}  # the router's pick for the model
+
+    first = describe(settings_for(router))
+
+    assert first.missing == [] and first.caption == CAPTION
+    refused, answered = chat_bodies(router)
+    assert "response_format" in refused
+    assert "response_format" not in answered
+    assert "The JSON schema: {" in answered["messages"][0]["content"][1]["text"]
+    statuses = [c["status"] for c in router.calls]
+    assert statuses == [422, 200]
+
+
+def test_an_inference_endpoint_tgi_refuses_openais_shape_and_is_asked_in_the_prompt(hf):
+    description = describe(settings_for(hf, model=f"{hf.url}/models/my-vlm"))
+
+    assert description.missing == [] and description.alt_text
+    refused, answered = hf.calls
+    assert refused["status"] == 422  # TGI: "... response_format: missing field `value`"
+    assert json.loads(refused["body"])["response_format"]["type"] == "json_schema"
+    assert "response_format" not in json.loads(answered["body"])
+
+
+def test_vllm_takes_the_schema_as_response_format(hf):
+    with OpenAICompatibleServer(VLM, api_key="k") as vllm:
+        settings = settings_for(hf, model=vllm.url + "/v1", served_model_name=VLM, hf_token="k")
+        description = describe(settings)
+
+    assert description.missing == []
+    [request] = vllm.requests
+    assert request["body"]["response_format"]["type"] == "json_schema"
+    assert request["body"]["max_tokens"] == settings.describe_max_tokens
+
+
+PROSE = "Sure! This image shows a green field under a grey sky."
+BROKEN = '{"caption": "A green field", "alt_text": "Green fi'
+TOO_LONG = json.dumps(GOOD | {"alt_text": "A very long alt text " * 10})
+
+
+@pytest.mark.parametrize("first", [PROSE, BROKEN, TOO_LONG, "", "[1, 2]"])
+def test_an_answer_that_misses_is_asked_for_once_more_with_a_stricter_instruction(router, first):
+    router.script(Content(first), Content(json.dumps(GOOD)))
+
+    description = describe(settings_for(router))
+
+    assert description.missing == []
+    assert description.alt_text == GOOD["alt_text"]
+    assert description.tags == ["field", "grass", "sky"]  # lower-cased
+    first_body, retry = chat_bodies(router)
+    assert "previous answer was not usable" not in first_body["messages"][0]["content"][1]["text"]
+    assert "previous answer was not usable" in retry["messages"][0]["content"][1]["text"]
+
+
+@pytest.mark.parametrize("answer", [PROSE, BROKEN])
+def test_two_misses_fall_back_to_the_plain_sentence_with_the_fields_marked_missing(router, answer):
+    router.script(Content(answer), Content(answer))
+
+    description = describe(settings_for(router))
+
+    assert description.caption == CAPTION == description.alt_text
+    assert description.missing == ["description", "tags", "text_in_image"]
+    bodies = chat_bodies(router)
+    assert len(bodies) == 3  # the structured call, its retry, the plain sentence: no loop
+    assert "response_format" not in bodies[2]
+
+
+def test_two_misses_keep_the_fields_that_fitted(router):
+    router.script(Content(TOO_LONG), Content(TOO_LONG))
+
+    description = describe(settings_for(router))
+
+    assert description.missing == ["alt_text"]
+    assert description.caption == GOOD["caption"]
+    assert description.alt_text == ""
+    assert description.tags == ["field", "grass", "sky"]
+    assert len(chat_bodies(router)) == 2
+
+
+def test_an_outage_during_the_retry_is_classified_as_any_other_call(router):
+    router.script(Content(PROSE), ServerError(502))
+
+    with pytest.raises(Exception) as raised:
+        describe(settings_for(router))
+
+    assert failure_of(raised.value) == Failure.TRANSIENT
+
+
+def test_an_image_to_text_model_fills_the_caption_and_the_alt_text(hf):
+    hf.add_model(BLIP, {"hf-inference": "image-to-text"})
+
+    description = describe(settings_for(hf, model=BLIP, backend="hf"))
+
+    assert description.caption == CAPTION == description.alt_text
+    assert description.missing == ["description", "tags", "text_in_image"]
