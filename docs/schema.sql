@@ -127,6 +127,20 @@ CREATE FUNCTION captioner.fingerprint(p_metadata jsonb) RETURNS text
 $_$;
 
 --
+-- Name: input_arguments(regprocedure); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.input_arguments(p regprocedure) RETURNS text[]
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(array_agg(a.name order by a.n), '{}')
+    from pg_catalog.pg_proc f,
+         unnest(f.proargnames, f.proargmodes) with ordinality as a(name, mode, n)
+   where f.oid = p and coalesce(a.mode, 'i') in ('i', 'b', 'v') and a.name is not null;
+$$;
+
+--
 -- Name: job_bucket(); Type: FUNCTION; Schema: captioner; Owner: -
 --
 
@@ -429,6 +443,96 @@ CREATE FUNCTION public.caption_doctor(p_functions text[], p_buckets text[]) RETU
       where n.nspname = 'net' and p.proname = 'http_post'),
     'webhook_url', (select webhook_url from captioner.config));
 $$;
+
+--
+-- Name: caption_doctor(jsonb, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_doctor(p_signatures jsonb, p_buckets text[]) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  with wanted as (
+    select w.key as fn, array(select jsonb_array_elements_text(w.value) order by 1) as args
+      from jsonb_each(p_signatures) w
+  ), found as (
+    select w.fn, w.args, captioner.input_arguments(p.oid) as have, p.pronargdefaults as optional
+      from wanted w
+      join pg_catalog.pg_proc p on p.proname = w.fn and p.pronamespace = 'public'::regnamespace
+  ), mismatched as (
+    select w.fn,
+           coalesce((select jsonb_agg(array_to_string(f.have, ', ') order by f.have)
+                       from found f where f.fn = w.fn), '[]'::jsonb) as found
+      from wanted w
+     where not exists (
+       select 1 from found f
+        where f.fn = w.fn and f.have @> w.args
+          and f.have[1:cardinality(f.have) - f.optional] <@ w.args)
+  )
+  select jsonb_build_object(
+    'schema_version', public.caption_schema_version(),
+    'mismatched_functions', coalesce((
+      select jsonb_agg(jsonb_build_object('name', m.fn, 'found', m.found,
+                                          'expected', to_jsonb(w.args)) order by m.fn)
+        from mismatched m join wanted w on w.fn = m.fn), '[]'::jsonb),
+    'missing_buckets', coalesce((
+      select jsonb_agg(b order by b) from unnest(p_buckets) b
+      where not exists (select 1 from storage.buckets where id = b)), '[]'::jsonb),
+    'trigger', coalesce((
+      select case t.tgenabled when 'D' then 'disabled' when 'R' then 'replica' else 'enabled' end
+        from pg_catalog.pg_trigger t
+       where t.tgname = 'caption_on_object_change'
+         and t.tgrelid = 'storage.objects'::regclass), 'missing'),
+    'pg_net', exists (
+      select 1 from pg_catalog.pg_proc p
+      join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = 'net' and p.proname = 'http_post'),
+    'webhook_url', (select c.webhook_url from captioner.config c),
+    'webhook_timeout_ms', (select c.webhook_timeout_ms from captioner.config c));
+$$;
+
+--
+-- Name: caption_doctor_wake_up(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_doctor_wake_up() RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  cfg captioner.config;
+  body jsonb;
+begin
+  select * into cfg from captioner.config;
+  if cfg.webhook_url is null or to_regproc('net.http_post') is null then
+    return null;
+  end if;
+  body := jsonb_build_object(
+    'type', 'DELETE', 'table', 'objects', 'schema', 'storage', 'record', null,
+    'old_record', jsonb_build_object(
+      'id', '00000000-0000-0000-0000-000000000000', 'bucket_id', 'captioner-doctor',
+      'name', 'captioner doctor: test wake-up'));
+  return net.http_post(
+    url := cfg.webhook_url,
+    body := body,
+    headers := captioner.webhook_headers(cfg, body::text),
+    timeout_milliseconds := cfg.webhook_timeout_ms);
+end $$;
+
+--
+-- Name: caption_doctor_wake_up_answer(bigint); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_doctor_wake_up_answer(p_request_id bigint) RETURNS TABLE(status_code integer, timed_out boolean, error_msg text, content text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+begin
+  return query execute
+    'select r.status_code, r.timed_out, r.error_msg, left(r.content, 300)
+       from net._http_response r where r.id = $1'
+    using p_request_id;
+end $_$;
 
 --
 -- Name: caption_gallery_captions(text, integer, uuid[]); Type: FUNCTION; Schema: public; Owner: -
@@ -765,18 +869,24 @@ CREATE FUNCTION public.caption_jobs_stats(p_bucket text DEFAULT NULL::text) RETU
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
+declare
+  oldest timestamptz;
 begin
+  if p_bucket is null then  -- the head of jobs_pending_idx
+    select j.run_after into oldest from captioner.jobs j
+     where j.state = 'pending' order by j.run_after limit 1;
+  else  -- the head of this bucket's range in jobs_pending_bucket_idx
+    select j.run_after into oldest from captioner.jobs j
+     where j.state = 'pending' and j.bucket_id = p_bucket order by j.run_after limit 1;
+  end if;
   return query
   select s.state::text,
          coalesce((select sum(c.jobs) from captioner.job_counts c
                     where c.state = s.state and (p_bucket is null or c.bucket_id = p_bucket)),
                   0)::bigint,
-         case when s.state = 'pending' then coalesce((
-           select greatest(extract(epoch from now() - j.run_after), 0)
-             from captioner.jobs j
-            where j.state = 'pending' and (p_bucket is null or j.bucket_id = p_bucket)
-            order by j.run_after limit 1), 0)::double precision
-         else 0::double precision end
+         case when s.state = 'pending'
+              then greatest(coalesce(extract(epoch from now() - oldest), 0), 0)
+              else 0 end::double precision
     from unnest(enum_range(null::captioner.job_state)) as s(state)
    order by s.state;
 end $$;
@@ -897,7 +1007,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261121000010 $$;
+    AS $$ select 20261126024243 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1136,6 +1246,12 @@ ALTER TABLE ONLY public.image_caption
 CREATE INDEX jobs_failed_idx ON captioner.jobs USING btree (updated_at) WHERE (state = 'failed'::captioner.job_state);
 
 --
+-- Name: jobs_pending_bucket_idx; Type: INDEX; Schema: captioner; Owner: -
+--
+
+CREATE INDEX jobs_pending_bucket_idx ON captioner.jobs USING btree (bucket_id, run_after) WHERE (state = 'pending'::captioner.job_state);
+
+--
 -- Name: jobs_pending_idx; Type: INDEX; Schema: captioner; Owner: -
 --
 
@@ -1262,6 +1378,12 @@ REVOKE ALL ON FUNCTION captioner.enqueue(p_object_id uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION captioner.fingerprint(p_metadata jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION input_arguments(p regprocedure); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.input_arguments(p regprocedure) FROM PUBLIC;
+
+--
 -- Name: FUNCTION job_bucket(); Type: ACL; Schema: captioner; Owner: -
 --
 
@@ -1322,6 +1444,27 @@ GRANT ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url t
 
 REVOKE ALL ON FUNCTION public.caption_doctor(p_functions text[], p_buckets text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.caption_doctor(p_functions text[], p_buckets text[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_doctor(p_signatures jsonb, p_buckets text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_doctor(p_signatures jsonb, p_buckets text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_doctor(p_signatures jsonb, p_buckets text[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_doctor_wake_up(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_doctor_wake_up() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_doctor_wake_up() TO service_role;
+
+--
+-- Name: FUNCTION caption_doctor_wake_up_answer(p_request_id bigint); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_doctor_wake_up_answer(p_request_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_doctor_wake_up_answer(p_request_id bigint) TO service_role;
 
 --
 -- Name: FUNCTION caption_gallery_captions(p_bucket text, p_limit integer, p_ids uuid[]); Type: ACL; Schema: public; Owner: -

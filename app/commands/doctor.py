@@ -23,33 +23,62 @@ from app.main import connect_supabase
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 EXAMPLE_IMAGE = EXAMPLES / "house.jpg"
-# Every function the service, the CLI and the gallery call, and the search users call.
-FUNCTIONS = (
-    "caption_configure",
-    "caption_jobs_enqueue",
-    "caption_jobs_claim",
-    "caption_jobs_complete",
-    "caption_jobs_retry",
-    "caption_jobs_fail",
-    "caption_jobs_sweep",
-    "caption_jobs_requeue_failed",
-    "caption_jobs_stats",
-    "caption_jobs_failures",
-    "caption_jobs_recent",
-    "caption_jobs_bucket_states",
-    "caption_jobs_reuse",
-    "caption_jobs_bucket_size",
-    "caption_jobs_sweep_start",
-    "caption_jobs_sweep_passes",
-    "caption_jobs_requeue",
-    "caption_jobs_recaption",
-    "caption_recaption_progress",
-    "caption_gallery_captions",
-    "caption_gallery_jobs",
-    "search_image_captions",
-    "caption_schema_version",
-    "caption_doctor",
-)
+# Every function the service, the CLI and the gallery call, and the search users call, by
+# the argument names the code sends: PostgREST finds a function by its name and those names,
+# so an older version of one (other arguments) fails the worker as surely as none at all.
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "caption_configure": (
+        "p_buckets",
+        "p_webhook_url",
+        "p_webhook_secret",
+        "p_signing_secret",
+        "p_mimetypes",
+    ),
+    "caption_jobs_enqueue": ("p_object_ids",),
+    "caption_jobs_claim": (
+        "p_worker",
+        "p_limit",
+        "p_lease_seconds",
+        "p_max_attempts",
+        "p_model",
+    ),
+    "caption_jobs_reuse": ("p_object_id", "p_lease_token", "p_fingerprint", "p_model"),
+    "caption_jobs_complete": (
+        "p_object_id",
+        "p_lease_token",
+        "p_caption",
+        "p_model",
+        "p_fingerprint",
+        "p_caption_ms",
+    ),
+    "caption_jobs_retry": (
+        "p_object_id",
+        "p_lease_token",
+        "p_error",
+        "p_delay_seconds",
+        "p_refund",
+    ),
+    "caption_jobs_fail": ("p_object_id", "p_lease_token", "p_error"),
+    "caption_jobs_sweep": ("p_limit", "p_buckets", "p_full_every_seconds"),
+    "caption_jobs_requeue_failed": ("p_limit",),
+    "caption_jobs_stats": ("p_bucket",),
+    "caption_jobs_failures": ("p_limit",),
+    "caption_jobs_recent": ("p_state", "p_limit"),
+    "caption_jobs_bucket_states": (),
+    "caption_jobs_bucket_size": ("p_bucket",),
+    "caption_jobs_sweep_start": ("p_bucket",),
+    "caption_jobs_sweep_passes": (),
+    "caption_jobs_requeue": ("p_object_ids",),
+    "caption_jobs_recaption": ("p_bucket", "p_prefix", "p_model", "p_limit", "p_since"),
+    "caption_recaption_progress": ("p_bucket", "p_prefix", "p_model"),
+    "caption_gallery_captions": ("p_bucket", "p_limit", "p_ids"),
+    "caption_gallery_jobs": ("p_bucket", "p_state", "p_limit"),
+    "search_image_captions": ("query", "bucket", "max_results", "skip"),
+    "caption_schema_version": (),
+    "caption_doctor": ("p_signatures", "p_buckets"),
+    "caption_doctor_wake_up": (),
+    "caption_doctor_wake_up_answer": ("p_request_id",),
+}
 MIGRATE = "run `captioner migrate` (or apply migrations/*.sql in order)"
 
 
@@ -77,7 +106,8 @@ async def run_checks(settings: Settings) -> list[Check]:
 
 # Supabase ---------------------------------------------------------------------------------
 async def supabase_checks(settings: Settings) -> list[Check]:
-    """URL and key, migrations, buckets, trigger, pg_net, webhook: one rpc answers them."""
+    """URL and key, migrations, buckets, trigger, pg_net: one rpc answers them; then a test
+    wake-up sent by the database through pg_net, its answer read back."""
     names = ("migrations", "buckets", "trigger", "pg_net", "wake-up webhook")
     if not settings.pipeline_connected:
         missing = Check(
@@ -90,30 +120,39 @@ async def supabase_checks(settings: Settings) -> list[Check]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
         try:
             client = await connect_supabase(settings, http)
+            arguments = {name: list(args) for name, args in FUNCTIONS.items()}
             query = client.rpc(
                 "caption_doctor",
-                {"p_functions": list(FUNCTIONS), "p_buckets": settings.caption_buckets},
+                {"p_signatures": arguments, "p_buckets": settings.caption_buckets},
             )
             report: Any = (await query.execute()).data
         except Exception as exc:
             first = _supabase_failure(exc, settings)
             if first.ok:  # reached, but the schema is not there: the rest cannot be asked
-                missing = Check("migrations", False, f"caption_doctor is missing ({exc})", MIGRATE)
+                detail = f"caption_doctor(p_signatures, p_buckets) is missing ({_said(exc)})"
+                missing = Check("migrations", False, detail, MIGRATE)
                 return [first, missing, *(_unknown(name) for name in names[1:])]
             return [first, *(_unknown(name) for name in names)]
-    reached = Check("Supabase URL and key", True, f"{settings.supabase_url} answers")
-    return [
-        reached,
-        _migrations(report),
-        _buckets(report, settings),
-        _trigger(report),
-        _pg_net(report),
-        _webhook(report, settings),
-    ]
+        reached = Check("Supabase URL and key", True, f"{settings.supabase_url} answers")
+        return [
+            reached,
+            _migrations(report),
+            _buckets(report, settings),
+            _trigger(report),
+            _pg_net(report),
+            await _webhook(client, report, settings),
+        ]
 
 
 def _unknown(name: str) -> Check:
     return Check(name, False, "not checked: Supabase could not be asked", "fix the checks above")
+
+
+def _said(exc: Exception) -> str:
+    """An error as one readable line: PostgREST's code and message, not its raw dict."""
+    if isinstance(exc, APIError):
+        return f"{exc.code}: {exc.message}" if exc.code else str(exc.message)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _supabase_failure(exc: Exception, settings: Settings) -> Check:
@@ -122,7 +161,7 @@ def _supabase_failure(exc: Exception, settings: Settings) -> Check:
         return Check(
             name,
             False,
-            f"{settings.supabase_url} cannot be reached ({type(exc).__name__}: {exc})",
+            f"{settings.supabase_url} cannot be reached ({_said(exc)})",
             "set SUPABASE_URL to your project's URL (https://<ref>.supabase.co)",
         )
     code = exc.code if isinstance(exc, APIError) else None
@@ -132,21 +171,28 @@ def _supabase_failure(exc: Exception, settings: Settings) -> Check:
         return Check(
             name,
             False,
-            f"the key was refused ({code}: {getattr(exc, 'message', exc)})",
+            f"the key was refused ({_said(exc)})",
             "set SUPABASE_SERVICE_ROLE_KEY to the service_role key (Settings → API)",
         )
-    return Check(name, False, f"{type(exc).__name__}: {exc}", "check SUPABASE_URL and the key")
+    return Check(name, False, _said(exc), "check SUPABASE_URL and the key")
 
 
 def _migrations(report: dict[str, Any]) -> Check:
     version, expected = report["schema_version"], expected_schema_version()
-    missing = report["missing_functions"]
-    if missing:
-        return Check("migrations", False, f"functions missing: {', '.join(missing)}", MIGRATE)
+    if mismatched := report["mismatched_functions"]:
+        return Check("migrations", False, "; ".join(map(_mismatch, mismatched)), MIGRATE)
     if version < expected:
         detail = f"schema version {version}, this captioner needs {expected}"
         return Check("migrations", False, detail, MIGRATE)
-    return Check("migrations", True, f"schema version {version}, all functions present")
+    return Check("migrations", True, f"schema version {version}, every function as called")
+
+
+def _mismatch(entry: dict[str, Any]) -> str:
+    called = f"{entry['name']}({', '.join(FUNCTIONS.get(entry['name'], entry['expected']))})"
+    if not entry["found"]:
+        return f"{called} is missing"
+    found = " or ".join(f"({args})" for args in entry["found"])
+    return f"{called} is called, the database has {entry['name']}{found}"
 
 
 def _buckets(report: dict[str, Any], settings: Settings) -> Check:
@@ -160,10 +206,21 @@ def _buckets(report: dict[str, Any], settings: Settings) -> Check:
     return Check("buckets", True, ", ".join(settings.caption_buckets))
 
 
+TRIGGER = "caption_on_object_change"
+
+
 def _trigger(report: dict[str, Any]) -> Check:
-    if report["trigger"]:
-        return Check("trigger", True, "caption_on_object_change on storage.objects")
-    return Check("trigger", False, "caption_on_object_change is not on storage.objects", MIGRATE)
+    state = report["trigger"]
+    if state == "enabled":
+        return Check("trigger", True, f"{TRIGGER} on storage.objects, enabled")
+    if state == "missing":
+        return Check("trigger", False, f"{TRIGGER} is not on storage.objects", MIGRATE)
+    detail = (
+        f"{TRIGGER} on storage.objects is disabled: uploads are not queued"
+        if state == "disabled"
+        else f"{TRIGGER} on storage.objects fires only for replication: uploads are not queued"
+    )
+    return Check("trigger", False, detail, f"alter table storage.objects enable trigger {TRIGGER}")
 
 
 def _pg_net(report: dict[str, Any]) -> Check:
@@ -177,23 +234,74 @@ def _pg_net(report: dict[str, Any]) -> Check:
     )
 
 
-def _webhook(report: dict[str, Any], settings: Settings) -> Check:
+WAKE_UP = "wake-up webhook"
+REACHABLE = (
+    "make PUBLIC_WEBHOOK_URL reachable from the database (for `supabase start` on Linux: "
+    "http://host.docker.internal:8000/webhooks/storage with HOST=0.0.0.0), then restart the "
+    "service"
+)
+
+
+async def _webhook(client: Any, report: dict[str, Any], settings: Settings) -> Check:
+    """The setting, the database's copy of it, then a real test wake-up through pg_net."""
     configured, wanted = report["webhook_url"], settings.public_webhook_url
     if not wanted:
         return Check(
-            "wake-up webhook",
+            WAKE_UP,
             False,
             "PUBLIC_WEBHOOK_URL is not set: jobs wait for the next poll",
             "set PUBLIC_WEBHOOK_URL=https://<this service>/webhooks/storage",
         )
     if configured != wanted:
         return Check(
-            "wake-up webhook",
+            WAKE_UP,
             False,
             f"the database sends it to {configured or 'nowhere'}, not {wanted}",
             "start the service once: it configures the trigger (caption_configure)",
         )
-    return Check("wake-up webhook", True, wanted)
+    if not report["pg_net"]:
+        return Check(WAKE_UP, False, "not sent: the database has no pg_net", "fix pg_net above")
+    started = time.perf_counter()
+    request_id = (await client.rpc("caption_doctor_wake_up", {}).execute()).data
+    deadline = report["webhook_timeout_ms"] / 1000 + WAKE_UP_GRACE_SECONDS
+    answer = await _read_back(client, request_id, deadline)
+    return _wake_up_check(wanted, answer, time.perf_counter() - started, deadline)
+
+
+WAKE_UP_GRACE_SECONDS = 10.0  # pg_net's worker sends queued requests within a second or so
+
+
+async def _read_back(client: Any, request_id: int, deadline: float) -> dict[str, Any] | None:
+    """pg_net's record of the test wake-up, once its worker has sent it."""
+    args = {"p_request_id": request_id}
+    give_up = time.monotonic() + deadline
+    while True:
+        rows = (await client.rpc("caption_doctor_wake_up_answer", args).execute()).data
+        if rows:
+            return dict(rows[0])
+        if time.monotonic() >= give_up:
+            return None
+        await asyncio.sleep(0.2)
+
+
+def _wake_up_check(url: str, answer: dict[str, Any] | None, took: float, deadline: float) -> Check:
+    if answer is None:
+        detail = f"a test wake-up to {url} was queued; pg_net sent nothing in {deadline:.0f}s"
+        fix = "check that pg_net's worker runs (pg_net.database_name)"
+        return Check(WAKE_UP, False, detail, fix)
+    status, text = answer["status_code"], (answer["content"] or "").strip()
+    if status is None:
+        reason = "timed out" if answer["timed_out"] else (answer["error_msg"] or "no answer")
+        detail = f"the database could not reach {url}: {reason}"
+        return Check(WAKE_UP, False, detail, REACHABLE)
+    if status == 401:
+        detail = f"{url} refused the database's test wake-up (HTTP 401: {text[:120]})"
+        fix = "restart the service: it gives the database its WEBHOOK_SECRET and signing secret"
+        return Check(WAKE_UP, False, detail, fix)
+    if status != 200 or '"ignored"' not in text:
+        detail = f"{url} answered HTTP {status}, not as this service ({text[:120]})"
+        return Check(WAKE_UP, False, detail, REACHABLE)
+    return Check(WAKE_UP, True, f"{url} answered the database's test wake-up in {took:.1f}s")
 
 
 # Hugging Face -----------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class JobQueue:
 
     async def wake_up_available(self) -> bool:
         """Whether the database can send the trigger's wake-up (pg_net is installed)."""
-        report = await self._rpc("caption_doctor", p_functions=[], p_buckets=[])
+        report = await self._rpc("caption_doctor", p_signatures={}, p_buckets=[])
         return bool(report["pg_net"])
 
     async def enqueue(self, object_ids: list[str]) -> list[str]:

@@ -313,11 +313,9 @@ def test_serve_refuses_to_start_without_a_route(supabase, hf, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_doctor_prints_a_table_and_exits_0_only_when_all_pass(supabase, hf, tmp_path):
-    create_bucket(supabase.db_url, "images")
-    webhook = "https://captioner.example.com/webhooks/storage"
-    query(supabase.db_url, "update captioner.config set webhook_url = %s", webhook)
-    env = supabase_env(supabase, hf, PUBLIC_WEBHOOK_URL=webhook)
+def test_doctor_prints_a_table_and_exits_0_only_when_all_pass(service, supabase, hf, tmp_path):
+    """The service runs (it configured the database) and pg_net delivers the test wake-up."""
+    env = supabase_env(supabase, hf, PUBLIC_WEBHOOK_URL=service.webhook_url)
 
     healthy = captioner("doctor", env=env, cwd=tmp_path)
 

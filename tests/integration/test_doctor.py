@@ -1,23 +1,33 @@
 """`captioner doctor` against the harness: all ✓ on a healthy setup, and one test per ✗."""
 
+import ast
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.commands.doctor import Check, expected_schema_version, render, run_checks
+from app.commands import doctor
+from app.commands.doctor import (
+    FUNCTIONS,
+    Check,
+    expected_schema_version,
+    render,
+    run_checks,
+)
 from tests.harness.supabase_stub import create_bucket
 from tests.service_process import free_port
-from tests.support import query, service_settings
+from tests.support import query, query_one, service_settings
 
 BLIP = "Salesforce/blip-image-captioning-base"
+APP_DIR = Path(__file__).resolve().parents[2] / "app"
 
 
 def checks_for(supabase, hf, configure: bool = True, **overrides: Any) -> dict[str, Check]:
-    """Run the doctor with the service's settings (webhook URL configured in the database
-    as the service does at start, unless `configure` is False)."""
-    values = {"public_webhook_url": "https://captioner.example.com/webhooks/storage"}
-    settings = service_settings(supabase, hf, **(values | overrides))
+    """Run the doctor with the service's settings: no wake-up URL unless one is given, which
+    is then configured in the database as the service does at start (unless `configure`
+    is False)."""
+    settings = service_settings(supabase, hf, **({"public_webhook_url": None} | overrides))
     if configure and settings.public_webhook_url:
         query(supabase.db_url, "update captioner.config set webhook_url = %s",
               settings.public_webhook_url)
@@ -30,8 +40,9 @@ def healthy(supabase, hf):
     return supabase
 
 
-def test_a_healthy_setup_passes_every_check(healthy, hf):
-    checks = checks_for(healthy, hf)
+def test_a_healthy_setup_passes_every_check(service, supabase, hf):
+    """The service runs and configured the database; pg_net delivers its test wake-up."""
+    checks = checks_for(supabase, hf, public_webhook_url=service.webhook_url)
 
     assert all(check.ok for check in checks.values()), render(list(checks.values()))
     assert list(checks) == [
@@ -39,8 +50,11 @@ def test_a_healthy_setup_passes_every_check(healthy, hf):
         "wake-up webhook", "Hugging Face token", "model route", "caption of house.jpg",
     ]
     assert checks["migrations"].detail.startswith(f"schema version {expected_schema_version()}")
+    assert "answered the database's test wake-up" in checks["wake-up webhook"].detail
     assert "standin-user" in checks["Hugging Face token"].detail
     assert "picture" in checks["caption of house.jpg"].detail
+    # the test wake-up was a real request through pg_net, and queued nothing
+    assert query_one(supabase.db_url, "select count(*) n from captioner.jobs") == {"n": 0}
 
 
 def broken(name: str, checks: dict[str, Check]) -> Check:
@@ -67,11 +81,15 @@ BREAKAGES: dict[str, tuple[str, str, str]] = {
                          "captioner migrate"),
     "schema-older": ("create or replace function public.caption_schema_version() returns bigint "
                      "language sql as 'select 20261121000009'", "migrations", "captioner migrate"),
-    "doctor-missing": ("drop function public.caption_doctor(text[], text[])", "migrations",
+    "doctor-missing": ("drop function public.caption_doctor(jsonb, text[])", "migrations",
                        "captioner migrate"),
     "trigger-missing": ("drop trigger caption_on_object_change on storage.objects", "trigger",
                         "captioner migrate"),
     "pg-net-missing": ("drop function net.http_post cascade", "pg_net", "pg_net extension"),
+    "trigger-disabled": ("alter table storage.objects disable trigger caption_on_object_change",
+                         "trigger", "enable trigger caption_on_object_change"),
+    "trigger-replica-only": ("alter table storage.objects enable replica trigger "
+                             "caption_on_object_change", "trigger", "enable trigger"),
 }
 
 
@@ -88,13 +106,80 @@ def test_a_watched_bucket_that_does_not_exist(healthy, hf):
     assert "avatars" in check.detail and "CAPTION_BUCKETS" in check.fix
 
 
+def test_a_disabled_trigger_is_named_disabled(healthy, hf):
+    query(healthy.db_url, "alter table storage.objects disable trigger caption_on_object_change")
+    check = broken("trigger", checks_for(healthy, hf))
+    assert "is disabled" in check.detail
+
+
+# the signature the worker used before p_model (0003 dropped it): PostgREST answers the
+# worker's call, which sends p_model, with 404 PGRST202
+OLDER_CLAIM = """
+drop function public.caption_jobs_claim(text, integer, integer, integer, text);
+create function public.caption_jobs_claim(
+  p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer)
+returns table (object_id uuid) language sql as 'select null::uuid where false'
+"""
+
+
+def test_a_function_with_an_older_signature(healthy, hf):
+    query(healthy.db_url, OLDER_CLAIM)
+    check = broken("migrations", checks_for(healthy, hf))
+    assert check.detail == (
+        "caption_jobs_claim(p_worker, p_limit, p_lease_seconds, p_max_attempts, p_model) is "
+        "called, the database has caption_jobs_claim(p_worker, p_limit, p_lease_seconds, "
+        "p_max_attempts)"
+    )
+    assert "captioner migrate" in check.fix
+
+
+def test_a_missing_doctor_function_reads_as_one_line(healthy, hf):
+    query(healthy.db_url, "drop function public.caption_doctor(jsonb, text[])")
+    check = broken("migrations", checks_for(healthy, hf))
+    assert check.detail.startswith("caption_doctor(p_signatures, p_buckets) is missing (PGRST202: ")
+    assert "{" not in check.detail and "\n" not in check.detail
+
+
+def test_a_wake_up_url_nothing_listens_on(healthy, hf, pgnet):
+    url = f"http://127.0.0.1:{free_port()}/webhooks/storage"
+    check = broken("wake-up webhook", checks_for(healthy, hf, public_webhook_url=url))
+    assert check.detail.startswith(f"the database could not reach {url}: ")
+    assert "reachable from the database" in check.fix
+
+
+def test_a_wake_up_the_service_refuses(service, supabase, hf):
+    """The database holds another secret than the service's (e.g. rotated, not restarted)."""
+    url = service.webhook_url
+    query(supabase.db_url, "update captioner.config set webhook_secret = 'not-the-secret'")
+    check = broken("wake-up webhook", checks_for(supabase, hf, public_webhook_url=url))
+    assert "refused the database's test wake-up (HTTP 401" in check.detail
+    assert "restart the service" in check.fix
+
+
+def test_a_wake_up_url_where_something_else_answers(healthy, hf, pgnet):
+    url = f"{hf.url}/webhooks/storage"  # a server, not this service
+    check = broken("wake-up webhook", checks_for(healthy, hf, public_webhook_url=url))
+    assert "not as this service" in check.detail
+
+
+def test_a_wake_up_pg_net_never_sends(healthy, hf, monkeypatch):
+    """No pg_net worker runs (the test wake-up stays queued): said, after a deadline."""
+    monkeypatch.setattr(doctor, "WAKE_UP_GRACE_SECONDS", 0.5)
+    query(healthy.db_url, "update captioner.config set webhook_timeout_ms = 100")
+    url = "http://127.0.0.1:9/webhooks/storage"
+    check = broken("wake-up webhook", checks_for(healthy, hf, public_webhook_url=url))
+    assert "pg_net sent nothing" in check.detail and "pg_net" in check.fix
+
+
 def test_no_wake_up_webhook_url(healthy, hf):
     check = broken("wake-up webhook", checks_for(healthy, hf, public_webhook_url=None))
     assert "PUBLIC_WEBHOOK_URL" in check.fix
 
 
 def test_a_wake_up_webhook_the_database_was_never_told(healthy, hf):
-    check = broken("wake-up webhook", checks_for(healthy, hf, configure=False))
+    url = "https://captioner.example.com/webhooks/storage"
+    check = broken("wake-up webhook", checks_for(healthy, hf, configure=False,
+                                                 public_webhook_url=url))
     assert "caption_configure" in check.fix
 
 
@@ -125,18 +210,45 @@ def test_render_shows_the_fix_under_each_cross():
 
 
 
-def test_the_doctor_knows_every_function_the_app_calls():
-    """FUNCTIONS follows the code: each rpc the app calls is checked, and defined."""
-    import re
-    from pathlib import Path
+def rpc_calls() -> list[tuple[str, set[str]]]:
+    """Every rpc call in app/: the function's name and the argument names sent (keyword
+    arguments of JobQueue._rpc, or the keys of the dict literal given to client.rpc, also
+    through a variable assigned one earlier in the same function)."""
+    calls = []
+    for path in APP_DIR.rglob("*.py"):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef):
+                continue
+            assigned = sorted(
+                (node.lineno, target.id, node.value)
+                for node in ast.walk(function)
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            )
+            for node in ast.walk(function):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("rpc", "_rpc") and node.args
+                        and isinstance(node.args[0], ast.Constant)):
+                    continue
+                sent = {kw.arg for kw in node.keywords if kw.arg}
+                if len(node.args) > 1:
+                    given = node.args[1]
+                    if isinstance(given, ast.Name):  # the latest assignment before the call
+                        given = [v for line, name, v in assigned
+                                 if name == given.id and line < node.lineno][-1]
+                    assert isinstance(given, ast.Dict), f"{path}: rpc arguments not a literal"
+                    sent |= {key.value for key in given.keys if isinstance(key, ast.Constant)}
+                calls.append((node.args[0].value, sent))
+    return calls
 
-    from app.commands.doctor import FUNCTIONS, MIGRATIONS_DIR
 
-    root = Path(__file__).resolve().parents[2] / "app"
-    code = "".join(path.read_text() for path in root.rglob("*.py"))
-    called = set(re.findall(r'rpc\(\s*"([a-z_]+)"', code))
-    sql = "".join(path.read_text() for path in MIGRATIONS_DIR.glob("*.sql"))
-    defined = set(re.findall(r"function public\.([a-z_]+)\(", sql))
+def test_the_doctor_knows_every_function_the_app_calls_and_its_arguments():
+    """FUNCTIONS follows the code: each rpc the app calls is checked, with every argument
+    name the code sends (the healthy setup shows the migrations define them so)."""
+    calls = rpc_calls()
 
-    assert called - set(FUNCTIONS) == set()
-    assert set(FUNCTIONS) - defined == set()
+    assert {name for name, _ in calls} >= {"caption_jobs_claim", "search_image_captions"}
+    for name, sent in calls:
+        assert name in FUNCTIONS, name
+        assert sent <= set(FUNCTIONS[name]), (name, sent - set(FUNCTIONS[name]))

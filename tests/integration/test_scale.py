@@ -196,6 +196,35 @@ def test_stats_report_every_state_and_the_oldest_due_job(db):
     assert other["jobs"] == 1 and other["oldest_seconds"] == 0
 
 
+def jobs_rows_read(db: str, sql: str, *params: Any) -> tuple[list[Any], int]:
+    """What `sql` answers, and how many captioner.jobs rows (index entries and heap rows)
+    its transaction read (pg_stat_xact_*: this transaction's own counts)."""
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(sql, params or None).fetchall()  # type: ignore[arg-type]
+        read = conn.execute(
+            "select sum(pg_stat_get_xact_tuples_returned(r)) from (select indexrelid"
+            "  from pg_index where indrelid = 'captioner.jobs'::regclass"
+            "  union all select 'captioner.jobs'::regclass) as r(r)"
+        ).fetchone()
+    return rows, int(read[0]) if read else 0
+
+
+def test_a_buckets_stats_read_none_of_another_buckets_backlog(db):
+    """The gallery's and backfill's stats of a bucket with nothing pending, beside a bucket
+    with a due backlog: one index look-up, not a walk through the other bucket's jobs."""
+    add_objects(db, "other", 300)
+    query(db, "update captioner.jobs set run_after = now() - interval '1 hour'")
+    add_objects(db, "images", 1)
+    query(db, "update captioner.jobs set state = 'done' where bucket_id = 'images'")
+
+    rows, read = jobs_rows_read(db, "select * from caption_jobs_stats('images')")
+    assert rows[0][:3] == ("pending", 0, 0)
+    assert read <= 2
+    rows, read = jobs_rows_read(db, "select * from caption_jobs_stats('other')")
+    assert rows[0][1] == 300 and 3590 < rows[0][2] < 3700
+    assert read <= 2
+
+
 # Claim ---------------------------------------------------------------------------------------
 def test_claim_takes_expired_leases_first_then_the_oldest_due_jobs(db):
     ids = add_objects(db, "images", 6)
