@@ -1,4 +1,5 @@
-"""Tiny randomly initialised image-to-text models for tests (no downloads)."""
+"""Tiny randomly initialised image-to-text models for tests (no downloads): BLIP, vit-gpt2
+and Florence-2."""
 
 import json
 from pathlib import Path
@@ -114,6 +115,87 @@ def build_tiny_vit_gpt2(directory: Path) -> Path:
     model.save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+FLORENCE_WORDS = [
+    *["what", "does", "the", "image", "describe", "?", "in", "detail", "is", "shown", "text"],
+    *["a", "cat", "dog", "red", "blue", "sign", "open", "shop", "on", "grass"],
+]
+
+
+def build_tiny_florence2(directory: Path, image_size: int = 32) -> Path:
+    """Save a tiny Florence-2 (a DaViT-style vision tower and a BART encoder-decoder, as
+    transformers 5 builds it natively) with its processor to `directory`. The processor's
+    `image_seq_length` is the vision tower's token count: (side / stride)² + 1 pooled."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (  # type: ignore[attr-defined]
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        PreTrainedTokenizerFast,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<image>"]
+    vocab = {token: index for index, token in enumerate(special + FLORENCE_WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    side = {"height": image_size, "width": image_size}
+    image_processor = CLIPImageProcessor(size=side, crop_size=side, do_center_crop=False)
+    image_processor.image_seq_length = (image_size // 4) ** 2 + 1
+    config = Florence2Config(
+        text_config=dict(
+            model_type="bart",
+            vocab_size=len(vocab),
+            max_position_embeddings=1024,
+            encoder_layers=1,
+            encoder_ffn_dim=16,
+            encoder_attention_heads=1,
+            decoder_layers=1,
+            decoder_ffn_dim=16,
+            decoder_attention_heads=1,
+            d_model=16,
+            bos_token_id=0,
+            pad_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=2,
+            forced_bos_token_id=0,
+            init_std=1.0,  # random weights that say a few words before they stop
+        ),
+        vision_config=dict(
+            depths=[1],
+            patch_size=[7],
+            patch_stride=[4],
+            patch_padding=[3],
+            patch_prenorm=[False],
+            embed_dim=[16],
+            num_heads=[1],
+            num_groups=[1],
+            window_size=12,
+            projection_dim=16,
+        ),
+        image_token_id=vocab["<image>"],
+    )
+    torch.manual_seed(0)
+    Florence2ForConditionalGeneration(config).eval().save_pretrained(directory)
+    processor = Florence2Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        post_processor_config={"pure_text": {}},
+    )
+    processor.save_pretrained(directory)
     return directory
 
 

@@ -4,14 +4,25 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, Response, UploadFile, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.types import Message, Receive
 
 from app.api.auth import require_api_key
 from app.api.deps import CaptionerDep, SettingsDep
-from app.captioning import caption_image
+from app.captioning import describe_image
+from app.captioning.description import LANGUAGE_TAG, DescribeRequest, Description, FieldName
 from app.core.bounded import read_capped, too_large
 from app.core.config import CaptionSettings
 from app.core.errors import CaptionError, Failure, RetryableError
@@ -20,8 +31,18 @@ CHUNK_BYTES = 64 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and part headers around the image
 
 
-class CaptionResult(BaseModel):
+class CaptionResult(Description):
+    """The image's description (README "What you get for each image"), its model and time."""
+
     caption: str = Field(examples=["a dog running on the beach"])
+    alt_text: str = Field(
+        "",
+        description="For screen readers: one sentence, at most ALT_TEXT_MAX_CHARS characters.",
+        examples=["Brown dog running along a sandy beach"],
+    )
+    missing: list[FieldName] = Field(
+        default_factory=list, description="The fields this model could not fill."
+    )
     model: str = Field(description="The model that wrote the caption.")
     elapsed_ms: int = Field(description="Time spent decoding and captioning, in milliseconds.")
 
@@ -114,15 +135,28 @@ async def create_caption(
     image: Annotated[UploadFile, File(description="The image: JPEG, PNG, GIF, WebP, TIFF or BMP.")],
     settings: SettingsDep,
     captioner: CaptionerDep,
+    language: Annotated[
+        str,
+        Form(
+            pattern=LANGUAGE_TAG,
+            max_length=35,
+            description="The reader's language, a BCP 47 tag (de, pt-BR).",
+        ),
+    ] = "en",
 ) -> CaptionResult:
-    """Caption one image with the service's model, under the same limits as the worker.
+    """Describe one image with the service's model, under the same limits as the worker: the
+    caption, alt text, description, tags and the text in the image (`missing` names the fields
+    the model could not fill).
 
-    Example: `curl -H "Authorization: Bearer $API_KEY" -F image=@dog.jpg <host>/v1/captions`
+    Example: `curl -H "Authorization: Bearer $API_KEY" -F image=@dog.jpg -F language=de
+    <host>/v1/captions`
     """
     started = time.perf_counter()
     data = await read_upload(image, settings.max_image_bytes)
     try:
-        caption = await caption_image(data, captioner, settings)
+        description = await describe_image(
+            data, captioner, settings, DescribeRequest(language=language)
+        )
     except CaptionError as exc:
         if exc.failure == Failure.IMAGE:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.reason) from None
@@ -133,4 +167,4 @@ async def create_caption(
             status.HTTP_503_SERVICE_UNAVAILABLE, exc.reason, headers=headers or None
         ) from None
     elapsed_ms = round((time.perf_counter() - started) * 1000)
-    return CaptionResult(caption=caption, model=captioner.model, elapsed_ms=elapsed_ms)
+    return CaptionResult(**description.model_dump(), model=captioner.model, elapsed_ms=elapsed_ms)

@@ -4,13 +4,13 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from app.api.auth import WebPageAuth
 from app.api.deps import Runtime
-from app.captioning import caption_image
+from app.captioning import describe_image
 from app.core.bounded import read_file
 from app.core.config import Settings
 from app.core.errors import CaptionError
@@ -50,9 +50,10 @@ def mount(app: FastAPI) -> None:
 
 
 def build_interface(
-    settings: Settings, fn: Callable[[str | None], Awaitable[str]]
+    settings: Settings, fn: Callable[[str | None], Awaitable[Any]]
 ) -> "gr.Interface":
-    """The seed's "Image Captioning" interface, captioning with `fn`."""
+    """The seed's "Image Captioning" interface, captioning with `fn`: the caption, and under
+    it the alt text and the tags."""
     import gradio as gr
 
     model = settings.model_name
@@ -68,7 +69,11 @@ def build_interface(
                 sources=["upload", "clipboard"],
             )
         ],
-        outputs=[gr.Textbox(label="Caption")],
+        outputs=[
+            gr.Textbox(label="Caption"),
+            gr.Textbox(label="Alt text"),
+            gr.Textbox(label="Tags"),
+        ],
         title=f"Image Captioning with {name}",
         description=f"Caption any image using the `{model}` model."
         + (" Operators: [the buckets' captions gallery](gallery)." if gallery else ""),
@@ -85,10 +90,11 @@ def example_images() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.jpg"))
 
 
-def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[str]]:
-    """The page's function: the app's own captioner and limits, looked up on each call."""
+def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[tuple[str, str, str]]]:
+    """The page's function: the app's own captioner and limits, looked up on each call; a
+    field the model could not fill shows as "(not filled by <model>)"."""
 
-    async def captioner(path: str | None) -> str:
+    async def captioner(path: str | None) -> tuple[str, str, str]:
         import gradio as gr
 
         if not path:
@@ -96,8 +102,12 @@ def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[str]]:
         runtime: Runtime = app.state.runtime
         try:
             data = await asyncio.to_thread(read_file, Path(path), runtime.settings.max_image_bytes)
-            return await caption_image(data, runtime.captioner, runtime.settings)
+            description = await describe_image(data, runtime.captioner, runtime.settings)
         except CaptionError as exc:
             raise gr.Error(exc.reason, print_exception=False) from None
+        absent = f"(not filled by {runtime.captioner.model})"
+        alt_text = description.alt_text or absent
+        tags = ", ".join(description.tags) if "tags" not in description.missing else absent
+        return description.caption, alt_text, tags
 
     return captioner

@@ -42,8 +42,11 @@ def build_captioner(settings: CaptionSettings) -> Captioner:
     """The backend named by `settings.caption_backend`."""
     backend = settings.resolved_backend
     if backend == "local":
+        from app.captioning.florence import FlorenceCaptioner, is_florence
         from app.captioning.local import LocalCaptioner
 
+        if is_florence(settings.local_model or settings.caption_model):
+            return FlorenceCaptioner(settings)
         return LocalCaptioner(settings)
     from app.captioning.hf import HuggingFaceCaptioner
 

@@ -10,6 +10,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field
 
 ALT_TEXT_MAX_CHARS = 125  # the default of the ALT_TEXT_MAX_CHARS setting
+# A BCP 47 tag's shape (RFC 5646 §2.1, without grandfathered tags): de, pt-BR, zh-Hant-TW
+LANGUAGE_TAG = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
 FieldName = Literal["caption", "alt_text", "description", "tags", "text_in_image"]
 FIELDS: tuple[FieldName, ...] = get_args(FieldName)
 
@@ -17,7 +19,7 @@ FIELDS: tuple[FieldName, ...] = get_args(FieldName)
 class DescribeRequest(BaseModel):
     """What to ask the model for: the language (BCP 47), the fields wanted, an extra prompt."""
 
-    language: str = "en"
+    language: str = Field(default="en", pattern=LANGUAGE_TAG, max_length=35)
     fields: tuple[FieldName, ...] = FIELDS
     prompt: str | None = None
 

@@ -180,20 +180,40 @@ def instruction(
 
 def read_answer(content: str, request: DescribeRequest, max_chars: int) -> Description:
     """The description in a model's answer; SchemaMiss when it does not fit."""
-    data = _json_object(content)
+    filled, problem = _validated(_json_object(content), request, max_chars)
+    if problem is not None:
+        raise SchemaMiss(problem, "invalid_fields", filled)
+    return _description(filled, request)
+
+
+def checked(values: dict[str, Any], request: DescribeRequest, max_chars: int) -> Description:
+    """A description from fields a model filled one by one (Florence-2's tasks): each field
+    under the same rules as a JSON answer, one that breaks them named in `missing`. Needs a
+    caption or an alt text that passes."""
+    filled, _ = _validated(values, request, max_chars)
+    kept = salvage(SchemaMiss("", "invalid_fields", filled), request)
+    if kept is None:
+        return Description(language=request.language, caption="", missing=list(request.fields))
+    return kept
+
+
+def _validated(
+    data: dict[str, Any], request: DescribeRequest, max_chars: int
+) -> tuple[dict[str, Any], str | None]:
+    """(the asked fields that pass, what was wrong or None)."""
+    context = {"max_chars": max_chars}
     try:
-        answer = Answer.model_validate(data, context={"max_chars": max_chars})
+        answer = Answer.model_validate(data, context=context)
     except ValidationError as exc:
         bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
         reason = "; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg']}" for e in exc.errors())
-        kept = {k: v for k, v in data.items() if k not in bad}
-        fields = Answer.model_validate(kept, context={"max_chars": max_chars})
-        raise SchemaMiss(reason, "invalid_fields", _filled(fields, request)) from None
+        kept = Answer.model_validate(
+            {k: v for k, v in data.items() if k not in bad}, context=context
+        )
+        return _filled(kept, request), reason
     filled = _filled(answer, request)
     absent = [name for name in asked_fields(request) if name not in filled]
-    if absent:
-        raise SchemaMiss(f"missing keys: {', '.join(absent)}", "invalid_fields", filled)
-    return _description(filled, request)
+    return filled, (f"missing keys: {', '.join(absent)}" if absent else None)
 
 
 def salvage(miss: SchemaMiss, request: DescribeRequest) -> Description | None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -25,6 +26,7 @@ from supabase import AsyncClient
 
 from app.api.auth import UI_LOCKED_REASON as UI_LOCKED
 from app.captioning import open_captioner
+from app.captioning.description import LANGUAGE_TAG, DescribeRequest
 from app.commands.backfill import ConsoleReport
 from app.commands.backfill import Progress as BackfillProgress
 from app.commands.backfill import backfill as backfill_bucket
@@ -183,16 +185,31 @@ def local_model_present(name: str) -> bool:
 # -------------------------------------------------------------------------------- caption
 
 
+def _language_tag(value: str) -> str:
+    if not re.fullmatch(LANGUAGE_TAG, value) or len(value) > 35:
+        raise typer.BadParameter(f"{value!r} is not a BCP 47 language tag (e.g. en, de, pt-BR)")
+    return value
+
+
 @cli.command()
 def caption(
     sources: Annotated[
         list[str], typer.Argument(metavar="FILE|URL...", help="Image files or http(s) URLs.")
     ],
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per line instead of text.")
+        bool,
+        typer.Option("--json", help="One JSON object per line with every field instead of text."),
     ] = False,
+    language: Annotated[
+        str,
+        typer.Option(
+            help="The reader's language (a BCP 47 tag: de, pt-BR) for the description.",
+            callback=_language_tag,
+        ),
+    ] = "en",
 ) -> None:
-    """Caption images and print one line each: `<source><TAB><caption>`.
+    """Caption images and print one line each: `<source><TAB><caption>`; with `--json`, the
+    whole description (alt text, description, tags, text in the image, missing fields).
 
     Uses only the captioning settings (CAPTION_BACKEND, CAPTION_MODEL, HF_TOKEN, LOCAL_MODEL,
     MAX_IMAGE_BYTES, ...): no Supabase needed. A file that cannot be captioned prints an
@@ -205,15 +222,15 @@ def caption(
     * `HF_TOKEN=hf_... captioner caption --json photos/*.jpg > captions.jsonl`
     """
     settings = settings_or_exit(CaptionSettings)
-    outcomes = run_or_exit(caption_sources(sources, settings))
+    request = DescribeRequest(language=language)
+    outcomes = run_or_exit(caption_sources(sources, settings, request))
     failed = 0
     for outcome in outcomes:
         if outcome.error is not None:
             failed += 1
             typer.echo(f"{outcome.source}: error: {outcome.error}", err=True)
         elif as_json:
-            fields = {key: value for key, value in vars(outcome).items() if key != "error"}
-            typer.echo(json.dumps(fields, ensure_ascii=False))
+            typer.echo(json.dumps(outcome.as_json(), ensure_ascii=False))
         else:
             typer.echo(f"{outcome.source}\t{outcome.caption}")
     if failed:

@@ -5,10 +5,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from app.captioning import Captioner, caption_image, open_captioner
+from app.captioning import Captioner, describe_image, open_captioner
+from app.captioning.description import DescribeRequest, Description
 from app.core.bounded import read_file, read_stream
 from app.core.config import CaptionSettings
 from app.core.errors import CaptionError, ConfigurationError, PermanentError
@@ -20,14 +22,25 @@ DOWNLOAD_TIMEOUT = 30.0
 @dataclass
 class Outcome:
     source: str
-    caption: str | None = None
+    description: Description | None = None
     model: str | None = None
     elapsed_ms: int | None = None
     error: str | None = None
 
+    @property
+    def caption(self) -> str | None:
+        return self.description.caption if self.description is not None else None
 
-async def caption_sources(sources: list[str], settings: CaptionSettings) -> list[Outcome]:
-    """Caption every source (a few at a time), in the order given. Raises ConfigurationError
+    def as_json(self) -> dict[str, Any]:
+        """The JSON line: the source, every field of the description, model and time."""
+        fields = self.description.model_dump() if self.description is not None else {}
+        return {"source": self.source, **fields, "model": self.model, "elapsed_ms": self.elapsed_ms}
+
+
+async def caption_sources(
+    sources: list[str], settings: CaptionSettings, request: DescribeRequest | None = None
+) -> list[Outcome]:
+    """Describe every source (a few at a time), in the order given. Raises ConfigurationError
     at once when no source can be captioned (no route for the model, a refused token...)."""
     captioner = await open_captioner(settings)
     limit = asyncio.Semaphore(CAPTION_CONCURRENCY)
@@ -36,7 +49,7 @@ async def caption_sources(sources: list[str], settings: CaptionSettings) -> list
 
             async def one(source: str) -> Outcome:
                 async with limit:
-                    return await caption_source(source, captioner, settings, http)
+                    return await caption_source(source, captioner, settings, http, request)
 
             return list(await asyncio.gather(*(one(source) for source in sources)))
     finally:
@@ -44,12 +57,16 @@ async def caption_sources(sources: list[str], settings: CaptionSettings) -> list
 
 
 async def caption_source(
-    source: str, captioner: Captioner, settings: CaptionSettings, http: httpx.AsyncClient
+    source: str,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    http: httpx.AsyncClient,
+    request: DescribeRequest | None = None,
 ) -> Outcome:
     started = time.perf_counter()
     try:
         data = await read_source(source, settings.max_image_bytes, http)
-        text = await caption_image(data, captioner, settings)
+        description = await describe_image(data, captioner, settings, request)
     except ConfigurationError:
         raise  # not this source's fault: the others would fail the same way
     except CaptionError as exc:
@@ -59,7 +76,7 @@ async def caption_source(
     except httpx.HTTPError as exc:
         return Outcome(source, error=f"download failed: {type(exc).__name__}: {exc}")
     elapsed_ms = round((time.perf_counter() - started) * 1000)
-    return Outcome(source, text, captioner.model, elapsed_ms)
+    return Outcome(source, description, captioner.model, elapsed_ms)
 
 
 async def read_source(source: str, limit: int, http: httpx.AsyncClient) -> bytes:

@@ -57,7 +57,7 @@ class CaptionSettings(BaseSettings):
     # Descriptions (README "What you get for each image"): alt text's length limit, and the
     # tokens a vision-language model may spend on the one JSON answer with every field
     alt_text_max_chars: int = Field(default=125, ge=20, le=1000)
-    describe_max_tokens: int = Field(default=512, ge=64)
+    describe_max_tokens: int = Field(default=512, ge=1)
 
     # Local transformers backend
     local_model: str | None = None

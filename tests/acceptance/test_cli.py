@@ -117,10 +117,30 @@ def test_caption_json_lines_and_a_bad_file(hf, pictures, tmp_path):
         ("blue.jpg", "a 90x60 picture, mostly blue"),
     ]
     assert all(row["model"] == f"{hf.url}/models/x" and row["elapsed_ms"] >= 0 for row in rows)
+    assert rows[0]["alt_text"] == rows[0]["caption"] and rows[0]["language"] == "en"
+    assert rows[0]["missing"] == ["description", "tags", "text_in_image"]  # image-to-text
     errors = result.stderr.splitlines()
     assert "notes.txt: error: not a supported raster image" in errors[0]
     assert errors[1] == "missing.png: error: No such file or directory"
     assert "Traceback" not in result.stderr
+
+
+def test_caption_json_carries_every_field_of_a_vision_language_model(hf, pictures, tmp_path):
+    vlm = "Qwen/Qwen2.5-VL-7B-Instruct"
+    hf.add_model(vlm, {"together": "conversational"})
+    env = hf_env(hf, CAPTION_BACKEND="chat", CAPTION_MODEL=vlm)
+
+    result = captioner("caption", "--json", "--language", "de", "red.png", env=env, cwd=tmp_path)
+    wrong = captioner("caption", "--language", "not a tag", "red.png", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert set(row) == {"source", "language", "caption", "alt_text", "description", "tags",
+                        "text_in_image", "missing", "model", "elapsed_ms"}
+    assert row["language"] == "de" and row["missing"] == []
+    assert row["alt_text"] == "[de] A 120x80 picture, mostly red."
+    assert row["tags"] == ["red", "picture"]
+    assert wrong.returncode == 2 and "not a BCP 47 language tag" in wrong.stderr
 
 
 def test_caption_urls_with_the_byte_cap(hf, pictures, tmp_path, file_server):

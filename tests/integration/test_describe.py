@@ -202,3 +202,29 @@ def test_an_image_to_text_model_fills_the_caption_and_the_alt_text(hf):
 
     assert description.caption == CAPTION == description.alt_text
     assert description.missing == ["description", "tags", "text_in_image"]
+
+
+def test_the_api_answers_every_field_in_the_readers_language(service_factory, router):
+    import httpx
+
+    from tests.support import TEST_SECRET
+
+    router.text_in_image = "EXIT"
+    api = service_factory(
+        webhook=False, worker_enabled=False, caption_backend="chat", caption_model=VLM
+    )
+    files = {"image": ("field.png", PIXELS, "image/png")}
+    auth = {"Authorization": f"Bearer {TEST_SECRET}"}
+
+    answer = httpx.post(api.url + "/v1/captions", files=files, data={"language": "fr"},
+                        headers=auth, timeout=30)
+    refused = httpx.post(api.url + "/v1/captions", files=files, data={"language": "not a tag"},
+                         headers=auth, timeout=30)
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["language"] == "fr" and body["missing"] == []
+    assert body["alt_text"].startswith("[fr] ") and body["text_in_image"] == "EXIT"
+    assert body["tags"] == ["green", "picture"] and body["model"] == VLM
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "language"]
