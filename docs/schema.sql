@@ -1007,7 +1007,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126024243 $$;
+    AS $$ select 20261126024414 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1045,32 +1045,26 @@ $$;
 CREATE FUNCTION public.search_image_captions(query text, bucket text DEFAULT NULL::text, max_results integer DEFAULT 20, skip integer DEFAULT 0) RETURNS TABLE(id uuid, bucket_id text, name text, caption text, model text, captioned_at timestamp with time zone, rank real)
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
-    AS $_$
+    AS $$
 declare
   tsq tsquery := websearch_to_tsquery(
     public.image_caption_search_language(), left(coalesce(search_image_captions.query, ''), 1000));
+  n integer := least(greatest(coalesce(search_image_captions.max_results, 20), 0), 100);
+  k integer := greatest(coalesce(search_image_captions.skip, 0), 0);
+  b text := search_image_captions.bucket;
+  ranked constant integer := 1000;
 begin
-  if numnode(tsq) = 0 then
+  if numnode(tsq) = 0 or n = 0 then
     return;
   end if;
-  return query execute $q$
-    with hits as (  -- rank and sort narrow rows; fetch the text of the winners only
-      select ic.id, ts_rank(ic.search_vector, $1) as rank, ic.updated_at
-        from public.image_caption ic
-        join storage.objects o on o.id = ic.id
-       where ic.search_vector @@ $1 and ($2::text is null or o.bucket_id = $2)
-       order by 2 desc, 3 desc, 1
-       limit $3 offset $4
-    )
-    select h.id, o.bucket_id, o.name, ic.caption, ic.model, ic.updated_at, h.rank
-      from hits h
-      join public.image_caption ic on ic.id = h.id
-      join storage.objects o on o.id = h.id
-     order by h.rank desc, h.updated_at desc, h.id
-  $q$ using tsq, search_image_captions.bucket,
-            least(greatest(coalesce(search_image_captions.max_results, 20), 0), 100),
-            greatest(coalesce(search_image_captions.skip, 0), 0);
-end $_$;
+  if current_user = 'anon' and captioner_search.roles_exact() then
+    return query select * from captioner_search.as_anon(tsq, b, n, k, ranked);
+  elsif current_user = 'authenticated' and captioner_search.roles_exact() then
+    return query select * from captioner_search.as_authenticated(tsq, b, n, k, ranked);
+  else
+    return query select * from captioner_search.run(tsq, b, n, k, ranked);
+  end if;
+end $$;
 
 --
 -- Name: FUNCTION search_image_captions(query text, bucket text, max_results integer, skip integer); Type: COMMENT; Schema: public; Owner: -
@@ -1338,6 +1332,12 @@ ALTER TABLE ONLY public.image_caption
 CREATE POLICY "Captions are readable where the image is" ON public.image_caption FOR SELECT TO anon, authenticated USING ((EXISTS ( SELECT 1
    FROM storage.objects o
   WHERE (o.id = image_caption.id))));
+
+--
+-- Name: image_caption Search reads captions beside the objects it may read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Search reads captions beside the objects it may read" ON public.image_caption FOR SELECT TO captioner_search_anon, captioner_search_authenticated USING (true);
 
 --
 -- Name: image_caption; Type: ROW SECURITY; Schema: public; Owner: -
