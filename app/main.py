@@ -111,13 +111,22 @@ async def build_runtime(settings: Settings, http: httpx.AsyncClient) -> Runtime:
 
 
 async def connect_supabase(settings: Settings, http: httpx.AsyncClient) -> AsyncClient:
+    """supabase-py's client with the service's key. supabase-py 2.34 sends its key as
+    `apikey` and as `Authorization: Bearer`; a secret key (not a JWT) must only be `apikey`,
+    which Supabase's gateway turns into a service_role JWT (app/core/keys.py)."""
+    url, key = settings.supabase_credentials()
     options = AsyncClientOptions(
         auto_refresh_token=False,
         persist_session=False,
         postgrest_client_retry=False,
         httpx_client=http,
     )
-    return await acreate_client(*settings.supabase_credentials(), options)
+    client = await acreate_client(url, key.value, options)
+    # PostgREST's and Storage's clients are made on first use from these headers
+    client.options.headers.pop("Authorization", None)
+    client.options.headers.pop("apiKey", None)
+    client.options.headers.update(key.headers())
+    return client
 
 
 async def wake_ups_possible(queue: JobQueue) -> bool:

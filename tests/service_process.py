@@ -52,7 +52,7 @@ def service_env(
     env.update(
         {
             "SUPABASE_URL": supabase.url,
-            "SUPABASE_SERVICE_ROLE_KEY": supabase.service_key,
+            "SUPABASE_SECRET_KEY": supabase.secret_key,
             "WEBHOOK_SECRET": TEST_SECRET,
             "HF_TOKEN": "hf_test_token",
             "CAPTION_BACKEND": "hf",

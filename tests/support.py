@@ -48,11 +48,14 @@ class RunningService:
 
 
 def service_settings(
-    supabase: SupabaseStandIn, hf: HuggingFaceStandIn, **overrides: Any
+    supabase: SupabaseStandIn,
+    hf: HuggingFaceStandIn,
+    cls: type[Settings] = Settings,
+    **overrides: Any,
 ) -> Settings:
     values: dict[str, Any] = {
         "supabase_url": supabase.url,
-        "supabase_service_role_key": supabase.service_key,
+        "supabase_secret_key": supabase.secret_key,  # the new key, through the gateway
         "webhook_secret": [TEST_SECRET],
         "hf_token": "hf_test_token",
         "caption_backend": "hf",
@@ -62,7 +65,7 @@ def service_settings(
         **FAST,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return cls(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def start_service(

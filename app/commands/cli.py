@@ -39,6 +39,7 @@ from app.core.config import (
     NOT_CONNECTED,
     PIPELINE_SETTINGS,
     CaptionSettings,
+    DiagnosisSettings,
     Settings,
     SettingsError,
     load_settings,
@@ -124,7 +125,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run the service: web page, HTTP API and, with the Supabase settings (SUPABASE_URL,
-    SUPABASE_SERVICE_ROLE_KEY, WEBHOOK_SECRET), the webhook and the worker.
+    SUPABASE_SECRET_KEY, WEBHOOK_SECRET), the webhook and the worker.
 
     Example: `captioner serve --host 0.0.0.0 --port 8000`
     """
@@ -155,10 +156,12 @@ def start_banner(settings: Settings, host: str, port: int) -> list[str]:
     if settings.ui_enabled:
         page = f"web page: {base}/ui/"
         lines.insert(0, page if settings.ui_auth != "locked" else f"{page} is locked: {UI_LOCKED}")
-    if settings.pipeline_connected:
+    if settings.pipeline_connected and settings.service_key is not None:
+        setting, key = settings.service_key
         lines.append(
-            f"bucket pipeline connected to {settings.supabase_url}: captioning every upload "
-            f"to {', '.join(settings.caption_buckets)}"
+            f"bucket pipeline connected to {settings.supabase_url} with {setting} "
+            f"({key.description}): captioning every upload to "
+            f"{', '.join(settings.caption_buckets)}"
         )
     else:
         lines.append(NOT_CONNECTED)
@@ -419,7 +422,7 @@ def doctor() -> None:
 
     Example: `captioner doctor`
     """
-    settings = settings_or_exit(Settings)
+    settings = settings_or_exit(DiagnosisSettings)  # a wrong key is reported, not refused
     logging.basicConfig(level=logging.ERROR)
     checks = asyncio.run(run_checks(settings))
     typer.echo(render(checks))

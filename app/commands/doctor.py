@@ -16,7 +16,7 @@ from postgrest.exceptions import APIError
 
 from app.captioning import caption_image, open_captioner
 from app.core.bounded import read_file
-from app.core.config import PIPELINE_SETTINGS, Settings
+from app.core.config import KEY_SETTINGS, PIPELINE_SETTINGS, Settings
 from app.core.errors import CaptionError
 from app.core.images import EXAMPLES
 from app.main import connect_supabase
@@ -106,17 +106,44 @@ async def run_checks(settings: Settings) -> list[Check]:
 
 # Supabase ---------------------------------------------------------------------------------
 async def supabase_checks(settings: Settings) -> list[Check]:
-    """URL and key, migrations, buckets, trigger, pg_net: one rpc answers them; then a test
-    wake-up sent by the database through pg_net, its answer read back."""
+    """The key's kind; then URL and key, migrations, buckets, trigger, pg_net: one rpc
+    answers them; then a test wake-up sent by the database through pg_net, read back."""
     names = ("migrations", "buckets", "trigger", "pg_net", "wake-up webhook")
-    if not settings.pipeline_connected:
+    if not settings.pipeline_connected or settings.service_key is None:
         missing = Check(
             "Supabase URL and key",
             False,
             "the bucket pipeline is not connected",
-            f"set {', '.join(PIPELINE_SETTINGS)}",
+            f"set {', '.join(PIPELINE_SETTINGS)} (or SUPABASE_SERVICE_ROLE_KEY for a legacy key)",
         )
-        return [missing, *(_unknown(name) for name in names)]
+        return [_unknown("Supabase key"), missing, *(_unknown(name) for name in names)]
+    return [key_check(settings), *await _project_checks(settings, names)]
+
+
+def key_check(settings: Settings) -> Check:
+    """Which kind of key is configured, and whether it has the rights the service needs."""
+    assert settings.service_key is not None
+    setting, key = settings.service_key
+    shown = f"{setting}: {key.description}"
+    if settings.supabase_secret_key and settings.supabase_service_role_key:
+        shown += f" ({KEY_SETTINGS[1]} is set too and not used)"
+    if key.has_service_rights:
+        return Check("Supabase key", True, f"{shown}, with service_role's rights")
+    rights = f"the {key.role} role's rights" if key.role else "no role"
+    return Check(
+        "Supabase key", False, f"{shown}: it has {rights}, the service needs service_role's",
+        KEY_FIX,
+    )
+
+
+KEY_FIX = (
+    "set SUPABASE_SECRET_KEY to the project's secret key (sb_secret_…: Project Settings → API "
+    "Keys; `supabase status -o env` prints it as SECRET_KEY), or SUPABASE_SERVICE_ROLE_KEY to "
+    "its legacy service_role key"
+)
+
+
+async def _project_checks(settings: Settings, names: tuple[str, ...]) -> list[Check]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as http:
         try:
             client = await connect_supabase(settings, http)
@@ -167,13 +194,9 @@ def _supabase_failure(exc: Exception, settings: Settings) -> Check:
     code = exc.code if isinstance(exc, APIError) else None
     if code == "PGRST202":  # the function is not in PostgREST's schema cache
         return Check(name, True, f"{settings.supabase_url} answers")
-    if code in ("42501", "PGRST301", "PGRST302") or "JWT" in str(exc):
-        return Check(
-            name,
-            False,
-            f"the key was refused ({_said(exc)})",
-            "set SUPABASE_SERVICE_ROLE_KEY to the service_role key (Settings → API)",
-        )
+    message = (exc.message if isinstance(exc, APIError) else None) or str(exc)
+    if code in ("42501", "PGRST301", "PGRST302") or "JWT" in str(exc) or "API key" in message:
+        return Check(name, False, f"the key was refused ({_said(exc)})", KEY_FIX)
     return Check(name, False, _said(exc), "check SUPABASE_URL and the key")
 
 

@@ -9,6 +9,8 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks.webhooks import Webhook
 
+from app.core.keys import ApiKey, classify
+
 CommaList = Annotated[list[str], NoDecode]
 # The defaults (README, "Choosing a model"): image-to-text is served by Hugging Face only for
 # the few models it deploys on hf-inference, while vision-language models are served through
@@ -20,10 +22,14 @@ DEFAULT_ROUTER_URL = constants.INFERENCE_PROXY_TEMPLATE.removesuffix("/{provider
 
 # What connects the bucket pipeline (webhook, queue, worker); without them the service runs
 # the web page, the API and the CLI with the captioner alone.
-PIPELINE_SETTINGS = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "WEBHOOK_SECRET")
+PIPELINE_SETTINGS = ("SUPABASE_URL", "SUPABASE_SECRET_KEY", "WEBHOOK_SECRET")
+# The service's key: the secret key (sb_secret_…) or, for projects still on them, the legacy
+# service_role JWT. With both set, SUPABASE_SECRET_KEY is used.
+KEY_SETTINGS = ("SUPABASE_SECRET_KEY", "SUPABASE_SERVICE_ROLE_KEY")
 NOT_CONNECTED = (
-    "the bucket pipeline is not connected: set SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY and "
-    "WEBHOOK_SECRET (see .env.example) to caption every upload to Supabase Storage"
+    "the bucket pipeline is not connected: set SUPABASE_URL, SUPABASE_SECRET_KEY (or the legacy "
+    "SUPABASE_SERVICE_ROLE_KEY) and WEBHOOK_SECRET (see .env.example) to caption every upload "
+    "to Supabase Storage"
 )
 # The placeholders of .env.example: never accepted as real values.
 EXAMPLE_VALUES = frozenset(
@@ -103,8 +109,10 @@ class CaptionSettings(BaseSettings):
 class Settings(CaptionSettings):
     """Everything the service needs: Supabase, the webhook, the worker, and captioning."""
 
-    # Supabase (its own variable names); all three, or none: the bucket pipeline is off
+    # Supabase (its own variable names); URL, a key and WEBHOOK_SECRET, or none: the bucket
+    # pipeline is off. The key: SUPABASE_SECRET_KEY wins over SUPABASE_SERVICE_ROLE_KEY.
     supabase_url: str | None = None
+    supabase_secret_key: SecretStr | None = None
     supabase_service_role_key: SecretStr | None = None
 
     # Webhook: several comma-separated secrets are all accepted (rotation)
@@ -154,7 +162,10 @@ class Settings(CaptionSettings):
             return None
         return value.strip().rstrip("/") or None
 
-    @field_validator("supabase_service_role_key", "ui_username", "ui_password", mode="before")
+    @field_validator(
+        "supabase_secret_key", "supabase_service_role_key", "ui_username", "ui_password",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -167,21 +178,25 @@ class Settings(CaptionSettings):
         return self
 
     def _pipeline_problems(self) -> list[str]:
+        key = self.service_key
         values = {
             "SUPABASE_URL": self.supabase_url,
-            "SUPABASE_SERVICE_ROLE_KEY": _secret(self.supabase_service_role_key),
+            "SUPABASE_SECRET_KEY": key[1].value if key else "",
             "WEBHOOK_SECRET": ",".join(self.webhook_secret),
         }
         if not any(values.values()):
             return []
+        needs = f"the bucket pipeline needs {', '.join(PIPELINE_SETTINGS)}"
         problems = [
-            f"{name} is required but not set (the bucket pipeline needs "
-            f"{', '.join(PIPELINE_SETTINGS)}; set none of them to run without it)"
+            f"{name} is required but not set ({_OR_LEGACY.get(name, '')}{needs}; set none of "
+            "them to run without it)"
             for name, value in values.items()
             if not value
         ]
+        problems += self._key_problems()
         examples = [
             ("SUPABASE_URL", [self.supabase_url or ""]),
+            ("SUPABASE_SECRET_KEY", [_secret(self.supabase_secret_key)]),
             ("SUPABASE_SERVICE_ROLE_KEY", [_secret(self.supabase_service_role_key)]),
             ("WEBHOOK_SECRET", self.webhook_secret),
             ("WEBHOOK_SIGNING_SECRET", self.webhook_signing_secret),
@@ -195,6 +210,23 @@ class Settings(CaptionSettings):
         ]
         return problems
 
+    def _key_problems(self) -> list[str]:
+        """A key without service_role's rights is refused at start, naming its setting."""
+        key = self.service_key
+        if key is None or key[1].has_service_rights:
+            return []
+        return [key_refusal(*key)]
+
+    @property
+    def service_key(self) -> tuple[str, ApiKey] | None:
+        """(the setting it comes from, the key): SUPABASE_SECRET_KEY wins when both are set."""
+        for name, value in zip(
+            KEY_SETTINGS, (self.supabase_secret_key, self.supabase_service_role_key), strict=True
+        ):
+            if value is not None:
+                return name, classify(value.get_secret_value())
+        return None
+
     def _ui_problems(self) -> list[str]:
         if (self.ui_username is None) == (self.ui_password is None):
             return []
@@ -206,14 +238,15 @@ class Settings(CaptionSettings):
         """Whether the Supabase settings are there: webhook, queue and worker run."""
         return self.supabase_url is not None
 
-    def supabase_credentials(self) -> tuple[str, str]:
-        """(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY); only with the pipeline connected."""
-        if self.supabase_url is None or self.supabase_service_role_key is None:
+    def supabase_credentials(self) -> tuple[str, ApiKey]:
+        """(SUPABASE_URL, the service's key); only with the pipeline connected."""
+        key = self.service_key
+        if self.supabase_url is None or key is None:
             raise SettingsError(
                 f"Invalid configuration: this needs the bucket pipeline's settings "
                 f"({', '.join(PIPELINE_SETTINGS)})"
             )
-        return self.supabase_url, self.supabase_service_role_key.get_secret_value()
+        return self.supabase_url, key[1]
 
     @property
     def ui_auth(self) -> Literal["basic", "open", "locked"]:
@@ -238,6 +271,27 @@ class Settings(CaptionSettings):
     @property
     def accepted_api_keys(self) -> list[str]:
         return self.api_keys or self.webhook_secret
+
+
+class DiagnosisSettings(Settings):
+    """Settings that also take a key without the service's rights, for `captioner doctor`
+    to say what is wrong with it rather than refuse to start."""
+
+    def _key_problems(self) -> list[str]:
+        return []
+
+
+_OR_LEGACY = {"SUPABASE_SECRET_KEY": "or SUPABASE_SERVICE_ROLE_KEY for a legacy service_role JWT; "}
+_KEY_FIX = (
+    "the service needs the secret key (sb_secret_…, Project Settings → API Keys) or the "
+    "legacy service_role key"
+)
+
+
+def key_refusal(setting: str, key: ApiKey) -> str:
+    """Why `key` cannot run the service, naming its setting and what to set instead."""
+    rights = ", which has the anon role's rights only" if key.role == "anon" else ""
+    return f"{setting} is {key.description}{rights}: {_KEY_FIX}"
 
 
 S = TypeVar("S", bound=CaptionSettings)

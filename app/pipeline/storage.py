@@ -16,6 +16,7 @@ from supabase import AsyncClient
 from app.core.bounded import read_stream
 from app.core.config import Settings
 from app.core.errors import PermanentError, RetryableError
+from app.core.keys import ApiKey
 
 log = logging.getLogger(__name__)
 # storage-api's answers to a signed URL it cannot verify: not the object's fault, and the
@@ -35,7 +36,7 @@ class ObjectFetcher:
         client: AsyncClient,
         supabase_url: str,
         *,
-        service_key: str,
+        service_key: ApiKey,
         max_bytes: int,
         signed_url_ttl: int,
         timeout: float,
@@ -45,7 +46,7 @@ class ObjectFetcher:
         self._max_bytes = max_bytes
         self._ttl = signed_url_ttl
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
-        self._auth = {"Authorization": f"Bearer {service_key}", "apikey": service_key}
+        self._auth = service_key.headers()
 
     @classmethod
     def from_settings(cls, client: AsyncClient, settings: Settings) -> "ObjectFetcher":

@@ -58,7 +58,7 @@ def supabase_env(supabase, hf, **values: str) -> dict[str, str]:
     return hf_env(
         hf,
         SUPABASE_URL=supabase.url,
-        SUPABASE_SERVICE_ROLE_KEY=supabase.service_key,
+        SUPABASE_SECRET_KEY=supabase.secret_key,
         WEBHOOK_SECRET="cli-test-secret",
         **FAST_ENV,
         **values,
@@ -341,9 +341,24 @@ def test_doctor_prints_a_table_and_exits_0_only_when_all_pass(service, supabase,
 
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     lines = healthy.stdout.splitlines()
-    assert len(lines) == 9 and all(line.startswith("✓ ") for line in lines)
+    assert len(lines) == 10 and all(line.startswith("✓ ") for line in lines)
+    assert "SUPABASE_SECRET_KEY: a secret key (sb_secret_…)" in lines[0]
 
     broken = captioner("doctor", env=env | {"CAPTION_BUCKETS": "images,avatars"}, cwd=tmp_path)
 
     assert broken.returncode == 1
     assert "✗ buckets" in broken.stdout and "fix: create it" in broken.stdout
+
+
+def test_a_publishable_key_stops_serve_and_doctor_says_why(supabase, hf, tmp_path):
+    env = supabase_env(supabase, hf) | {"SUPABASE_SECRET_KEY": supabase.publishable_key}
+
+    refused = captioner("serve", "--port", str(free_port()), env=env, cwd=tmp_path)
+    diagnosed = captioner("doctor", env=env, cwd=tmp_path)
+
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "SUPABASE_SECRET_KEY is a publishable key (sb_publishable_…)" in refused.stderr
+    assert supabase.publishable_key not in refused.stderr + diagnosed.stdout
+    assert diagnosed.returncode == 1
+    assert "✗ Supabase key" in diagnosed.stdout
+    assert "fix: set SUPABASE_SECRET_KEY" in diagnosed.stdout

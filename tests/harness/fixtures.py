@@ -40,7 +40,8 @@ def db_url(pg_server: PostgresServer, db_template: str) -> Iterator[str]:
 
 @pytest.fixture
 def supabase(db_url: str, tmp_path) -> Iterator[SupabaseStandIn]:
-    """A started Supabase stand-in (.url, .service_key, .anon_key, .faults, .db_url)."""
+    """A started Supabase stand-in (.url, .secret_key, .publishable_key, the legacy
+    .service_key and .anon_key, .gateway, .faults, .db_url)."""
     with SupabaseStandIn(db_url, tmp_path / "storage") as standin:
         yield standin
 

@@ -1,6 +1,7 @@
 """A Supabase stand-in: Storage (/storage/v1, tests/harness/storage_stub.py) and PostgREST
 (/rest/v1, tests/harness/postgrest_stub.py) over a real PostgreSQL database, enforcing JWT
-roles, grants and RLS the way Supabase does.
+roles, grants and RLS the way Supabase does, behind Supabase's API gateway with both kinds
+of keys (tests/harness/gateway.py).
 
 Every request runs in one transaction as the JWT's role, set like PostgREST:
 ``set_config('role', ...)``, ``set_config('request.jwt.claims', ...)`` then
@@ -29,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .gateway import Gateway, GatewayRefusal, hs256_minter
 from .postgrest_stub import call_function, check_profile, table_request
 from .servers import ThreadedServer, serve_in_thread
 from .storage_stub import StorageApi, create_bucket
@@ -139,6 +141,10 @@ class SupabaseStandIn(StorageApi):
         self.calls: list[tuple[str, int]] = []
         self.service_key = self._key({"role": "service_role"})
         self.anon_key = self._key({"role": "anon"})
+        # the new API keys (sb_secret_…, sb_publishable_…): tests/harness/gateway.py
+        self.gateway = Gateway(hs256_minter(jwt_secret))
+        self.secret_key = self.gateway.secret_key
+        self.publishable_key = self.gateway.publishable_key
         self._server: ThreadedServer | None = None
         self._pool = ConnectionPool(db_url)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
@@ -215,14 +221,21 @@ class SupabaseStandIn(StorageApi):
         return response
 
     def _caller(self, request: Request, storage: bool) -> Caller:
-        auth = request.headers.get("authorization", "")
+        try:  # the API gateway first: it may refuse, or put a JWT for a new key
+            auth = self.gateway.forward(request.url.path, request.headers) or ""
+        except GatewayRefusal as exc:
+            raise ApiError(exc.status, exc.body) from exc
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         if storage and not auth:  # storage-api reads only Authorization, never apikey
             raise storage_error("InvalidRequest",
                                 "headers must have required property 'authorization'")
-        token = token or request.headers.get("apikey")
+        apikey = request.headers.get("apikey")
+        token = token or (apikey if apikey and not apikey.startswith("sb_") else None)
         if not token:
             raise self._auth_error(storage, "No API key found in request")
+        if token.count(".") != 2:  # PostgREST's and jose's words for a non-JWT
+            raise self._auth_error(storage, "Invalid Compact JWS" if storage else
+                                   f"Expected 3 parts in JWT; got {token.count('.') + 1}")
         try:
             claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"],
                                 options={"verify_aud": False})

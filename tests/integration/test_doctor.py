@@ -5,6 +5,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from app.commands import doctor
@@ -15,6 +16,7 @@ from app.commands.doctor import (
     render,
     run_checks,
 )
+from app.core.config import DiagnosisSettings
 from tests.harness.supabase_stub import create_bucket
 from tests.service_process import free_port
 from tests.support import query, query_one, service_settings
@@ -27,7 +29,8 @@ def checks_for(supabase, hf, configure: bool = True, **overrides: Any) -> dict[s
     """Run the doctor with the service's settings: no wake-up URL unless one is given, which
     is then configured in the database as the service does at start (unless `configure`
     is False)."""
-    settings = service_settings(supabase, hf, **({"public_webhook_url": None} | overrides))
+    settings = service_settings(supabase, hf, DiagnosisSettings,
+                                **({"public_webhook_url": None} | overrides))
     if configure and settings.public_webhook_url:
         query(supabase.db_url, "update captioner.config set webhook_url = %s",
               settings.public_webhook_url)
@@ -46,7 +49,7 @@ def test_a_healthy_setup_passes_every_check(service, supabase, hf):
 
     assert all(check.ok for check in checks.values()), render(list(checks.values()))
     assert list(checks) == [
-        "Supabase URL and key", "migrations", "buckets", "trigger", "pg_net",
+        "Supabase key", "Supabase URL and key", "migrations", "buckets", "trigger", "pg_net",
         "wake-up webhook", "Hugging Face token", "model route", "caption of house.jpg",
     ]
     assert checks["migrations"].detail.startswith(f"schema version {expected_schema_version()}")
@@ -69,10 +72,49 @@ def test_supabase_unreachable(healthy, hf):
     assert "SUPABASE_URL" in check.fix
 
 
-def test_a_key_that_is_not_the_service_role_key(healthy, hf):
-    check = broken("Supabase URL and key",
-                   checks_for(healthy, hf, supabase_service_role_key=healthy.anon_key))
-    assert "SUPABASE_SERVICE_ROLE_KEY" in check.fix
+@pytest.mark.parametrize("kind", ["secret", "service_role"])
+def test_the_key_in_use_is_named_with_its_kind(healthy, hf, kind):
+    keys = ({"supabase_secret_key": healthy.secret_key} if kind == "secret" else
+            {"supabase_secret_key": None, "supabase_service_role_key": healthy.service_key})
+    check = checks_for(healthy, hf, **keys)["Supabase key"]
+
+    assert check.ok
+    shown = {"secret": "SUPABASE_SECRET_KEY: a secret key (sb_secret_…)",
+             "service_role": "SUPABASE_SERVICE_ROLE_KEY: a legacy service_role key (JWT)"}
+    assert check.detail.startswith(shown[kind]) and "service_role's rights" in check.detail
+
+
+def test_with_both_keys_it_says_which_one_is_used(healthy, hf):
+    check = checks_for(healthy, hf, supabase_service_role_key=healthy.service_key)["Supabase key"]
+    assert check.ok and check.detail.startswith("SUPABASE_SECRET_KEY")
+    assert "SUPABASE_SERVICE_ROLE_KEY is set too and not used" in check.detail
+
+
+# each wrong key: (the key, the check that fails, what its detail says)
+WRONG_KEYS = {
+    "publishable": (lambda s: s.publishable_key, "Supabase key", "publishable key"),
+    "legacy-anon": (lambda s: s.anon_key, "Supabase key", "legacy anon key"),
+    "user-token": (lambda s: s.user_key("u1"), "Supabase key", "role authenticated"),
+    "not-a-key": (lambda s: "hunter2", "Supabase key", "not a Supabase API key"),
+    "revoked-secret": (lambda s: "sb_secret_revoked", "Supabase URL and key", "Invalid API key"),
+    "foreign-service-role": (lambda s: jwt.encode({"role": "service_role"}, "x" * 32),
+                             "Supabase URL and key", "PGRST301"),
+}
+
+
+@pytest.mark.parametrize("setting", ["supabase_secret_key", "supabase_service_role_key"])
+@pytest.mark.parametrize("case", list(WRONG_KEYS))
+def test_a_wrong_key(healthy, hf, case, setting):
+    key, name, said = WRONG_KEYS[case]
+    keys = {"supabase_secret_key": None, setting: key(healthy)}
+    checks = checks_for(healthy, hf, **keys)
+
+    check = broken(name, checks)
+    assert said in check.detail
+    assert "SUPABASE_SECRET_KEY" in check.fix and "sb_secret_" in check.fix
+    if name == "Supabase key":
+        assert setting.upper() in check.detail  # which setting holds the wrong key
+        assert not checks["Supabase URL and key"].ok  # and the server refuses it too
 
 
 BREAKAGES: dict[str, tuple[str, str, str]] = {

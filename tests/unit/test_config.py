@@ -9,7 +9,7 @@ from app.core.config import CaptionSettings, Settings, SettingsError, load_setti
 UI = ["UI_USERNAME", "UI_PASSWORD", "UI_PUBLIC", "API_KEYS"]
 REQUIRED = {
     "SUPABASE_URL": "http://localhost:54321",
-    "SUPABASE_SERVICE_ROLE_KEY": "key",
+    "SUPABASE_SECRET_KEY": "sb_secret_key",
     "WEBHOOK_SECRET": "secret",
 }
 
@@ -17,7 +17,9 @@ REQUIRED = {
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in [*REQUIRED, "HF_TOKEN", "CAPTION_BUCKETS", "CAPTION_BACKEND", *UI]:
+    names = [*REQUIRED, "SUPABASE_SERVICE_ROLE_KEY", "HF_TOKEN", "CAPTION_BUCKETS",
+             "CAPTION_BACKEND", *UI]
+    for name in names:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -109,7 +111,7 @@ def test_the_example_file_is_refused_naming_what_to_fill_in(tmp_path):
         load_settings(Settings)
 
     message = str(error.value)
-    assert "SUPABASE_SERVICE_ROLE_KEY is required but not set" in message
+    assert "SUPABASE_SECRET_KEY is required but not set" in message
     assert "SUPABASE_URL is the example value from .env.example" in message
     assert "WEBHOOK_SECRET is the example value from .env.example" in message
 

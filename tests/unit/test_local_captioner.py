@@ -38,7 +38,7 @@ def vit_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(model: Path | str | None, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "supabase_url": "http://x",
-        "supabase_service_role_key": "k",
+        "supabase_secret_key": "sb_secret_k",
         "webhook_secret": "s",
         "caption_backend": "local",
         "hf_token": None,
