@@ -159,8 +159,8 @@ def start_banner(settings: Settings, host: str, port: int) -> list[str]:
     if settings.pipeline_connected and settings.service_key is not None:
         setting, key = settings.service_key
         lines.append(
-            f"bucket pipeline connected to {settings.supabase_url} with {setting} "
-            f"({key.description}): captioning every upload to "
+            f"bucket pipeline connected to {settings.supabase_url} with {setting}, "
+            f"{key.description}: captioning every upload to "
             f"{', '.join(settings.caption_buckets)}"
         )
     else:

@@ -152,7 +152,7 @@ def test_logs_never_contain_secrets(service_factory, supabase, pgnet, caplog):
 
     wait_until(lambda: "failed" in caplog.text, message="no failure logged")
     assert "logged.png" in caplog.text  # the log does talk about the work
-    for secret in (TEST_SECRET, supabase.service_key, "hf_test_token"):
+    for secret in (TEST_SECRET, supabase.secret_key, supabase.service_key, "hf_test_token"):
         assert secret not in caplog.text
     assert "token=" not in caplog.text  # signed URLs are credentials too
 

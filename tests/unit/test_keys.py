@@ -96,3 +96,12 @@ def test_the_doctor_takes_a_wrong_key_to_say_what_is_wrong():
     settings = load_settings(DiagnosisSettings, **BASE, supabase_secret_key="sb_publishable_x")
     assert settings.service_key is not None
     assert settings.service_key[1].kind == "publishable"
+
+
+def test_the_start_banner_names_the_key_in_use_and_its_kind():
+    from app.commands.cli import start_banner
+
+    settings = load_settings(Settings, **BASE, supabase_service_role_key=legacy("service_role"),
+                             ui_enabled=False)
+    line = next(line for line in start_banner(settings, "127.0.0.1", 8000) if "pipeline" in line)
+    assert "with SUPABASE_SERVICE_ROLE_KEY, a legacy service_role key (JWT):" in line
