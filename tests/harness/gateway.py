@@ -28,6 +28,11 @@ What a request gets (the source of each rule in brackets):
   publishable or secret key in the Authorization: Bearer header, except if the value
   exactly equals the apikey header", D].
 - no `Authorization`, `apikey` a legacy JWT: nothing added (see below).
+- `legacy_keys_enabled = False` (Dashboard → API Keys: the legacy `anon` and `service_role`
+  keys are disabled together): either one as `apikey` gets 401 ``{"message": "Legacy API
+  keys are disabled"}``; a legacy JWT as a Bearer token is not checked ["Disabling legacy
+  API keys does not revoke the old JWT as a Bearer token"; the message and the pairing as
+  quoted in dyad-sh/dyad#4173, chuan-101/Hamster-Nest#472, supabase/agent-skills#482].
 
 Where the two sources differ: the self-hosted Kong (and Supabase CLI's) replaces an equal
 `Bearer sb_…` with the minted JWT, while the guide says it goes down to the database and
@@ -46,7 +51,7 @@ gateway (tests/harness/supabase_stub.py).
 The minted JWT is HS256 with the project's JWT secret here (the platform signs it with its
 own asymmetric key, which storage-api and PostgREST check against the project's JWKS); it
 lives a minute. Not modelled: rate limits, the `apikey` query parameter (WebSocket only),
-Edge Functions' `sb-api-key` header, and deactivating the legacy keys."""
+and Edge Functions' `sb-api-key` header."""
 
 from __future__ import annotations
 
@@ -97,6 +102,8 @@ class Gateway:
     publishable_key: str = field(
         default_factory=lambda: PUBLISHABLE_PREFIX + secrets.token_urlsafe(16)
     )
+    legacy_keys: frozenset[str] = frozenset()  # the project's anon and service_role JWTs
+    legacy_keys_enabled: bool = True
     forwarded: list[Forwarded] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -110,6 +117,8 @@ class Gateway:
         return authorization
 
     def _authorization(self, apikey: str | None, sent: str | None, agent: str) -> str | None:
+        if not self.legacy_keys_enabled and apikey in self.legacy_keys:
+            raise GatewayRefusal(401, {"message": "Legacy API keys are disabled"})
         role = self._role_of(apikey)
         if role == "service_role" and agent.startswith(BROWSER_MARK):
             raise GatewayRefusal(401, {"message": "Unauthorized: secret API keys cannot be "

@@ -142,7 +142,8 @@ class SupabaseStandIn(StorageApi):
         self.service_key = self._key({"role": "service_role"})
         self.anon_key = self._key({"role": "anon"})
         # the new API keys (sb_secret_…, sb_publishable_…): tests/harness/gateway.py
-        self.gateway = Gateway(hs256_minter(jwt_secret))
+        self.gateway = Gateway(hs256_minter(jwt_secret),
+                               legacy_keys=frozenset({self.service_key, self.anon_key}))
         self.secret_key = self.gateway.secret_key
         self.publishable_key = self.gateway.publishable_key
         self._server: ThreadedServer | None = None

@@ -12,7 +12,7 @@ from supabase import create_client
 from app.commands.doctor import run_checks
 from tests.harness.gateway import BROWSER_MARK
 from tests.harness.supabase_stub import create_bucket
-from tests.support import make_image, service_settings, upload, wait_for_caption
+from tests.support import make_image, query, service_settings, upload, wait_for_caption
 
 BROWSER = f"{BROWSER_MARK}5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/142.0 Safari/537.36"
 
@@ -146,3 +146,26 @@ def test_the_service_never_sends_a_non_jwt_in_authorization(
     key_check = next(check for check in checks if check.name == "Supabase key")
     assert key_check.ok and ("secret key" if kind != "legacy" else "service_role") in \
         key_check.detail
+
+
+def test_a_project_with_its_legacy_keys_disabled(service_factory, pgnet, supabase, hf):
+    """The end of 2026: the legacy JWT keys are switched off. The secret key keeps the
+    service captioning; the legacy key is refused, and the doctor says what to set."""
+    create_bucket(supabase.db_url, "images")
+    supabase.gateway.legacy_keys_enabled = False
+    service_factory()  # SUPABASE_SECRET_KEY
+    uploaded = httpx.post(f"{supabase.url}/storage/v1/object/images/late.png",
+                          content=make_image((90, 10, 10)),
+                          headers={"apikey": supabase.secret_key, "Content-Type": "image/png"})
+    assert uploaded.status_code == 200, uploaded.text
+    object_id = query(supabase.db_url, "select id from storage.objects where name = 'late.png'")
+    wait_for_caption(supabase.db_url, str(object_id[0]["id"]))
+
+    legacy = {"supabase_secret_key": None, "supabase_service_role_key": supabase.service_key}
+    checks = {c.name: c for c in asyncio.run(run_checks(service_settings(supabase, hf,
+                                                                         **legacy)))}
+    refused = checks["Supabase URL and key"]
+    assert not refused.ok and "Legacy API keys are disabled" in refused.detail
+    assert "SUPABASE_SECRET_KEY" in refused.fix
+    as_legacy = rpc(supabase, "caption_jobs_stats", {"apikey": supabase.service_key})
+    assert as_legacy.status_code == 401
