@@ -10,8 +10,9 @@ from typing import Protocol, TypeVar
 from app.captioning.description import DescribeRequest, Description
 from app.core import metrics
 from app.core.config import CaptionSettings
-from app.core.errors import CaptionerAway, CaptionError, RetryableError
+from app.core.errors import CaptionerAway, CaptionError, RetryableError, empty_caption
 from app.core.images import PreparedImage, prepare_image
+from app.core.text import clean_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,11 +94,8 @@ async def caption_image_timed(
     slots: asyncio.Semaphore | None = None,
 ) -> tuple[str, int]:
     """`caption_image`, and the captioner's own time in ms (not decoding, not waiting)."""
-    caption, elapsed_ms = await _timed(data, captioner.caption, settings, slots)
-    caption = caption.strip()
-    if not caption:
-        raise RetryableError("captioner returned an empty caption")
-    return caption, elapsed_ms
+    image = await prepare(data, settings)
+    return await ask_captioner(image, captioner, settings, slots)
 
 
 async def describe_image(
@@ -120,23 +118,12 @@ async def describe_image_timed(
     slots: asyncio.Semaphore | None = None,
 ) -> tuple[Description, int]:
     """`describe_image`, and the captioner's own time in ms (all its calls for this image)."""
-    wanted = request or DescribeRequest()
-
-    async def describe(image: PreparedImage) -> Description:
-        return await captioner.describe(image, wanted)
-
-    description, elapsed_ms = await _timed(data, describe, settings, slots)
-    if not description.caption.strip():
-        raise RetryableError("captioner returned an empty caption")
-    return description, elapsed_ms
+    image = await prepare(data, settings)
+    return await ask_description(image, captioner, settings, request, slots)
 
 
-async def _timed(
-    data: bytes,
-    call: Callable[[PreparedImage], Awaitable[T]],
-    settings: CaptionSettings,
-    slots: asyncio.Semaphore | None,
-) -> tuple[T, int]:
+async def prepare(data: bytes, settings: CaptionSettings) -> PreparedImage:
+    """Decode `data` within the limits, downscaled for the model (off the event loop)."""
     image = await asyncio.to_thread(
         prepare_image,
         data,
@@ -144,13 +131,73 @@ async def _timed(
         max_pixels=settings.max_image_pixels,
     )
     metrics.BYTES_SENT.inc(len(image.data))
-    try:
-        async with slots or contextlib.nullcontext():
-            started = time.perf_counter()
+    return image
+
+
+async def ask_captioner(
+    image: PreparedImage,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    slots: asyncio.Semaphore | None = None,
+) -> tuple[str, int]:
+    """One caption, cut at CAPTION_TIMEOUT; cleaned (NUL, lone surrogates, whitespace,
+    CAPTION_MAX_CHARS: app/core/text.py), an empty one refused; and the call's time in ms.
+    `slots` bounds the calls at once (the wait is not timed)."""
+    raw, elapsed_ms = await _call(
+        lambda: captioner.caption(image), settings.caption_timeout, slots
+    )
+    caption = clean_text(raw, settings.caption_max_chars)
+    if not caption:
+        metrics.CAPTION_ERRORS.labels("empty").inc()
+        raise empty_caption()
+    return caption, elapsed_ms
+
+
+async def ask_description(
+    image: PreparedImage,
+    captioner: Captioner,
+    settings: CaptionSettings,
+    request: DescribeRequest | None = None,
+    slots: asyncio.Semaphore | None = None,
+) -> tuple[Description, int]:
+    """`ask_captioner` for every field: each text cleaned alike; the limit is two calls'
+    (a describe may ask the model once more)."""
+    wanted = request or DescribeRequest()
+    raw, elapsed_ms = await _call(
+        lambda: captioner.describe(image, wanted), 2 * settings.caption_timeout, slots
+    )
+    description = clean_description(raw, settings.caption_max_chars)
+    if not description.caption:
+        metrics.CAPTION_ERRORS.labels("empty").inc()
+        raise empty_caption()
+    return description, elapsed_ms
+
+
+def clean_description(description: Description, max_chars: int) -> Description:
+    """Every text field of `description` through `clean_text`; empty tags dropped."""
+    texts = {
+        name: clean_text(getattr(description, name), max_chars)
+        for name in ("caption", "alt_text", "description", "text_in_image")
+    }
+    tags = [tag for tag in (clean_text(t, max_chars) for t in description.tags) if tag]
+    return description.model_copy(update={**texts, "tags": tags})
+
+
+async def _call(
+    call: Callable[[], Awaitable[T]], limit_s: float, slots: asyncio.Semaphore | None
+) -> tuple[T, int]:
+    """`call()` within a slot, cut at `limit_s` seconds (a timeout, transient), timed."""
+    async with slots or contextlib.nullcontext():
+        started = time.perf_counter()
+        try:
             with metrics.CAPTION_SECONDS.time():
-                result = await call(image)
-            elapsed_ms = round((time.perf_counter() - started) * 1000)
-    except CaptionError as exc:
-        metrics.CAPTION_ERRORS.labels(exc.kind).inc()
-        raise
-    return result, elapsed_ms
+                async with asyncio.timeout(limit_s):
+                    result = await call()
+        except TimeoutError:
+            error = RetryableError(f"captioner timed out after {limit_s:g}s", kind="timeout")
+            metrics.CAPTION_ERRORS.labels(error.kind).inc()
+            raise error from None
+        except CaptionError as exc:
+            metrics.CAPTION_ERRORS.labels(exc.kind).inc()
+            raise
+        return result, round((time.perf_counter() - started) * 1000)

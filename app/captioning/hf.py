@@ -26,6 +26,7 @@ from app.core.errors import (
     ConfigurationError,
     PermanentError,
     RetryableError,
+    UnusableAnswer,
 )
 from app.core.images import PreparedImage, probe_image
 
@@ -262,10 +263,12 @@ def classify(exc: Exception, route: Route) -> Exception:
     if isinstance(exc, httpx2.TransportError):
         return RetryableError(f"captioner connection failed: {exc}", kind="connection")
     if isinstance(exc, ValueError | IndexError):  # parsing the answer (json, list, instance)
-        return ConfigurationError(
+        said = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return UnusableAnswer(
             f"{route.url} answered 200 with a body that is not a valid {route.task} answer "
-            f"({type(exc).__name__}: {str(exc)[:200]}): is it a model for that task?",
+            f"({said}): is it a model for that task?",
             "CAPTION_MODEL or CAPTION_BACKEND",
+            f"the model's answer for this image is not a valid {route.task} answer ({said})",
             kind="bad_body",
         )
     return exc  # unexpected: counted as an attempt by the worker

@@ -35,11 +35,10 @@ Task = Literal["image-to-text", "conversational"]
 IMAGE_TO_TEXT: Task = "image-to-text"
 CHAT: Task = "conversational"
 HUB_TIMEOUT = 10.0
-ALTERNATIVES = (
-    "set CAPTION_MODEL to an Inference Endpoint URL (https://...endpoints.huggingface.cloud), "
-    "or CAPTION_BACKEND=chat with a vision-language model that Inference Providers serve "
-    "(e.g. CAPTION_MODEL=Qwen/Qwen2.5-VL-7B-Instruct), or CAPTION_BACKEND=local"
+ENDPOINT_WAY = (
+    "set CAPTION_MODEL to an Inference Endpoint URL (https://...endpoints.huggingface.cloud)"
 )
+EXAMPLE_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,12 @@ async def resolve_route(settings: CaptionSettings) -> Route:
             offering = [p for p in offering if p == wanted]
         if offering:
             return _route(settings, task, offering[0] if wanted else "auto", offering)
-    raise ConfigurationError(_no_route(model, tasks, providers, wanted), _setting(wanted))
+    found = _found(providers, wanted)
+    raise ConfigurationError(
+        f"Hugging Face offers no {' or '.join(tasks)} route for {model}: {found}. "
+        f"To caption, {_ways_out(settings)}",
+        _setting(wanted),
+    )
 
 
 def _offers(provider: str, task: Task) -> bool:
@@ -131,20 +135,27 @@ async def _providers(settings: CaptionSettings) -> dict[str, str]:
     return {mapping.provider: mapping.task for mapping in live}
 
 
-def _no_route(
-    model: str, tasks: tuple[Task, ...], providers: dict[str, str], wanted: str | None
-) -> str:
-    what = " or ".join(tasks)
+def _found(providers: dict[str, str], wanted: str | None) -> str:
     if wanted is not None and wanted in providers:
-        found = f"provider {wanted} serves it for {providers[wanted]} only"
-    elif wanted is not None:
-        found = f"provider {wanted} does not serve it"
-    elif providers:
+        return f"provider {wanted} serves it for {providers[wanted]} only"
+    if wanted is not None:
+        return f"provider {wanted} does not serve it"
+    if providers:
         served = ", ".join(f"{p}: {t}" for p, t in providers.items())
-        found = f"its providers serve other tasks ({served})"
+        return f"its providers serve other tasks ({served})"
+    return "no Inference Provider serves it"
+
+
+def _ways_out(settings: CaptionSettings) -> str:
+    """The ways out that differ from what is configured."""
+    vlm = "a vision-language model that Inference Providers serve"
+    if settings.resolved_backend != "chat":
+        chat = f"CAPTION_BACKEND=chat with {vlm} (e.g. CAPTION_MODEL={EXAMPLE_VLM})"
+    elif settings.caption_model != EXAMPLE_VLM:
+        chat = f"CAPTION_MODEL set to {vlm} (e.g. {EXAMPLE_VLM})"
     else:
-        found = "no Inference Provider serves it"
-    return f"Hugging Face offers no {what} route for {model}: {found}. To caption, {ALTERNATIVES}"
+        chat = f"CAPTION_MODEL set to another {vlm}"
+    return f"{ENDPOINT_WAY}, or {chat}, or CAPTION_BACKEND=local"
 
 
 def _setting(wanted: str | None) -> str:

@@ -64,6 +64,8 @@ class CaptionSettings(BaseSettings):
     # tokens a vision-language model may spend on the one JSON answer with every field
     alt_text_max_chars: int = Field(default=125, ge=20, le=1000)
     describe_max_tokens: int = Field(default=512, ge=1)
+    # Longer captions are cut (at a word boundary) before they are stored
+    caption_max_chars: int = Field(default=1000, ge=1)
 
     # Local transformers backend
     local_model: str | None = None

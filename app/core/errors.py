@@ -7,6 +7,11 @@
 | AWAY          | `CaptionerAway`       | pauses claiming (backing off), refunds the attempt  |
 | CONFIGURATION | `ConfigurationError`  | pauses until a re-check passes, refunds the attempt |
 | UNEXPECTED    | any other exception   | counts the attempt, fails after MAX_ATTEMPTS        |
+
+A transient or configuration failure of the captioner's call may be the image's or the
+captioner's: the worker asks the probe (app/pipeline/health.py). While the probe captions,
+it is the image's (counted; an `UnusableAnswer` retried once); when the probe fails too, the
+probe's failure is the class.
 """
 
 from enum import StrEnum
@@ -62,6 +67,24 @@ class ConfigurationError(CaptionError):
     def __init__(self, reason: str, setting: str, kind: str = "config") -> None:
         super().__init__(f"{reason} (change {setting})", kind)
         self.setting = setting
+
+
+class UnusableAnswer(ConfigurationError):
+    """The model answered, but with no caption: an empty one, or a body that is not the task's
+    answer. Configuration when the probe's answer is unusable too; else `image_reason`."""
+
+    def __init__(self, reason: str, setting: str, image_reason: str, kind: str) -> None:
+        super().__init__(reason, setting, kind)
+        self.image_reason = image_reason
+
+
+def empty_caption() -> UnusableAnswer:
+    return UnusableAnswer(
+        "the model returns empty captions",
+        "CAPTION_MODEL, or CAPTION_PROMPT for chat",
+        "the model returned an empty caption for this image",
+        kind="empty",
+    )
 
 
 def failure_of(exc: BaseException) -> Failure:

@@ -44,3 +44,8 @@ PAUSED = Gauge(
 PAUSES = Counter(
     "captioner_worker_pauses_total", "Times the worker paused, by failure class", ["failure"]
 )
+PROBES = Counter(
+    "captioner_probes_total",
+    "Probes of the captioner (a small real picture), by result: ok or the failure class",
+    ["result"],
+)

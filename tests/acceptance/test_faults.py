@@ -170,7 +170,8 @@ def test_sigkill_mid_job_then_restart_captions_everything_once(procs, supabase, 
 # 2. Captioner outage ---------------------------------------------------------------------
 def test_captioner_outage_backs_off_honours_hints_and_recovers(service_factory, bucket,
                                                                 supabase, hf):
-    service_factory(max_attempts=3, retry_base_seconds=0.1, retry_max_seconds=1.0)
+    service = service_factory(max_attempts=3, retry_base_seconds=0.1, retry_max_seconds=1.0)
+    health = service.app.state.runtime.worker.health
     hf.refuse_connections(True)
     started = time.monotonic()
     images = upload_colours(supabase, 3)
@@ -178,20 +179,26 @@ def test_captioner_outage_backs_off_honours_hints_and_recovers(service_factory, 
     def deferrals() -> int:
         return sum(1 for route, _ in supabase.calls if route == "rpc:caption_jobs_retry")
 
-    # Connection refused for longer than MAX_ATTEMPTS tries: the outage is not the images'
-    # fault, so no attempt is spent and no job fails; the worker pauses, backing off.
-    wait_until(lambda: deferrals() >= 4 * 3, timeout=20,
-               message="jobs were not deferred while the captioner was down")
+    # Connection refused: the outage is not the images' fault, so no attempt is spent and no
+    # job fails; the worker pauses, and one probe a round (backing off) looks for the
+    # captioner: the jobs are not sent again meanwhile.
+    wait_until(lambda: deferrals() >= 1 and health.probes >= 4, timeout=20,
+               message="the captioner was not probed while it was down")
     elapsed = time.monotonic() - started
-    assert elapsed >= 0.1 + 0.2 + 0.4 - 0.1, f"12 deferrals in {elapsed:.2f}s: no backoff"
-    refused = jobs(supabase.db_url)
-    assert {j["state"] for j in refused} <= {"pending", "running"}, refused
-    assert all(j["attempts"] <= 1 for j in refused), refused
-    assert all("unreachable" in (j["last_error"] or "") for j in refused), refused
-    claims = sum(1 for route, _ in supabase.calls if route == "rpc:caption_jobs_claim")
-    assert claims <= 3 * deferrals(), "the claim loop spun while paused"
+    assert elapsed >= 0.05 + 0.1 + 0.2 + 0.4 - 0.05, f"4 probes in {elapsed:.2f}s: no backoff"
+    def claims() -> int:
+        return sum(1 for route, _ in supabase.calls if route == "rpc:caption_jobs_claim")
 
-    # Back, but loading: 503 with estimated_time, twice per image, then answers.
+    sent, claimed = deferrals(), claims()
+    wait_until(lambda: health.probes >= 6, timeout=20, message="probing stopped")
+    assert deferrals() == sent <= 3, "jobs were sent again while the captioner was down"
+    assert claims() == claimed, "the claim loop spun while paused"
+    refused = jobs(supabase.db_url)
+    assert {j["state"] for j in refused} == {"pending"}, refused
+    assert all(j["attempts"] == 0 for j in refused), refused
+    assert sum("unreachable" in (j["last_error"] or "") for j in refused) == sent, refused
+
+    # Back, but loading: 503 with estimated_time to the next 6 probes, then answers.
     hf.script(*[Loading(estimated_time=0.4)] * 6)
     hf.refuse_connections(False)
     wait_until(lambda: all_done(supabase.db_url, 3), timeout=20,
@@ -199,9 +206,9 @@ def test_captioner_outage_backs_off_honours_hints_and_recovers(service_factory, 
 
     assert_one_caption_each(supabase.db_url, images)
     per_image = hf.by_image()
-    assert len(per_image) == 3
+    assert len(per_image) == 4  # the three images and the probe's
     statuses = Counter(e["status"] for e in hf.requests)
-    assert statuses == Counter({503: 6, 200: 3})
+    assert statuses == Counter({503: 6, 200: 4})
     for calls in per_image.values():
         assert calls[-1]["status"] == 200
         for before, after in zip(calls, calls[1:], strict=False):
@@ -216,9 +223,11 @@ def test_rate_limit_retry_after_is_respected(service_factory, bucket, supabase, 
 
     wait_for_caption(supabase.db_url, object_id)
 
-    first, second = sorted(hf.requests, key=lambda e: e["start"])
-    assert (first["status"], second["status"]) == (429, 200)
-    assert second["start"] - first["end"] >= 1.0 - 0.02
+    # the job's 429 pauses the worker; the probe waits Retry-After, then the job is sent
+    limited, probe, again = sorted(hf.requests, key=lambda e: e["start"])
+    assert (limited["status"], probe["status"], again["status"]) == (429, 200, 200)
+    assert again["digest"] == limited["digest"] != probe["digest"]
+    assert probe["start"] - limited["end"] >= 1.0 - 0.02
 
 
 # 3. Dropped, duplicated and out-of-order webhooks -----------------------------------------

@@ -39,9 +39,14 @@ What it answers, and where each behaviour comes from:
   Authorization header"}``; ``credits = False`` → 402 ``{"error": "You have exceeded your
   monthly included credits for Inference Providers. ..."}`` (the message users report:
   huggingface/agents-course#386); scripted ``Loading`` (503 + ``estimated_time``),
-  ``RateLimited`` (429 + ``Retry-After``), ``ServerError``, ``Hang`` and ``BadBody`` (a 200
-  whose body is not what the task returns); ``Content`` (a chat completion whose message is
-  the given text: prose, broken JSON, a field too long); ``refuse_connections()``.
+  ``RateLimited`` (429 + ``Retry-After``), ``ServerError``, ``Hang``, ``BadBody`` (a 200
+  whose body is not what the task returns), ``Content`` (a chat completion whose message is
+  the given text: prose, broken JSON, a field too long) and ``Answer`` (a 200 with that text
+  as the caption, JSON-escaped so that a lone surrogate travels as ``\\udXXX``: JSON's
+  grammar allows it, RFC 8259 section 8.2, and Python's ``json``, which huggingface_hub
+  parses with, decodes it as it is); ``refuse_connections()``. The same outcomes as
+  ``outage`` (every request while it is set: a provider on a bad day) or ``by_size`` (the
+  requests whose image has that size: one image the model chokes on).
 - Structured output (``response_format``), route by route as the real ones read it: the router
   and vLLM take OpenAI's ``json_schema``; a provider in ``no_json_schema`` refuses it (422);
   Inference Endpoints and hf-inference are TGI and refuse anything but TGI's grammar shape
@@ -119,6 +124,12 @@ class Content:
 
 
 @dataclass
+class Answer:
+    """200 with ``text`` as the caption (whatever it holds: empty, NUL, huge)."""
+    text: str = ""
+
+
+@dataclass
 class HubModel:
     """A model on the stand-in Hub: ``providers`` maps provider → task (status ``live``)."""
     providers: dict[str, str]
@@ -164,6 +175,8 @@ class HuggingFaceStandIn:
         self.text_in_image = ""  # what the stand-in model reads in every image
         self.calls: list[dict[str, Any]] = []  # inference calls
         self.hub_calls: list[dict[str, Any]] = []  # Hub API calls
+        self.outage: Any = None  # the outcome of every inference request while set
+        self.by_size: dict[tuple[int, int], Any] = {}  # the outcome for images of that size
         self._script: deque[Any] = deque()
         self._lock = threading.Lock()
         self._server: ThreadedServer | None = None
@@ -289,21 +302,11 @@ class HuggingFaceStandIn:
             return refused
         if not self.credits:
             return JSONResponse({"error": NO_CREDITS}, 402)
-        scripted = self._next_scripted()
-        if isinstance(scripted, Hang):
-            await asyncio.sleep(scripted.seconds)
-        elif isinstance(scripted, Loading):
-            return JSONResponse({"error": f"Model {model} is currently loading",
-                                 "estimated_time": scripted.estimated_time}, 503)
-        elif isinstance(scripted, RateLimited):
-            return JSONResponse({"error": "Rate limit reached. Please retry later."}, 429,
-                                headers={"Retry-After": str(scripted.retry_after)})
-        elif isinstance(scripted, ServerError):
-            return JSONResponse({"error": scripted.message}, scripted.status)
-        elif isinstance(scripted, BadBody):
-            return Response(scripted.body, 200, media_type=scripted.content_type)
-        elif isinstance(scripted, Content):
-            return _completion(json.loads(body), model, scripted.text, scripted.finish_reason)
+        outcome = self.outage or self._next_scripted() or self._by_size(path, body)
+        if isinstance(outcome, Hang):
+            await asyncio.sleep(outcome.seconds)
+        elif outcome is not None:
+            return _answer(outcome, model, path, body)
         try:
             if path.endswith("/chat/completions"):
                 return self._chat(body, model)
@@ -312,6 +315,17 @@ class HuggingFaceStandIn:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse([{"generated_text": caption}])
+
+    def _by_size(self, path: str, body: bytes) -> Any:
+        if not self.by_size:
+            return None
+        try:
+            chat = path.endswith("/chat/completions")
+            image = _chat_image(json.loads(body)) if chat else body
+            with Image.open(io.BytesIO(image)) as img:
+                return self.by_size.get(img.size)
+        except (ValueError, OSError, UnidentifiedImageError):
+            return None
 
     def _route(self, path: str, body: bytes) -> tuple[Response | None, str]:
         """(a refusal, or None; the model) for the route the request took."""
@@ -385,6 +399,30 @@ def _completion(payload: dict[str, Any], model: str, content: str,
         "usage": {"prompt_tokens": 10, "completion_tokens": len(content.split()),
                   "total_tokens": 10 + len(content.split())},
     })
+
+
+def _answer(outcome: Any, model: str, path: str, request: bytes) -> Response:
+    """The response for a scripted outcome (not Hang)."""
+    if isinstance(outcome, Content):
+        return _completion(json.loads(request), model, outcome.text, outcome.finish_reason)
+    if isinstance(outcome, Loading):
+        return JSONResponse({"error": f"Model {model} is currently loading",
+                             "estimated_time": outcome.estimated_time}, 503)
+    if isinstance(outcome, RateLimited):
+        return JSONResponse({"error": "Rate limit reached. Please retry later."}, 429,
+                            headers={"Retry-After": str(outcome.retry_after)})
+    if isinstance(outcome, ServerError):
+        return JSONResponse({"error": outcome.message}, outcome.status)
+    if isinstance(outcome, BadBody):
+        return Response(outcome.body, 200, media_type=outcome.content_type)
+    if path.endswith("/chat/completions"):
+        body: Any = {"id": "chatcmpl-standin", "object": "chat.completion", "model": model,
+                     "created": int(time.time()), "choices": [{
+                         "index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": outcome.text}}]}
+    else:
+        body = [{"generated_text": outcome.text}]
+    return Response(json.dumps(body, ensure_ascii=True), 200, media_type="application/json")
 
 
 def _payload_model(body: bytes) -> str:

@@ -192,7 +192,7 @@ def test_a_failure_is_counted_only_when_the_job_was_still_held(supabase, hf, cap
 
     from app.main import connect_supabase
     from app.pipeline.jobs import JobQueue
-    from app.pipeline.worker import Worker
+    from app.pipeline.settle import Settler
     from tests.support import service_settings
 
     create_bucket(supabase.db_url, "images")
@@ -210,8 +210,8 @@ def test_a_failure_is_counted_only_when_the_job_was_still_held(supabase, hf, cap
             await queue.sweep(10)
             [job] = await queue.claim(1, 30, 5)
             assert await queue.complete(job, "captioned by someone else", "m")
-            worker = Worker(queue, None, None, settings)  # type: ignore[arg-type]
-            await worker._fail(job, "too late")
+            settler = Settler(queue, None, settings, "m")  # type: ignore[arg-type]
+            await settler.fail(job, "too late")
 
     caplog.set_level(logging.INFO, logger="app")
     failed, discarded = outcomes("failed"), outcomes("discarded")
