@@ -32,10 +32,6 @@ from app.core.images import PreparedImage, probe_image
 
 TRANSIENT_STATUS = {408, 409, 425, 500, 502, 504}
 ERROR_KINDS = {408: "timeout", 504: "timeout"}
-# How a server says it does not take `response_format` (or this schema in it): TGI 422 "Failed
-# to deserialize ... response_format: missing field `value`"; vLLM 400 "When response_format
-# type is 'json_schema' ..."; a provider's 422 literal_error at body.response_format.type.
-REFUSALS = ("response_format", "json_schema", "structured output", "guided")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -160,21 +156,27 @@ class HuggingFaceCaptioner:
         request: DescribeRequest,
     ) -> str:
         """The JSON answer: with the schema as `response_format` while the route takes it,
-        else (from the first refusal on, for this route) with the schema in the prompt."""
-        if self._takes_response_format:
-            schema = response_format(request, self._settings.alt_text_max_chars)
-            try:
-                return await self._chat_json(route, image, prompt(False), schema)
-            except HfHubHTTPError as exc:
-                if not _refuses_response_format(exc):
-                    raise
-                self._takes_response_format = False
-                log.warning(
-                    "%s refused response_format (%s): the schema goes in the prompt from now on",
-                    route.describe(),
-                    _error_detail(exc),
-                )
-        return await self._chat_json(route, image, prompt(True), None)
+        else with the schema in the prompt. A 400/422 to the structured call is asked again
+        without `response_format`: when that answers, the route refused the parameter (or a
+        keyword of the schema) and is asked without it from then on; when it does not, the
+        second refusal is classified as any other (the image's fault)."""
+        if not self._takes_response_format:
+            return await self._chat_json(route, image, prompt(True), None)
+        schema = response_format(request, self._settings.alt_text_max_chars)
+        try:
+            return await self._chat_json(route, image, prompt(False), schema)
+        except HfHubHTTPError as exc:
+            if exc.response is None or exc.response.status_code not in (400, 422):
+                raise
+            refusal = _error_detail(exc)
+        content = await self._chat_json(route, image, prompt(True), None)
+        self._takes_response_format = False
+        log.warning(
+            "%s refused response_format (%s): the schema goes in the prompt from now on",
+            route.describe(),
+            refusal,
+        )
+        return content
 
     async def _chat_json(
         self,
@@ -234,13 +236,6 @@ def _chat_url(base: str) -> str:
         return base
     path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
     return parsed._replace(path=path).geturl()
-
-
-def _refuses_response_format(exc: HfHubHTTPError) -> bool:
-    if exc.response is None or exc.response.status_code not in (400, 422):
-        return False
-    said = (exc.response.text or "").lower()
-    return any(word in said for word in REFUSALS)
 
 
 class BodyError(ValueError):
@@ -326,6 +321,9 @@ def _body(exc: HfHubHTTPError) -> dict:
 def _error_detail(exc: HfHubHTTPError) -> str:
     body = _body(exc)
     error = body.get("error") or body.get("message")  # vLLM: {"object": "error", "message"}
+    detail = body.get("detail")  # a FastAPI provider's 422: {"detail": [{"loc", "msg"}]}
+    if not error and isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        error = f"{'.'.join(map(str, detail[0].get('loc', [])))}: {detail[0].get('msg')}"
     if isinstance(error, dict):  # OpenAI-style {"error": {"message", "code", ...}}
         error = error.get("message")
     return str(error)[:300] if error else str(exc).strip().splitlines()[0][:300]

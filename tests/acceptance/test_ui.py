@@ -55,6 +55,8 @@ def test_upload_shows_the_caption(service_factory, hf, page: Page, tmp_path: Pat
     upload_and_submit(page, picture)
 
     expect(caption_box(page)).to_have_value("a 300x200 picture, mostly green", timeout=30_000)
+    expect(page.get_by_label("Alt text")).to_have_value("a 300x200 picture, mostly green")
+    expect(page.get_by_label("Tags")).to_have_value(re.compile(r"^\(not filled by .+\)$"))
     assert len(hf.calls) == 1
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)

@@ -195,6 +195,27 @@ def test_an_outage_during_the_retry_is_classified_as_any_other_call(router):
     assert failure_of(raised.value) == Failure.TRANSIENT
 
 
+def test_a_refusal_repeated_without_response_format_is_the_images_fault(router):
+    router.script(ServerError(400, "image too small"), ServerError(400, "image too small"))
+    settings = settings_for(router)
+    captioner = HuggingFaceCaptioner(settings)
+
+    async def run() -> Exception:
+        try:
+            with pytest.raises(Exception) as raised:
+                await describe_image(PIXELS, captioner, settings)
+            await describe_image(PIXELS, captioner, settings)  # the next image: structured
+            return raised.value
+        finally:
+            await captioner.aclose()
+
+    error = asyncio.run(run())
+
+    assert failure_of(error) == Failure.IMAGE
+    bodies = chat_bodies(router)
+    assert ["response_format" in body for body in bodies] == [True, False, True]
+
+
 def test_an_image_to_text_model_fills_the_caption_and_the_alt_text(hf):
     hf.add_model(BLIP, {"hf-inference": "image-to-text"})
 
@@ -216,10 +237,16 @@ def test_the_api_answers_every_field_in_the_readers_language(service_factory, ro
     files = {"image": ("field.png", PIXELS, "image/png")}
     auth = {"Authorization": f"Bearer {TEST_SECRET}"}
 
-    answer = httpx.post(api.url + "/v1/captions", files=files, data={"language": "fr"},
-                        headers=auth, timeout=30)
-    refused = httpx.post(api.url + "/v1/captions", files=files, data={"language": "not a tag"},
-                         headers=auth, timeout=30)
+    answer = httpx.post(
+        api.url + "/v1/captions", files=files, data={"language": "fr"}, headers=auth, timeout=30
+    )
+    refused = httpx.post(
+        api.url + "/v1/captions",
+        files=files,
+        data={"language": "not a tag"},
+        headers=auth,
+        timeout=30,
+    )
 
     assert answer.status_code == 200, answer.text
     body = answer.json()
