@@ -102,6 +102,25 @@ def test_a_hanging_captioner_pauses_instead_of_failing_the_backlog(
     assert all(job_of(supabase.db_url, oid)["attempts"] == 1 for oid in ids)
 
 
+def test_a_timeout_on_one_image_while_the_probe_captions_counts_for_that_job(
+    service_factory, bucket, supabase, hf
+):
+    """A timeout on one image while the probe captions: transient for that job (counted),
+    no pause; the others are captioned meanwhile."""
+    service = service_factory(caption_timeout=0.3)
+    hf.by_size[(65, 48)] = Hang(0.6)
+    slow = upload_sized(supabase, 65, "slow")
+    others = [upload_sized(supabase, width) for width in (61, 62)]
+
+    job = wait_for_job_state(supabase.db_url, slow, "failed", timeout=30)
+
+    assert job["attempts"] == 6 and "timed out" in job["last_error"]
+    for object_id in others:
+        assert job_of(supabase.db_url, object_id)["attempts"] == 1
+        wait_for_caption(supabase.db_url, object_id)
+    assert service.app.state.runtime.worker.health.problem is None
+
+
 def test_a_model_that_answers_empty_captions_pauses_for_configuration(
     service_factory, bucket, supabase, hf
 ):
