@@ -868,7 +868,7 @@ $$;
 CREATE FUNCTION public.caption_jobs_stats(p_bucket text DEFAULT NULL::text) RETURNS TABLE(state text, jobs bigint, oldest_seconds double precision)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
-    AS $$
+    AS $_$
 declare
   oldest timestamptz;
 begin
@@ -876,8 +876,9 @@ begin
     select j.run_after into oldest from captioner.jobs j
      where j.state = 'pending' order by j.run_after limit 1;
   else  -- the head of this bucket's range in jobs_pending_bucket_idx
-    select j.run_after into oldest from captioner.jobs j
-     where j.state = 'pending' and j.bucket_id = p_bucket order by j.run_after limit 1;
+    execute 'select j.run_after from captioner.jobs j'
+            ' where j.state = ''pending'' and j.bucket_id = $1 order by j.run_after limit 1'
+       into oldest using p_bucket;
   end if;
   return query
   select s.state::text,
@@ -889,7 +890,7 @@ begin
               else 0 end::double precision
     from unnest(enum_range(null::captioner.job_state)) as s(state)
    order by s.state;
-end $$;
+end $_$;
 
 --
 -- Name: caption_jobs_sweep(integer, text[], double precision); Type: FUNCTION; Schema: public; Owner: -
@@ -1007,7 +1008,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126024414 $$;
+    AS $$ select 20261126031828 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -

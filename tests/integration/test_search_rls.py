@@ -109,10 +109,12 @@ def searched(
     limit: int,
     skip: int,
     window: int | None,
+    plan: str = "",
 ) -> list[tuple]:
     """(id, rank) as the caller gets them: the public function, or its role's own path
-    with another window."""
+    with another window; `plan` forces one way to find the newest matches."""
     with as_caller(conn, caller):
+        conn.execute("select set_config('captioner.search_plan', %s, true)", (plan,))
         if window is None:
             sql, args = "public.search_image_captions(%s, %s, %s, %s)", (text, bucket, limit, skip)
         else:
@@ -137,7 +139,7 @@ queries = st.sampled_from(
 
 
 @settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     corpus=captions,
@@ -147,16 +149,18 @@ queries = st.sampled_from(
     limit=st.integers(0, 6),
     skip=st.integers(0, 8),
     window=st.sampled_from([None, 1, 3]),
+    plan=st.sampled_from(["", "walk", "any", "hits"]),
 )
 def test_each_caller_finds_exactly_what_it_may_read_ranked_and_paged(
-    db, corpus, text, caller, bucket, limit, skip, window
+    db, corpus, text, caller, bucket, limit, skip, window, plan
 ):
+    """Whichever way the newest matches are found (the planner's choice, or each forced)."""
     with psycopg.connect(db) as conn:
         for bucket_id, owner, words, age in corpus:
             add(conn, bucket_id, owner, " ".join(words), age)
         readable = readable_matches(conn, caller, text, bucket)
 
-        got = searched(conn, caller, text, bucket, limit, skip, window)
+        got = searched(conn, caller, text, bucket, limit, skip, window, plan)
 
         assert {row[0] for row in got} <= {m[0] for m in readable}  # never another's row
         assert got == expected_page(readable, window or 1000, limit, skip)
