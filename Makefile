@@ -16,7 +16,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # the model `make model` puts in the Hugging Face cache (the local backend's default)
 MODEL ?= Salesforce/blip-image-captioning-base
 
-.PHONY: setup run test lint bench model constraints schema-snapshot
+.PHONY: setup run test lint bench model constraints schema-snapshot mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app tests bench scripts
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
+
+# Mutation testing of the core guarantees (not in CI; tens of minutes): a table of module,
+# mutants, killed, survived, also written to docs/MUTATION-RUN.md (see docs/MUTATION.md)
+mutate: $(VENV)/.dev-installed
+	$(PIP) -e '.[local,ui,dev,mutate]'
+	$(BIN)/python scripts/mutate.py
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench
