@@ -1,26 +1,28 @@
 # Two commands on a fresh machine:
-#   make run    install what running needs and start the service on 127.0.0.1:8000 (reads
-#               .env / the environment; with no configuration: the web page, the API and the
-#               CLI with the local model; with the Supabase settings: the bucket pipeline too)
+#   make run    install what running needs, fetch the local model (unless HF_TOKEN is set; offline
+#               it says so and goes on) and start the service on 127.0.0.1:8000 (reads .env /
+#               the environment; with no configuration: the web page, the API and the CLI with
+#               the local model; with the Supabase settings: the bucket pipeline too)
 #   make test   install everything (test tools included) and run lint + the test suite
 # Every install takes its versions from constraints.txt (the versions the tests passed with).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := constraints.txt
-PIP := $(BIN)/pip install --quiet --constraint $(CONSTRAINTS)
+# pip shows what it downloads and installs as it goes (minutes on a fresh machine)
+PIP := $(BIN)/pip install --progress-bar on --constraint $(CONSTRAINTS)
 # torch first, pinned by constraints.txt (2.13.0), from PyTorch's CPU wheels where that index
 # answers (PyPI's Linux wheel is the CUDA build, gigabytes more); where it cannot be reached,
 # pip gives up on it at once (no retries) and takes the pinned wheel from PyPI or a wheel cache.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-# the model `make model` puts in the Hugging Face cache (the local backend's default)
-MODEL ?= Salesforce/blip-image-captioning-base
+# the model `make model` puts in the Hugging Face cache (empty: the configured local model)
+MODEL ?=
 
 .PHONY: setup run test lint bench model constraints schema-snapshot mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --upgrade pip
 
 # What running needs: the service, the web page and the local model (no test tools).
 $(VENV)/.run-installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
@@ -35,13 +37,16 @@ $(VENV)/.dev-installed: $(VENV)/.run-installed
 
 setup: $(VENV)/.dev-installed
 
+# The local model first (with a progress bar; offline: one line, and the service starts
+# without it), then the service. The service itself never downloads.
 run: $(VENV)/.run-installed
+	@$(BIN)/captioner fetch-model || true
 	$(BIN)/captioner serve
 
-# Download MODEL into the Hugging Face cache once (about 1 GB for BLIP-base); the service
-# never downloads at run time. Not needed with HF_TOKEN (hosted inference).
+# Download the local model (or MODEL) into the Hugging Face cache (about 1 GB for BLIP-base).
+# Not needed with HF_TOKEN (hosted inference).
 model: $(VENV)/.run-installed
-	$(BIN)/hf download $(MODEL)
+	$(BIN)/captioner fetch-model $(MODEL)
 
 test: $(VENV)/.dev-installed
 	scripts/install-browser.sh

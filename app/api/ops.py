@@ -4,15 +4,24 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.auth import require_api_key
-from app.api.deps import RuntimeDep
+from app.api.deps import Runtime, RuntimeDep, SettingsDep
 from app.core import metrics
 from app.core.config import NOT_CONNECTED
 from app.core.errors import CaptionError
 
 router = APIRouter(tags=["operations"])
+
+
+@router.get("/", include_in_schema=False, response_model=None)
+async def landing(settings: SettingsDep) -> RedirectResponse | dict[str, str]:
+    """The web page when it is served; otherwise where the service's surfaces are."""
+    if settings.ui_enabled:
+        return RedirectResponse("ui/")
+    return {"service": "Supabase image captioner", "api": "POST /v1/captions", "ready": "/readyz"}
 
 
 @router.get("/healthz")
@@ -48,6 +57,11 @@ async def _check_supabase(request: Request, runtime: RuntimeDep) -> str:
     except Exception as exc:
         return f"queue functions not callable (migrations applied?): {type(exc).__name__}: {exc}"
     return "ok"
+
+
+async def captioner_status(runtime: Runtime) -> str:
+    """`ok`, or why captioning cannot work now: what /readyz says of the captioner."""
+    return await _check_captioner(runtime)
 
 
 async def _check_captioner(runtime: RuntimeDep) -> str:

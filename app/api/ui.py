@@ -1,19 +1,27 @@
-"""The upload-an-image-and-see-its-caption web page (Gradio), mounted at /ui."""
+"""The upload-an-image-and-see-its-caption web page (Gradio), mounted at /ui.
+
+Under the Caption box a notice says what stands in the way, from the first load (a local model
+not fetched yet, a paused worker) and after a failed caption (the reason stays there, no
+vanishing toast). The footer offers no "Use via API" panel: the page's own Gradio API is not
+the product's (`POST /v1/captions` is), and its MCP tab has no server behind it.
+"""
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from app.api.auth import WebPageAuth
 from app.api.deps import Runtime
+from app.api.ops import captioner_status
 from app.captioning import describe_image
 from app.core.bounded import read_file
 from app.core.config import Settings
-from app.core.errors import CaptionError
+from app.core.errors import CaptionError, Failure
 from app.core.images import EXAMPLES
 
 if TYPE_CHECKING:
@@ -21,9 +29,14 @@ if TYPE_CHECKING:
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no phoning home, whatever the environment says
 
+log = logging.getLogger(__name__)
 PATH = "/ui"
 EXAMPLES_DIR = EXAMPLES
 CONCURRENCY = 4
+NO_IMAGE = "Upload an image first (or click an example)."
+
+# (caption, alt text, tags, notice): what one Submit shows
+Answer = tuple[str, str, str, str]
 
 
 def mount(app: FastAPI) -> None:
@@ -38,10 +51,15 @@ def mount(app: FastAPI) -> None:
 
     gr.mount_gradio_app(
         app,
-        build_interface(settings, caption_with(app)),
+        build_interface(settings, caption_with(app), notice_of(app)),
         path=PATH,
+        # Gradio builds the URLs of files a function returns (an example put in the upload
+        # box) from the request path minus the whole path, mount included: without its root
+        # the preview would ask for /gradio_api/file=... (404) instead of /ui/gradio_api/...
+        root_path=PATH,
         allowed_paths=[str(EXAMPLES_DIR)],
         max_file_size=settings.max_image_bytes,
+        footer_links=["gradio", "settings"],
         run_history=False,
         ssr_mode=False,
         mcp_server=False,
@@ -50,16 +68,19 @@ def mount(app: FastAPI) -> None:
 
 
 def build_interface(
-    settings: Settings, fn: Callable[[str | None], Awaitable[Any]]
+    settings: Settings,
+    fn: Callable[[str | None], Awaitable[Answer]],
+    notice: Callable[[], Awaitable[str]] | None = None,
 ) -> "gr.Interface":
     """The seed's "Image Captioning" interface, captioning with `fn`: the caption, and under
-    it the alt text and the tags."""
+    it the alt text, the tags and the notice (`notice` fills it when the page loads)."""
     import gradio as gr
 
     model = settings.model_name
     gallery = settings.pipeline_connected  # app/api/gallery.py is served with the pipeline
     name = "BLIP" if "blip" in model.lower() else model.rstrip("/").rsplit("/", 1)[-1]
-    return gr.Interface(
+    notice_box = gr.Markdown(elem_id="notice")
+    interface = gr.Interface(
         fn=fn,
         inputs=[
             gr.Image(
@@ -73,6 +94,7 @@ def build_interface(
             gr.Textbox(label="Caption"),
             gr.Textbox(label="Alt text"),
             gr.Textbox(label="Tags"),
+            notice_box,
         ],
         title=f"Image Captioning with {name}",
         description=f"Caption any image using the `{model}` model."
@@ -83,6 +105,10 @@ def build_interface(
         analytics_enabled=False,
         concurrency_limit=CONCURRENCY,
     )
+    if notice is not None:
+        with interface:
+            interface.load(notice, outputs=[notice_box], queue=False, show_progress="hidden")
+    return interface
 
 
 def example_images() -> list[Path]:
@@ -90,24 +116,41 @@ def example_images() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.jpg"))
 
 
-def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[tuple[str, str, str]]]:
+def warning(text: str) -> str:
+    return f"⚠️ {text}"
+
+
+def notice_of(app: FastAPI) -> Callable[[], Awaitable[str]]:
+    """What the page says when it loads: nothing, or why captioning cannot work yet."""
+
+    async def notice() -> str:
+        runtime: Runtime = app.state.runtime
+        status = await captioner_status(runtime)
+        return "" if status == "ok" else warning(f"Captioning is not ready: {status}")
+
+    return notice
+
+
+def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[Answer]]:
     """The page's function: the app's own captioner and limits, looked up on each call; a
-    field the model could not fill shows as "(not filled by <model>)"."""
+    field the model could not fill shows as "(not filled by <model>)". A failure answers
+    empty fields and its reason in the notice; the log gets one line (no traceback: the
+    reason says it all), a warning unless the image was at fault."""
 
-    async def captioner(path: str | None) -> tuple[str, str, str]:
-        import gradio as gr
-
+    async def captioner(path: str | None) -> Answer:
         if not path:
-            raise gr.Error("Upload an image first.")
+            return "", "", "", warning(NO_IMAGE)
         runtime: Runtime = app.state.runtime
         try:
             data = await asyncio.to_thread(read_file, Path(path), runtime.settings.max_image_bytes)
             description = await describe_image(data, runtime.captioner, runtime.settings)
         except CaptionError as exc:
-            raise gr.Error(exc.reason, print_exception=False) from None
+            level = logging.INFO if exc.failure is Failure.IMAGE else logging.WARNING
+            log.log(level, "web page: no caption (%s): %s", exc.failure, exc.reason)
+            return "", "", "", warning(f"No caption: {exc.reason}")
         absent = f"(not filled by {runtime.captioner.model})"
         alt_text = description.alt_text or absent
         tags = ", ".join(description.tags) if "tags" not in description.missing else absent
-        return description.caption, alt_text, tags
+        return description.caption, alt_text, tags, ""
 
     return captioner

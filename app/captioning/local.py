@@ -38,12 +38,29 @@ class ModelNotAvailable(RuntimeError):
 
     def __init__(self, model: str, reason: str) -> None:
         super().__init__(
-            f"local captioning model {model!r} is not available: {reason}. Provide one: set "
-            "LOCAL_MODEL to a directory holding a saved model (save_pretrained), or put the "
-            f"model in the Hugging Face cache (`hf download {model}` or `huggingface-cli "
-            "download` on a machine with internet, then copy the cache and point HF_HOME at "
-            "it), or set HF_TOKEN to caption with the Hugging Face Inference API instead"
+            f"local captioning model {model!r} is not available: {reason}. Fix: "
+            + how_to_provide(model)
         )
+
+
+def how_to_provide(model: str) -> str:
+    """The ways to a local model: fetch it from the Hub, a saved directory, or hosted."""
+    fetch = (
+        f"fetch it with `captioner fetch-model` (what `make run` does first; `make model` and "
+        f"`hf download {model}` do the same; on a machine without internet, point HF_HOME at "
+        "a copy of a cache that has it), "
+        if looks_like_hub_id(model)
+        else ""
+    )
+    return (
+        f"{fetch}set LOCAL_MODEL to a directory holding a saved model (save_pretrained), or "
+        "set HF_TOKEN to caption with Hugging Face's hosted inference"
+    )
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """`org/name` or `name`, not a path."""
+    return not (name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name)
 
 
 @dataclass(frozen=True)
@@ -96,7 +113,7 @@ class LocalCaptioner:
         try:
             await self.load()
         except ModelNotAvailable as exc:
-            raise ConfigurationError(str(exc), "LOCAL_MODEL", kind="model_missing") from None
+            raise ConfigurationError(str(exc), "LOCAL_MODEL", "model_missing", fix="") from None
 
     async def caption(self, image: PreparedImage) -> str:
         await self.check()
@@ -164,15 +181,18 @@ def resolve_source(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+    if not looks_like_hub_id(name):
         raise ModelNotAvailable(name, f"directory {path} does not exist")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import IncompleteSnapshotError
 
     try:
         return str(snapshot_download(name, local_files_only=True))
+    except IncompleteSnapshotError as exc:  # fetched without the weights it does not need
+        return str(exc.snapshot_path)
     except (OSError, ValueError):
         raise ModelNotAvailable(
-            name, "no such directory, and the model is not in the local Hugging Face cache"
+            name, "it is not here yet (no such directory, and not in the Hugging Face cache)"
         ) from None
 
 

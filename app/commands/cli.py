@@ -27,10 +27,12 @@ from supabase import AsyncClient
 from app.api.auth import UI_LOCKED_REASON as UI_LOCKED
 from app.captioning import open_captioner
 from app.captioning.description import LANGUAGE_TAG, DescribeRequest
+from app.captioning.local import how_to_provide
 from app.commands.backfill import ConsoleReport
 from app.commands.backfill import Progress as BackfillProgress
 from app.commands.backfill import backfill as backfill_bucket
 from app.commands.doctor import render, run_checks
+from app.commands.fetch import fetch
 from app.commands.migrate import MigrationError, apply_migrations
 from app.commands.recaption import Scope, recaption_bucket, with_model
 from app.commands.sources import caption_sources
@@ -167,9 +169,8 @@ def start_banner(settings: Settings, host: str, port: int) -> list[str]:
         lines.append(NOT_CONNECTED)
     if settings.resolved_backend == "local" and not local_model_present(settings.model_name):
         lines.append(
-            f"the local model {settings.model_name} is not here yet: `make model` puts the "
-            "default one in the Hugging Face cache (about 1 GB), LOCAL_MODEL can name a saved "
-            "model's directory, or set HF_TOKEN to caption with Hugging Face's hosted inference"
+            f"the local model {settings.model_name} is not here yet: "
+            + how_to_provide(settings.model_name)
         )
     return lines
 
@@ -237,6 +238,34 @@ def caption(
         else:
             typer.echo(f"{outcome.source}\t{outcome.caption}")
     if failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- fetch-model
+
+
+@cli.command("fetch-model")
+def fetch_model(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="A Hub model id (default: the local model: LOCAL_MODEL, else CAPTION_MODEL).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Download the local model into the Hugging Face cache, with progress: what `make run`
+    does before it starts the service (and `make model` alone).
+
+    Only the files a PyTorch load needs. Nothing to do with HF_TOKEN (hosted inference) or
+    when LOCAL_MODEL is a directory; a model already fetched is only checked. Where
+    HF_ENDPOINT (the Hub) cannot be reached it says so in one line and exits 1.
+
+    Example: `captioner fetch-model`
+    """
+    outcome = fetch(settings_or_exit(CaptionSettings), model)
+    typer.echo(f"captioner: {outcome.message}", err=not outcome.ok)
+    if not outcome.ok:
         raise typer.Exit(1)
 
 

@@ -60,12 +60,16 @@ class PermanentError(CaptionError):
 
 
 class ConfigurationError(CaptionError):
-    """A setting is wrong; nothing works until it is changed. `setting` names what to change."""
+    """A setting is wrong; nothing works until it is changed. `setting` names what to change;
+    `fix`, when given, replaces the "(change <setting>)" advice ("": the reason says it)."""
 
     failure = Failure.CONFIGURATION
 
-    def __init__(self, reason: str, setting: str, kind: str = "config") -> None:
-        super().__init__(f"{reason} (change {setting})", kind)
+    def __init__(
+        self, reason: str, setting: str, kind: str = "config", fix: str | None = None
+    ) -> None:
+        advice = f"change {setting}" if fix is None else fix
+        super().__init__(f"{reason} ({advice})" if advice else reason, kind)
         self.setting = setting
 
 

@@ -17,6 +17,19 @@ What it answers, and where each behaviour comes from:
   ``X-Error-Message: Invalid credentials in Authorization header`` (both read by
   ``huggingface_hub.utils._http.hf_raise_for_status``); a gated model 403 ``GatedRepo``.
 - ``GET /api/whoami-v2`` → the token's owner (``HfApi.whoami``), 401 for a wrong token.
+- A model's files (``HubModel.files``), as ``snapshot_download`` fetches them (huggingface_hub
+  ``_snapshot_download.py``, ``file_download.py``): ``GET /api/models/<id>/revision/<rev>`` →
+  ``{"id", "sha", "siblings": [{"rfilename"}]}`` (``HfApi.model_info`` / ``repo_info``);
+  ``GET /api/models/<id>/tree/<rev>?recursive=...`` → ``[{"type": "file", "oid", "size",
+  "path", "lfs": {"oid", "size", "pointerSize"}}]`` (``HfApi.list_repo_tree``, ``RepoFile``;
+  one page, no ``Link`` header); ``HEAD``/``GET /<id>/resolve/<rev>/<file>`` → a git file
+  200 with ``X-Repo-Commit``, ``ETag`` (the git blob id) and ``Content-Length``; an LFS file
+  (the Hub's default ``.gitattributes``: weights) 302 to the CDN, another host (``localhost``
+  here: huggingface_hub follows a HEAD's redirect only on the Hub's own host,
+  ``utils/_http.py`` ``_httpx2_follow_hub_redirects_with_backoff``) with ``X-Linked-Etag`` (its
+  sha256) and ``X-Linked-Size`` (read by ``get_hf_file_metadata``); no Xet headers, so the
+  client takes the plain HTTP download. A missing file 404 ``X-Error-Code: EntryNotFound``.
+  ``downloads`` records each file's GET.
 - ``POST /hf-inference/models/<id>``: image-to-text on the hf-inference provider, the URL
   huggingface_hub's ``HFInferenceTask._prepare_url`` builds; a model hf-inference does not
   serve for image-to-text answers 404 "Not Found" (huggingface_hub issues #3052, #3717).
@@ -60,12 +73,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import io
 import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, ImageStat, UnidentifiedImageError
@@ -136,6 +150,15 @@ class HubModel:
     pipeline_tag: str = "image-to-text"
     status: str = "live"
     gated: bool = False
+    files: dict[str, bytes] = field(default_factory=dict)  # the repository, by path
+
+    @property
+    def sha(self) -> str:
+        """The commit: a hash of the files, as stable as a git commit of them."""
+        digest = hashlib.sha1()
+        for path, data in sorted(self.files.items()):
+            digest.update(path.encode() + b"\0" + git_blob_id(data).encode())
+        return digest.hexdigest()
 
     def serves(self, provider: str, task: str) -> bool:
         return self.status == "live" and self.providers.get(provider) == task
@@ -144,6 +167,17 @@ class HubModel:
 NO_CREDITS = ("You have exceeded your monthly included credits for Inference Providers. "
               "Subscribe to PRO to get 20x more monthly included credits.")
 BAD_TOKEN = "Invalid credentials in Authorization header"
+# Stored with Git LFS by the Hub's default .gitattributes (weights and archives)
+LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".pt", ".pth", ".ot")
+
+
+def git_blob_id(data: bytes) -> str:
+    """Git's object id of a file: sha1 of "blob <size>\\0" + the bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def is_lfs(path: str) -> bool:
+    return path.endswith(LFS_SUFFIXES)
 
 
 def caption_for(data: bytes) -> str:
@@ -177,14 +211,18 @@ class HuggingFaceStandIn:
         self.hub_calls: list[dict[str, Any]] = []  # Hub API calls
         self.outage: Any = None  # the outcome of every inference request while set
         self.by_size: dict[tuple[int, int], Any] = {}  # the outcome for images of that size
+        self.downloads: list[str] = []  # "<model>/<file>" of each file's GET
         self._script: deque[Any] = deque()
+        self._cdn_files: dict[str, tuple[str, bytes]] = {}  # sha256 → (<model>/<file>, bytes)
         self._lock = threading.Lock()
         self._server: ThreadedServer | None = None
         self._port = 0
         self.app = Starlette(routes=[
             Route("/api/whoami-v2", self._whoami, methods=["GET"]),
             Route("/api/models/{model:path}", self._model_info, methods=["GET"]),
+            Route("/cdn/{sha256}", self._cdn, methods=["GET", "HEAD"]),
             Route("/{path:path}", self._handle, methods=["POST"]),
+            Route("/{path:path}", self._resolve, methods=["GET", "HEAD"]),
         ])
 
     def add_model(self, model: str, providers: dict[str, str] | None = None,
@@ -238,7 +276,7 @@ class HuggingFaceStandIn:
         return bool(self.require_token and sent and sent != f"Bearer {self.require_token}")
 
     async def _model_info(self, request: Request) -> Response:
-        model_id = request.path_params["model"]
+        model_id, kind, _ = _split_api_path(request.path_params["model"])
         with self._lock:
             self.hub_calls.append({"path": request.url.path, "query": str(request.url.query),
                                    "authorization": request.headers.get("authorization")})
@@ -252,7 +290,12 @@ class HuggingFaceStandIn:
         if model.gated and not request.headers.get("authorization"):
             return JSONResponse({"error": "Access to this model is restricted"}, 403,
                                 headers={"X-Error-Code": "GatedRepo"})
-        body: dict[str, Any] = {"_id": f"hub-{abs(hash(model_id))}", "id": model_id}
+        if kind == "tree":
+            return JSONResponse([_tree_entry(path, data) for path, data in
+                                 sorted(model.files.items())])
+        body: dict[str, Any] = {"_id": f"hub-{abs(hash(model_id))}", "id": model_id,
+                                "sha": model.sha,
+                                "siblings": [{"rfilename": path} for path in sorted(model.files)]}
         if "inferenceProviderMapping" in request.url.query:
             body["inferenceProviderMapping"] = {
                 provider: {"status": model.status, "providerId": model_id, "task": task}
@@ -261,6 +304,40 @@ class HuggingFaceStandIn:
         else:
             body["pipeline_tag"] = model.pipeline_tag
         return JSONResponse(body)
+
+    async def _resolve(self, request: Request) -> Response:
+        """``/<id>/resolve/<rev>/<file>``: a file of a model at a revision (any: one commit)."""
+        model_id, _, rest = request.path_params["path"].partition("/resolve/")
+        _, _, path = rest.partition("/")
+        model = self.hub.get(model_id)
+        if model is None or path not in model.files:
+            code = "RepoNotFound" if model is None else "EntryNotFound"
+            return PlainTextResponse("Entry not found", 404, headers={"X-Error-Code": code})
+        data = model.files[path]
+        headers = {"X-Repo-Commit": model.sha, "ETag": f'"{git_blob_id(data)}"'}
+        if is_lfs(path):
+            sha256 = hashlib.sha256(data).hexdigest()
+            headers.update({"X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data)),
+                            "Location": f"http://localhost:{self._port}/cdn/{sha256}"})
+            self._cdn_files[sha256] = (f"{model_id}/{path}", data)
+            return Response(status_code=302, headers=headers)
+        if request.method == "GET":
+            with self._lock:
+                self.downloads.append(f"{model_id}/{path}")
+        body = data if request.method == "GET" else b""
+        headers["Content-Length"] = str(len(data))
+        return Response(body, headers=headers, media_type="application/octet-stream")
+
+    async def _cdn(self, request: Request) -> Response:
+        name, data = self._cdn_files.get(request.path_params["sha256"], ("", b""))
+        if not name:
+            return PlainTextResponse("Not Found", 404)
+        if request.method == "GET":
+            with self._lock:
+                self.downloads.append(name)
+        return Response(data if request.method == "GET" else b"",
+                        headers={"Content-Length": str(len(data))},
+                        media_type="application/octet-stream")
 
     async def _whoami(self, request: Request) -> Response:
         sent = request.headers.get("authorization")
@@ -423,6 +500,24 @@ def _answer(outcome: Any, model: str, path: str, request: bytes) -> Response:
     else:
         body = [{"generated_text": outcome.text}]
     return Response(json.dumps(body, ensure_ascii=True), 200, media_type="application/json")
+
+
+def _split_api_path(path: str) -> tuple[str, str, str]:
+    """``<id>[/revision|/tree/<rev>[/<path>]]`` → (id, "revision" | "tree" | "", the rest)."""
+    for kind in ("revision", "tree"):
+        model_id, sep, rest = path.partition(f"/{kind}/")
+        if sep:
+            return model_id, kind, rest
+    return path, "", ""
+
+
+def _tree_entry(path: str, data: bytes) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": "file", "oid": git_blob_id(data), "size": len(data),
+                             "path": path}
+    if is_lfs(path):
+        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                        "pointerSize": 134}
+    return entry
 
 
 def _payload_model(body: bytes) -> str:

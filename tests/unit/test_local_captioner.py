@@ -262,8 +262,12 @@ def test_a_missing_model_says_how_to_provide_one(model: str, tmp_path: Path) -> 
     assert configuration.value.setting == "LOCAL_MODEL"
     for message in (str(not_available.value), configuration.value.reason):
         assert name in message
-        assert "LOCAL_MODEL" in message and "HF_TOKEN" in message and "HF_HOME" in message
-        assert "Traceback" not in message
+        assert "LOCAL_MODEL" in message and "HF_TOKEN" in message
+        assert "Traceback" not in message and "huggingface-cli" not in message
+        fetch = ("captioner fetch-model", "make model", f"hf download {name}", "HF_HOME")
+        hub_id = not name.startswith("/")
+        assert all((advice in message) == hub_id for advice in fetch), message
+    assert "(change LOCAL_MODEL)" not in configuration.value.reason
     assert not captioner.loaded
 
 

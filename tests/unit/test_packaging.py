@@ -1,8 +1,11 @@
 """Reproducible installs: pyproject's floors, constraints.txt, the package data, and which
 install `make run` and the Dockerfile use."""
 
+import os
 import re
+import subprocess
 import tomllib
+import warnings
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -73,3 +76,29 @@ def test_package_data_matches_the_tree():
 
     assert all(any(app.glob(pattern)) for pattern in patterns), "a pattern matches nothing"
     assert data <= matched, f"data files the package would lack: {sorted(data - matched)}"
+
+
+def test_pyproject_builds_without_setuptools_warnings(monkeypatch):
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    monkeypatch.chdir(ROOT)  # the readme is read relative to the project
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_configuration(Distribution(), ROOT / "pyproject.toml")
+
+    assert [str(warning.message).splitlines()[0] for warning in caught] == []
+    assert PROJECT["license"] == "MIT"  # an SPDX expression (setuptools >= 77)
+    assert PYPROJECT["build-system"]["requires"] == ["setuptools>=77"]
+
+
+def test_make_run_shows_its_installs_and_fetches_the_model_before_serving():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    dry = subprocess.run(
+        ["make", "--dry-run", "--always-make", "run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.splitlines()
+
+    installs = [line for line in dry if " install " in line]
+    assert len(installs) >= 3 and not [line for line in dry if "--quiet" in line or " -q " in line]
+    assert dry[-2:] == [".venv/bin/captioner fetch-model || true", ".venv/bin/captioner serve"]
