@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -70,7 +70,7 @@ def mount(app: FastAPI) -> None:
 def build_interface(
     settings: Settings,
     fn: Callable[[str | None], Awaitable[Answer]],
-    notice: Callable[[], Awaitable[str]] | None = None,
+    notice: Callable[[], Awaitable[Any]] | None = None,
 ) -> "gr.Interface":
     """The seed's "Image Captioning" interface, captioning with `fn`: the caption, and under
     it the alt text, the tags and the notice (`notice` fills it when the page loads)."""
@@ -120,13 +120,16 @@ def warning(text: str) -> str:
     return f"⚠️ {text}"
 
 
-def notice_of(app: FastAPI) -> Callable[[], Awaitable[str]]:
-    """What the page says when it loads: nothing, or why captioning cannot work yet."""
+def notice_of(app: FastAPI) -> Callable[[], Awaitable[Any]]:
+    """What the page says when it loads: why captioning cannot work yet, or nothing (no
+    update: a Submit answered meanwhile keeps its notice)."""
 
-    async def notice() -> str:
+    async def notice() -> Any:
+        import gradio as gr
+
         runtime: Runtime = app.state.runtime
         status = await captioner_status(runtime)
-        return "" if status == "ok" else warning(f"Captioning is not ready: {status}")
+        return gr.skip() if status == "ok" else warning(f"Captioning is not ready: {status}")
 
     return notice
 
