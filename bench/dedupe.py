@@ -76,7 +76,8 @@ def measure(env: Environment, quick: bool) -> dict[str, Any]:
             bucket.upload(name, data, {**jpeg, "upsert": "true"})
         finished = wait_settled(stack, timeout=120)
         reused = stack.query(
-            "select count(*) from public.image_caption where reused_from is not null"
+            "select count(*) from public.image_caption ic where ic.reused_from is not null"
+            " or exists (select 1 from captioner.caption_reuses r where r.object_id = ic.id)"
         )[0][0]
         return {
             **counts,

@@ -4,7 +4,9 @@ import io
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import psycopg
 from fastapi import FastAPI
 from PIL import Image
@@ -15,6 +17,7 @@ from app.core.config import Settings
 from app.main import create_app
 from tests.harness.hf_stub import HuggingFaceStandIn
 from tests.harness.servers import ThreadedServer
+from tests.harness.storage_tus import tus_metadata
 from tests.harness.supabase_stub import SupabaseStandIn
 from tests.harness.waiting import wait_until
 
@@ -115,10 +118,59 @@ def upload(
     return object_id(supabase, bucket, path)
 
 
+def upload_raw(
+    supabase: SupabaseStandIn,
+    path: str,
+    data: bytes,
+    content_type: str = "image/png",
+    bucket: str = "images",
+    key: str | None = None,
+) -> str:
+    """Upload with a raw HTTP request (the name percent-encoded, no segment dropped), as an
+    app that does not use supabase-js would; returns the id."""
+    answer = httpx.post(
+        f"{supabase.url}/storage/v1/object/{bucket}/{quote(path, safe='/')}",
+        content=data,
+        headers={"Authorization": f"Bearer {key or supabase.service_key}",
+                 "Content-Type": content_type},
+    )
+    assert answer.status_code == 200, answer.text
+    return object_id(supabase, bucket, path)
+
+
+def upload_tus(
+    supabase: SupabaseStandIn,
+    path: str,
+    data: bytes,
+    content_type: str = "image/png",
+    bucket: str = "images",
+    chunk: int = 6 * 1024 * 1024,
+    upsert: bool = False,
+    key: str | None = None,
+) -> str:
+    """Upload resumably (TUS), as supabase-js does for large files; returns the id."""
+    auth = {"Authorization": f"Bearer {key or supabase.service_key}", "Tus-Resumable": "1.0.0"}
+    created = httpx.post(
+        f"{supabase.url}/storage/v1/upload/resumable",
+        headers={**auth, "Upload-Length": str(len(data)), "x-upsert": str(upsert).lower(),
+                 "Upload-Metadata": tus_metadata(bucketName=bucket, objectName=path,
+                                                 contentType=content_type, cacheControl=3600)},
+    )
+    assert created.status_code == 201, created.text
+    for offset in range(0, len(data), chunk):
+        sent = httpx.patch(
+            created.headers["location"], content=data[offset : offset + chunk],
+            headers={**auth, "Upload-Offset": str(offset),
+                     "Content-Type": "application/offset+octet-stream"},
+        )
+        assert sent.status_code == 204, sent.text
+    return object_id(supabase, bucket, path)
+
+
 def object_id(supabase: SupabaseStandIn, bucket: str, path: str) -> str:
     row = query_one(
         supabase.db_url,
-        "select id from storage.objects where bucket_id=%s and name=%s",
+        "select id from storage.objects where bucket_id=%s and name=%s and archived_at is null",
         bucket,
         path,
     )

@@ -27,6 +27,7 @@ from supabase import AsyncClient
 
 from app.api.deps import QueueDep, Runtime, RuntimeDep, SupabaseDep
 from app.pipeline.jobs import JobQueue
+from app.pipeline.storage import unsignable
 
 PAGE = Path(__file__).resolve().parent / "static" / "gallery.html"
 THUMBNAIL = TransformOptions(width=240, height=240, resize="cover")
@@ -62,6 +63,8 @@ class Thumbnails:
         return signed
 
     async def _sign(self, bucket: str, name: str) -> str | None:
+        if unsignable(name):  # it would sign another name, or a URL that never verifies
+            return None
         # storage3 percent-decodes the path it is given: encode it (as app/pipeline/storage.py does)
         files = self._client.storage.from_(bucket)
         try:

@@ -1,10 +1,12 @@
 """Fetch an object's bytes from Supabase Storage: a short-lived signed URL, then a capped,
 streamed download that never follows a redirect and never leaves the Supabase host.
 
-Some names the storage server accepts cannot be fetched through a signed URL (one with
-a `?` never verifies: storage-api v1.70.6 answers 400 InvalidSignature). Those, and any
-signed URL the server refuses, are read through the authenticated route with the
-service key instead, under the same cap."""
+Some names the storage server accepts cannot be fetched through a signed URL: one with a
+`?` never verifies (storage-api v1.70.6 answers 400 InvalidSignature), and storage3 2.34
+strips a leading `/` and drops empty segments (`a//b`, a trailing `/`) before it signs, so
+the server signs another name and answers NoSuchKey. Those, and any signed URL the server
+refuses, are read through the authenticated route with the service key instead (the request
+built here, each segment percent-encoded, none dropped), under the same cap."""
 
 import logging
 from urllib.parse import quote
@@ -65,10 +67,8 @@ class ObjectFetcher:
 
     async def fetch(self, bucket: str, path: str) -> bytes:
         """The object's bytes. Raises PermanentError (gone, too large) or RetryableError."""
-        if "?" in path:
-            log.info(
-                "%s/%s: a name with '?' cannot be signed; authenticated download", bucket, path
-            )
+        if reason := unsignable(path):
+            log.info("%s/%s: %s cannot be signed; authenticated download", bucket, path, reason)
             return await self.fetch_authenticated(bucket, path)
         try:
             return await self._download(await self.signed_url(bucket, path))
@@ -125,6 +125,15 @@ class ObjectFetcher:
             self._origin.host,
             self._origin.port,
         )
+
+
+def unsignable(path: str) -> str | None:
+    """Why storage3 cannot sign this name as it is, or None."""
+    if "?" in path:
+        return "a name with '?'"
+    if "" in path.split("/"):
+        return "a name with an empty segment (a leading, trailing or double '/')"
+    return None
 
 
 def _check_segments(path: str) -> None:

@@ -32,11 +32,26 @@ where p.pronamespace = 'public'::regnamespace and p.proname = %s
 """
 
 
+def reject_nul(value: Any) -> None:
+    """PostgreSQL cannot hold U+0000 in text: the JSON PostgREST hands it fails with 22P05
+    (untranslatable_character), which PostgREST answers with 400 (a class-22 error)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise pgrst_error(400, "22P05", "unsupported Unicode escape sequence",
+                          "\\u0000 cannot be converted to text.")
+    if isinstance(value, dict):
+        for item in value.values():
+            reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            reject_nul(item)
+
+
 async def call_function(conn: psycopg.AsyncConnection[Any], fn: str,
                          args: dict[str, Any]) -> Response:
     """Call public.fn with named args; shape the answer like PostgREST."""
     if not isinstance(args, dict):
         raise pgrst_error(400, "PGRST102", "RPC arguments must be a JSON object")
+    reject_nul(args)
     found = await _resolve_function(conn, fn, args)
     if found is None:
         raise pgrst_error(404, "PGRST202",
@@ -157,6 +172,7 @@ async def _primary_key(conn: psycopg.AsyncConnection[Any], table: str) -> list[s
 
 async def table_request(conn: psycopg.AsyncConnection[Any], request: Request, table: str,
                          body: Any) -> Response:
+    reject_nul(body)
     tbl = sql.Identifier("public", table)
     where, params = _where(request)
     prefer = _prefer(request)

@@ -81,7 +81,13 @@ create table storage.buckets (
   allowed_mime_types text[],
   created_at timestamptz default now(),
   updated_at timestamptz default now(),
-  type text not null default 'STANDARD'
+  type text not null default 'STANDARD',
+  -- storage-api 0062 object-versioning-core (v1.70) and the checks it adds
+  versioning_status text not null default 'DISABLED'
+    constraint buckets_versioning_status_check
+      check (versioning_status in ('DISABLED', 'ENABLED', 'SUSPENDED')),
+  constraint buckets_versioning_standard_only_check
+    check (type = 'STANDARD' or versioning_status = 'DISABLED')
 );
 create unique index bname on storage.buckets using btree (name);
 
@@ -102,10 +108,23 @@ create table storage.objects (
   is_delete_marker boolean not null default false,
   is_versioned boolean not null default false
 );
-create unique index bucketid_objname on storage.objects using btree (bucket_id, name);
+-- The indexes of storage-api v1.77.0 (its migrations 0 to 72; the file numbers below are the
+-- DBMigration ids in src/internal/database/migrations/types.ts). v1.77 drops the old unique
+-- bucketid_objname (72 drop-bucketid-objname-index): a versioned key has many rows.
 create index name_prefix_search on storage.objects using btree (name text_pattern_ops);
--- storage-api 0026-objects-prefixes; still there after 0064 dropped bucketid_objname
+-- 0026-objects-prefixes, kept by every later release
 create index idx_objects_bucket_id_name on storage.objects using btree (bucket_id, name collate "C");
+-- 65 objects-key-version-index
+create unique index objects_bucket_id_name_version_key
+  on storage.objects (bucket_id, name collate "C", version) nulls not distinct;
+-- 66 objects-current-version-index: one current row per key
+create unique index idx_objects_current_version
+  on storage.objects (bucket_id, name) where archived_at is null;
+-- 67 objects-null-version-index: one null-version (unversioned) row per key
+create unique index idx_objects_null_version
+  on storage.objects (bucket_id, name) where not is_versioned;
+-- lifecycle/expiration queries
+create index idx_objects_bucket_id_archived_at on storage.objects (bucket_id, archived_at);
 
 alter table storage.buckets enable row level security;
 alter table storage.objects enable row level security;
@@ -119,11 +138,12 @@ $$;
 create trigger update_objects_updated_at before update on storage.objects
   for each row execute function storage.update_updated_at_column();
 
--- storage-api's migration 0050: only the API's own deletes (which set storage.can_delete)
--- may remove rows; a direct DELETE fails with 42501.
+-- storage-api's prevent-direct-deletes (55): only the API's own deletes (which set
+-- storage.allow_delete_query, the name measured on v1.70.6) may remove rows; a direct DELETE
+-- fails with 42501.
 create function storage.protect_delete() returns trigger language plpgsql as $$
 begin
-  if coalesce(current_setting('storage.can_delete', true), 'false') != 'true' then
+  if coalesce(current_setting('storage.allow_delete_query', true), 'false') != 'true' then
     raise exception 'Direct deletion from storage tables is not allowed. Use the Storage API instead.'
       using hint = 'This prevents accidental data loss from orphaned objects.',
             errcode = '42501';

@@ -34,6 +34,7 @@ from .gateway import Gateway, GatewayRefusal, hs256_minter
 from .postgrest_stub import call_function, check_profile, table_request
 from .servers import ThreadedServer, serve_in_thread
 from .storage_stub import StorageApi, create_bucket
+from .storage_tus import TusApi
 from .stub_common import (
     ApiError,
     Caller,
@@ -125,7 +126,7 @@ class ConnectionPool:
 
 
 # The stand-in ---------------------------------------------------------------------
-class SupabaseStandIn(StorageApi):
+class SupabaseStandIn(StorageApi, TusApi):
     """Storage + PostgREST stand-in. ``.app`` is the ASGI app; ``start()`` serves it."""
 
     def __init__(self, db_url: str, storage_dir: str | Path,
@@ -188,18 +189,8 @@ class SupabaseStandIn(StorageApi):
         self.stop()
 
     def _routes(self) -> list[Route]:
-        s = "/storage/v1/object"
         return [
-            Route(s + "/move", self._move, methods=["POST"]),
-            Route(s + "/copy", self._copy, methods=["POST"]),
-            Route(s + "/sign/{bucket}/{path:path}", self._sign, methods=["POST"]),
-            Route(s + "/sign/{bucket}/{path:path}", self._signed_download, methods=["GET"]),
-            Route(s + "/authenticated/{bucket}/{path:path}", self._download, methods=["GET"]),
-            Route("/storage/v1/render/image/sign/{bucket}/{path:path}", self._render_signed,
-                  methods=["GET"]),
-            Route(s + "/{bucket}/{path:path}", self._download, methods=["GET"]),
-            Route(s + "/{bucket}/{path:path}", self._upload, methods=["POST", "PUT"]),
-            Route(s + "/{bucket}", self._remove, methods=["DELETE"]),
+            *self._storage_routes(),
             Route("/rest/v1/rpc/{fn}", self._rpc, methods=["POST"]),
             Route("/rest/v1/{table}", self._rest,
                   methods=["GET", "POST", "PATCH", "DELETE"]),

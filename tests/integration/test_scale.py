@@ -107,7 +107,7 @@ def test_counters_follow_every_change_of_the_jobs_table(db):
     assert_counters_exact(db)
 
     with psycopg.connect(db, autocommit=True) as conn:  # as storage-api deletes
-        conn.execute("set storage.can_delete = 'true'")
+        conn.execute("set storage.allow_delete_query = 'true'")
         conn.execute("delete from storage.objects where id = %s", (ids[5],))  # and its job
     query(db, "delete from captioner.jobs where object_id = %s", ids[6])
     query(db, "update captioner.jobs set bucket_id = 'other' where object_id = %s", ids[4])
