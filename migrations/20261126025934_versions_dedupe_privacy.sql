@@ -217,6 +217,71 @@ create policy "Captions are readable where the image is" on public.image_caption
                   where o.id = image_caption.id
                     and o.archived_at is null and not o.is_delete_marker));
 
+-- Search (20261126024414) under the policy above: the search roles read captions beside
+-- the objects the caller may read, current versions only, and roles_exact() recognises the
+-- policy as the one it was written for (else search would fall back to the caller's rights).
+create or replace function captioner_search.run(
+  p_query tsquery, p_bucket text, p_limit integer, p_skip integer, p_window integer)
+returns table (id uuid, bucket_id text, name text, caption text, model text,
+               captioned_at timestamptz, rank real)
+language plpgsql volatile security invoker set search_path = ''  -- volatile: may EXPLAIN
+set max_parallel_workers_per_gather = 0 as $fn$
+declare
+  plan jsonb;
+  captions real := (select c.reltuples from pg_catalog.pg_class c
+                     where c.oid = 'public.image_caption'::regclass);
+  newest_first text := 'ic.updated_at';
+begin
+  execute 'explain (format json) select 1 from public.image_caption ic'
+          ' where ic.search_vector @@ $1' into plan using p_query;
+  captions := greatest(captions, 1);
+  if (plan -> 0 -> 'Plan' ->> 'Plan Rows')::real / captions < sqrt(p_window / captions) then
+    newest_first := '(ic.updated_at + interval ''0 s'')';  -- an order no index offers
+  end if;
+  return query execute format($q$
+    with newest as (
+      select ic.id, ic.updated_at, ic.search_vector
+        from public.image_caption ic
+        join storage.objects o on o.id = ic.id
+       where ic.search_vector @@ $1 and ($2::text is null or o.bucket_id = $2)
+         and o.archived_at is null and not o.is_delete_marker
+       order by %s desc, ic.id desc
+       limit greatest($5, $4 + $3)
+    ), placed as (
+      select n.id, n.updated_at, ts_rank(n.search_vector, $1) as rank,
+             row_number() over (order by n.updated_at desc, n.id desc) > $5 as later
+        from newest n
+    ), page as (
+      select p.* from placed p
+       order by p.later, case when p.later then 0 else p.rank end desc, p.updated_at desc, p.id
+       limit $3 offset $4
+    )
+    select pg.id, o.bucket_id, o.name, ic.caption, ic.model, pg.updated_at, pg.rank
+      from page pg
+      join public.image_caption ic on ic.id = pg.id
+      join storage.objects o on o.id = pg.id
+     order by pg.later, case when pg.later then 0 else pg.rank end desc, pg.updated_at desc,
+              pg.id
+  $q$, newest_first) using p_query, p_bucket, p_limit, p_skip, p_window;
+end $fn$;
+
+create or replace function captioner_search.roles_exact()
+returns boolean language sql stable security definer set search_path = '' as $$
+  select exists (
+           select 1 from pg_catalog.pg_policy p
+            where p.polrelid = 'public.image_caption'::regclass
+              and p.polname = 'Captions are readable where the image is'
+              and p.polpermissive and p.polcmd in ('r', '*')
+              and p.polroles @> array['anon'::regrole, 'authenticated'::regrole]::oid[]
+              and regexp_replace(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '\s+', ' ', 'g')
+                  = '(EXISTS ( SELECT 1 FROM storage.objects o WHERE ((o.id = image_caption.id) AND'
+                     ' (o.archived_at IS NULL) AND (NOT o.is_delete_marker))))')
+     and not exists (
+           select 1 from pg_catalog.pg_policy p
+            where pg_catalog.pg_get_expr(p.polqual, p.polrelid)
+                  ~ '\m(CURRENT_USER|CURRENT_ROLE|SESSION_USER|USER|pg_has_role|has_[a-z_]+_privilege)\M');
+$$;
+
 -- 3 ------------------------------------------------------------------------------------
 -- Where a reused caption came from: for the service (the gallery, `captioner status`), never
 -- for the caption's readers. One row per object, for the caption of object_version by model.

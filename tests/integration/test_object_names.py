@@ -7,14 +7,23 @@ import asyncio
 import itertools
 import logging
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from supabase import acreate_client
 
+from app.core.config import Settings
+from app.main import connect_supabase
 from app.pipeline.storage import ObjectFetcher, unsignable
 from tests.harness.supabase_stub import create_bucket
-from tests.support import make_image, upload, upload_raw, upload_tus, wait_for_caption
+from tests.support import (
+    make_image,
+    service_settings,
+    upload,
+    upload_raw,
+    upload_tus,
+    wait_for_caption,
+)
 
 # (name, how a user gets it into storage)
 NAMES = [
@@ -48,7 +57,7 @@ def test_names_storage_accepts_are_captioned(service, supabase, hf, caplog, name
     assert ("sign", 200) in supabase.calls or unsignable(name)
 
 
-def test_property_every_accepted_name_is_fetched_byte_for_byte(supabase):
+def test_property_every_accepted_name_is_fetched_byte_for_byte(supabase, hf):
     create_bucket(supabase.db_url, "images")
     counter = itertools.count()
 
@@ -60,7 +69,7 @@ def test_property_every_accepted_name_is_fetched_byte_for_byte(supabase):
         data = make_image((next(counter) % 256, 10, 10))
         upload_tus(supabase, name, data, upsert=True)
         supabase.calls.clear()
-        got, refused = asyncio.run(_fetch(supabase, name))
+        got, refused = asyncio.run(_fetch(supabase, service_settings(supabase, hf), name))
         assert got == data
         assert not refused  # a signed URL, when the fetcher takes one, verifies
         assert (("sign", 200) in supabase.calls) == (unsignable(name) is None)
@@ -68,14 +77,14 @@ def test_property_every_accepted_name_is_fetched_byte_for_byte(supabase):
     check()
 
 
-async def _fetch(supabase, name: str) -> tuple[bytes, bool]:
-    client = await acreate_client(supabase.url, supabase.service_key)
-    fetcher = ObjectFetcher(client, supabase.url, service_key=supabase.service_key,
-                            max_bytes=1 << 20, signed_url_ttl=60, timeout=10)
-    try:
-        data = await fetcher.fetch("images", name)
-    finally:
-        await fetcher.aclose()
+async def _fetch(supabase, settings: Settings, name: str) -> tuple[bytes, bool]:
+    """The worker's fetch, with the service's client and key as configured."""
+    async with httpx.AsyncClient() as http:
+        fetcher = ObjectFetcher.from_settings(await connect_supabase(settings, http), settings)
+        try:
+            data = await fetcher.fetch("images", name)
+        finally:
+            await fetcher.aclose()
     return data, ("download", 400) in supabase.calls
 
 

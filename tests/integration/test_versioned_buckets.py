@@ -36,6 +36,15 @@ def readable_captions(supabase) -> list[str]:
     return sorted(row["id"] for row in answer.json())
 
 
+def found_by_search(supabase, words: str) -> list[str]:
+    answer = httpx.post(f"{supabase.url}/rest/v1/rpc/search_image_captions",
+                        json={"query": words},
+                        headers={"apikey": supabase.anon_key,
+                                 "Authorization": f"Bearer {supabase.anon_key}"})
+    assert answer.status_code == 200, answer.text
+    return [row["id"] for row in answer.json()]
+
+
 def rows_of(supabase, name: str) -> list[dict]:
     return query(supabase.db_url, "select *, id::text as id from storage.objects"
                  " where name = %s order by created_at", name)
@@ -63,6 +72,8 @@ def test_overwrite_archive_and_delete_marker(service, supabase, hf):
     assert caption_of(supabase.db_url, first) is not None  # kept, as the version's history
     assert job_of(supabase.db_url, first)["state"] == "done" and open_jobs(supabase) == []
     assert readable_captions(supabase) == [second]  # only the current version's
+    assert found_by_search(supabase, "red") == [] and found_by_search(supabase, "blue") == [second]
+    assert query_one(supabase.db_url, "select captioner_search.roles_exact() as exact")["exact"]
 
     bucket.remove(["v.png"])  # a delete marker: `second` is archived too
     marker = object_id(supabase, "images", "v.png")
@@ -75,7 +86,7 @@ def test_overwrite_archive_and_delete_marker(service, supabase, hf):
     again = upload(supabase, "v.png", RED)  # back, with the first version's bytes
     assert "mostly red" in wait_for_caption(supabase.db_url, again)["caption"]
     assert len(hf.calls) == 2  # reused the archived version's caption
-    assert readable_captions(supabase) == [again]
+    assert readable_captions(supabase) == [again] and found_by_search(supabase, "red") == [again]
     assert len(rows_of(supabase, "v.png")) == 4
 
 
