@@ -95,6 +95,14 @@ begin
   if not found then
     return 'ignored: object not found';
   end if;
+  reason := captioner.not_current(obj);
+  if reason is not null then
+    if obj.is_delete_marker then
+      delete from captioner.jobs where object_id = obj.id;
+      delete from public.image_caption where id = obj.id;
+    end if;
+    return 'ignored: ' || reason;
+  end if;
   select captioner.skip_reason(obj.bucket_id, obj.name, obj.metadata, c.buckets)
     into reason from captioner.config c;
   if reason is not null then
@@ -119,12 +127,37 @@ CREATE FUNCTION captioner.fingerprint(p_metadata jsonb) RETURNS text
     SET search_path TO ''
     AS $_$
   select case
-    when p_metadata ->> 'size' !~ '^[0-9]+$' or p_metadata ->> 'eTag' is null then null
-    when btrim(p_metadata ->> 'eTag', '"') ~ '^[0-9a-fA-F]{32}$'
+    when p_metadata ->> 'size' ~ '^[0-9]+$'
+     and btrim(p_metadata ->> 'eTag', '"') ~ '^[0-9a-fA-F]{32}$'
       then 'md5:' || lower(btrim(p_metadata ->> 'eTag', '"')) || ':' || (p_metadata ->> 'size')
-    else 'etag:' || btrim(p_metadata ->> 'eTag', '"') || ':' || (p_metadata ->> 'size')
   end
 $_$;
+
+--
+-- Name: hide_reuse(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.hide_reuse() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.reused_from is null or new.reused_from = new.id then
+    delete from captioner.caption_reuses r where r.object_id = new.id;
+    return new;
+  end if;
+  insert into captioner.caption_reuses as r (object_id, source_id, object_version, model)
+  values (new.id, new.reused_from, new.object_version, new.model)
+  on conflict (object_id) do update
+    set source_id = excluded.source_id, object_version = excluded.object_version,
+        model = excluded.model, reused_at = now();
+  if tg_table_name = 'image_caption' and new.caption_ms is null then
+    new.caption_ms := (select ic.caption_ms from public.image_caption ic
+                        where ic.id = new.reused_from);
+  end if;
+  new.reused_from := null;
+  return new;
+end $$;
 
 --
 -- Name: input_arguments(regprocedure); Type: FUNCTION; Schema: captioner; Owner: -
@@ -152,6 +185,34 @@ begin
   new.bucket_id := coalesce(
     new.bucket_id, (select o.bucket_id from storage.objects o where o.id = new.object_id));
   return new;
+end $$;
+
+--
+-- Name: not_current(storage.objects); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.not_current(obj storage.objects) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case
+    when obj.archived_at is not null then 'not the current version'
+    when obj.is_delete_marker then 'delete marker'
+  end
+$$;
+
+--
+-- Name: on_object_archived(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.on_object_archived() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  delete from captioner.jobs j
+   where j.object_id = new.id and j.state in ('pending', 'running');
+  return null;
 end $$;
 
 --
@@ -315,6 +376,7 @@ CREATE FUNCTION captioner.sweep_slice(p_bucket text, p_after text, p_limit integ
            captioner.skip_reason(p_bucket, o.name, o.metadata, array[p_bucket]) as reason
       from storage.objects o
      where o.bucket_id = p_bucket and o.name collate "C" > p_after collate "C"
+       and o.archived_at is null and not o.is_delete_marker
      order by o.name collate "C"
      limit p_limit
   ), added as (
@@ -543,10 +605,15 @@ CREATE FUNCTION public.caption_gallery_captions(p_bucket text, p_limit integer, 
     SET search_path TO ''
     AS $$
   select ic.id, o.bucket_id, o.name, ic.caption, ic.model, ic.updated_at,
-         ic.reused_from is not null, ic.caption_ms, ic.attempts
+         ic.reused_from is not null or exists (
+           select 1 from captioner.caption_reuses r
+            where r.object_id = ic.id and r.model is not distinct from ic.model
+              and r.object_version is not distinct from ic.object_version),
+         ic.caption_ms, ic.attempts
     from public.image_caption ic
     join storage.objects o on o.id = ic.id
    where o.bucket_id = p_bucket and (p_ids is null or ic.id = any (p_ids))
+     and o.archived_at is null and not o.is_delete_marker
    order by array_position(p_ids, ic.id), ic.updated_at desc, ic.id
    limit least(greatest(p_limit, 0), 500);
 $$;
@@ -578,7 +645,8 @@ CREATE FUNCTION public.caption_jobs_bucket_size(p_bucket text) RETURNS bigint
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
     AS $$
-  select count(*) from storage.objects o where o.bucket_id = p_bucket;
+  select count(*) from storage.objects o
+   where o.bucket_id = p_bucket and o.archived_at is null and not o.is_delete_marker;
 $$;
 
 --
@@ -754,6 +822,7 @@ begin
     join public.image_caption ic on ic.id = o.id
    where o.bucket_id = p_bucket
      and starts_with(o.name, coalesce(p_prefix, ''))
+     and o.archived_at is null and not o.is_delete_marker
      and ic.model is distinct from p_model
      and not exists (
        select 1 from captioner.jobs q
@@ -802,7 +871,7 @@ begin
   insert into captioner.jobs as j (object_id, version)
   select o.id, o.version
     from storage.objects o
-   where o.id = any (p_object_ids)
+   where o.id = any (p_object_ids) and captioner.not_current(o) is null
      and captioner.skip_reason(o.bucket_id, o.name, o.metadata, array[o.bucket_id]) is null
   on conflict (object_id) do update
     set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
@@ -998,7 +1067,8 @@ CREATE FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, 
     join public.image_caption ic on ic.id = o.id
     left join captioner.jobs j on j.object_id = o.id
    where o.bucket_id = p_bucket
-     and starts_with(o.name, coalesce(p_prefix, ''));
+     and starts_with(o.name, coalesce(p_prefix, ''))
+     and o.archived_at is null and not o.is_delete_marker;
 $$;
 
 --
@@ -1008,7 +1078,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126031828 $$;
+    AS $$ select 20261126033020 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1072,6 +1142,18 @@ end $$;
 --
 
 COMMENT ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) IS 'Full-text search over the captions the caller may read; at most 100 rows per call.';
+
+--
+-- Name: caption_reuses; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.caption_reuses (
+    object_id uuid NOT NULL,
+    source_id uuid NOT NULL,
+    object_version text,
+    model text,
+    reused_at timestamp with time zone DEFAULT now() NOT NULL
+);
 
 --
 -- Name: job_counts; Type: TABLE; Schema: captioner; Owner: -
@@ -1166,7 +1248,7 @@ COMMENT ON COLUMN public.image_caption.object_version IS 'storage.objects.versio
 -- Name: COLUMN image_caption.fingerprint; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.image_caption.fingerprint IS 'The content the caption describes: md5:<hex>:<size> (or etag:<eTag>:<size>).';
+COMMENT ON COLUMN public.image_caption.fingerprint IS 'The content the caption describes: md5:<hex>:<size> (from a plain MD5 eTag, or hashed by the worker); rows written before 20261126033020 may hold etag:<eTag>:<size>.';
 
 --
 -- Name: COLUMN image_caption.attempts; Type: COMMENT; Schema: public; Owner: -
@@ -1191,6 +1273,13 @@ COMMENT ON COLUMN public.image_caption.reused_from IS 'Set when the same bytes w
 --
 
 COMMENT ON COLUMN public.image_caption.search_vector IS 'to_tsvector(search_language, caption): searched by public.search_image_captions().';
+
+--
+-- Name: caption_reuses caption_reuses_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.caption_reuses
+    ADD CONSTRAINT caption_reuses_pkey PRIMARY KEY (object_id);
 
 --
 -- Name: config config_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
@@ -1313,6 +1402,19 @@ CREATE TRIGGER jobs_counted_truncate AFTER TRUNCATE ON captioner.jobs FOR EACH S
 CREATE TRIGGER jobs_counted_update AFTER UPDATE ON captioner.jobs REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION captioner.count_jobs();
 
 --
+-- Name: image_caption caption_hide_reuse; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER caption_hide_reuse BEFORE INSERT OR UPDATE OF reused_from ON public.image_caption FOR EACH ROW EXECUTE FUNCTION captioner.hide_reuse();
+
+--
+-- Name: caption_reuses caption_reuses_object_id_fkey; Type: FK CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.caption_reuses
+    ADD CONSTRAINT caption_reuses_object_id_fkey FOREIGN KEY (object_id) REFERENCES storage.objects(id) ON DELETE CASCADE;
+
+--
 -- Name: jobs jobs_object_id_fkey; Type: FK CONSTRAINT; Schema: captioner; Owner: -
 --
 
@@ -1332,7 +1434,7 @@ ALTER TABLE ONLY public.image_caption
 
 CREATE POLICY "Captions are readable where the image is" ON public.image_caption FOR SELECT TO anon, authenticated USING ((EXISTS ( SELECT 1
    FROM storage.objects o
-  WHERE (o.id = image_caption.id))));
+  WHERE ((o.id = image_caption.id) AND (o.archived_at IS NULL) AND (NOT o.is_delete_marker)))));
 
 --
 -- Name: image_caption Search reads captions beside the objects it may read; Type: POLICY; Schema: public; Owner: -
@@ -1379,6 +1481,12 @@ REVOKE ALL ON FUNCTION captioner.enqueue(p_object_id uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION captioner.fingerprint(p_metadata jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION hide_reuse(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.hide_reuse() FROM PUBLIC;
+
+--
 -- Name: FUNCTION input_arguments(p regprocedure); Type: ACL; Schema: captioner; Owner: -
 --
 
@@ -1389,6 +1497,18 @@ REVOKE ALL ON FUNCTION captioner.input_arguments(p regprocedure) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION captioner.job_bucket() FROM PUBLIC;
+
+--
+-- Name: FUNCTION not_current(obj storage.objects); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.not_current(obj storage.objects) FROM PUBLIC;
+
+--
+-- Name: FUNCTION on_object_archived(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.on_object_archived() FROM PUBLIC;
 
 --
 -- Name: FUNCTION on_object_change(); Type: ACL; Schema: captioner; Owner: -
@@ -1676,4 +1796,5 @@ ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES 
 --
 
 -- Triggers on storage.objects
-CREATE TRIGGER caption_on_object_change AFTER INSERT OR UPDATE OF version, metadata ON storage.objects FOR EACH ROW EXECUTE FUNCTION captioner.on_object_change();
+CREATE TRIGGER caption_on_object_archived AFTER UPDATE OF archived_at ON storage.objects FOR EACH ROW WHEN (((old.archived_at IS NULL) AND (new.archived_at IS NOT NULL))) EXECUTE FUNCTION captioner.on_object_archived();
+CREATE TRIGGER caption_on_object_change AFTER INSERT OR UPDATE OF version, metadata ON storage.objects FOR EACH ROW WHEN ((new.archived_at IS NULL)) EXECUTE FUNCTION captioner.on_object_change();

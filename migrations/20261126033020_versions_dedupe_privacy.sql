@@ -33,7 +33,7 @@ $$;
 
 comment on column public.image_caption.fingerprint is
   'The content the caption describes: md5:<hex>:<size> (from a plain MD5 eTag, or hashed by '
-  'the worker); rows written before 20261126025934 may hold etag:<eTag>:<size>.';
+  'the worker); rows written before 20261126033020 may hold etag:<eTag>:<size>.';
 
 -- 2 ------------------------------------------------------------------------------------
 -- Why a row is not an object to caption, or null: a version that is not current, a marker.
@@ -217,9 +217,10 @@ create policy "Captions are readable where the image is" on public.image_caption
                   where o.id = image_caption.id
                     and o.archived_at is null and not o.is_delete_marker));
 
--- Search (20261126024414) under the policy above: the search roles read captions beside
--- the objects the caller may read, current versions only, and roles_exact() recognises the
--- policy as the one it was written for (else search would fall back to the caller's rights).
+-- Search (20261126024414, 20261126031828) under the policy above: the search roles read
+-- captions beside the objects the caller may read, current versions only (run() as in
+-- 20261126031828 plus that condition), and roles_exact() recognises the policy as the one it
+-- was written for (else search would fall back to the caller's rights).
 create or replace function captioner_search.run(
   p_query tsquery, p_bucket text, p_limit integer, p_skip integer, p_window integer)
 returns table (id uuid, bucket_id text, name text, caption text, model text,
@@ -230,18 +231,33 @@ declare
   plan jsonb;
   captions real := (select c.reltuples from pg_catalog.pg_class c
                      where c.oid = 'public.image_caption'::regclass);
-  newest_first text := 'ic.updated_at';
+  few bigint;
+  -- for tests and diagnosis: 'walk', 'any' or 'hits' forces a way (the rows are the same)
+  form text := nullif(current_setting('captioner.search_plan', true), '');
 begin
-  execute 'explain (format json) select 1 from public.image_caption ic'
-          ' where ic.search_vector @@ $1' into plan using p_query;
-  captions := greatest(captions, 1);
-  if (plan -> 0 -> 'Plan' ->> 'Plan Rows')::real / captions < sqrt(p_window / captions) then
-    newest_first := '(ic.updated_at + interval ''0 s'')';  -- an order no index offers
+  if form is null then
+    execute 'explain (format json) select 1 from public.image_caption ic'
+            ' where ic.search_vector @@ $1' into plan using p_query;
+    captions := greatest(captions, 1);
+    form := case when (plan -> 0 -> 'Plan' ->> 'Plan Rows')::real / captions
+                      >= sqrt(p_window / captions) then 'walk' else 'any' end;
+    -- counting through the index is cheap unless RLS binds it (the caller's own path)
+    if form = 'any' and (not row_security_active('public.image_caption')
+       or current_user::text in ('captioner_search_anon', 'captioner_search_authenticated')) then
+      execute 'select count(*) from (select from public.image_caption ic'
+              ' where ic.search_vector @@ $1 limit 1000) m' into few using p_query;
+      if few < 1000 then
+        form := 'hits';
+      end if;
+    end if;
   end if;
   return query execute format($q$
-    with newest as (
+    with hits as materialized (
       select ic.id, ic.updated_at, ic.search_vector
-        from public.image_caption ic
+        from public.image_caption ic where ic.search_vector @@ $1
+    ), newest as (
+      select ic.id, ic.updated_at, ic.search_vector
+        from %s
         join storage.objects o on o.id = ic.id
        where ic.search_vector @@ $1 and ($2::text is null or o.bucket_id = $2)
          and o.archived_at is null and not o.is_delete_marker
@@ -262,7 +278,11 @@ begin
       join storage.objects o on o.id = pg.id
      order by pg.later, case when pg.later then 0 else pg.rank end desc, pg.updated_at desc,
               pg.id
-  $q$, newest_first) using p_query, p_bucket, p_limit, p_skip, p_window;
+  $q$,
+  case when form = 'hits' then 'hits ic' else 'public.image_caption ic' end,
+  case when form = 'walk' then 'ic.updated_at'
+       else '(ic.updated_at + interval ''0 s'')' end)  -- an order no index offers
+  using p_query, p_bucket, p_limit, p_skip, p_window;
 end $fn$;
 
 create or replace function captioner_search.roles_exact()
@@ -365,6 +385,6 @@ end $$;
 
 drop function if exists public.caption_schema_version();
 create function public.caption_schema_version()
-returns bigint language sql immutable set search_path = '' as $$ select 20261126025934 $$;
+returns bigint language sql immutable set search_path = '' as $$ select 20261126033020 $$;
 revoke all on function public.caption_schema_version() from public, anon, authenticated;
 grant execute on function public.caption_schema_version() to service_role;
