@@ -36,15 +36,39 @@ class Target:
     name: str
     module: str
     tests: tuple[str, ...]
+    functions: tuple[str, ...] = ()  # only mutants inside these (default: the whole module)
 
 
+CLASSIFY = ("classify", "_classify_status", "_body", "_error_detail", "_model_not_supported")
 TARGETS = (
     Target("auth", "app/api/auth.py", ("tests/unit/test_auth_rules.py",)),
+    Target(
+        "webhook triage", "app/api/webhook.py", ("tests/unit/test_webhook_triage.py",), ("triage",)
+    ),
+    Target(
+        "failure classes",
+        "app/captioning/hf.py",
+        ("tests/unit/test_failure_classes.py",),
+        (*CLASSIFY, "_hint"),
+    ),
+    Target(
+        "failure classes (errors.py)",
+        "app/core/errors.py",
+        ("tests/unit/test_failure_classes.py", "tests/unit/test_settle.py"),
+    ),
+    Target("worker: settle and retry", "app/pipeline/settle.py", ("tests/unit/test_settle.py",)),
+    Target("worker: backoff", "app/pipeline/backoff.py", ("tests/unit/test_captioner_health.py",)),
+    Target(
+        "worker: pause, probe, resume",
+        "app/pipeline/health.py",
+        ("tests/unit/test_captioner_health.py", "tests/unit/test_settle.py"),
+    ),
     Target("bounded reading", "app/core/bounded.py", ("tests/unit/test_bounded.py",)),
     Target(
         "image preparation",
         "app/core/images.py",
         ("tests/unit/test_image_modes.py", "tests/unit/test_image_limits.py"),
+        ("prepare_image", "_to_rgb", "_too_many_pixels"),
     ),
 )
 
@@ -164,6 +188,8 @@ def run_python(target: Target, workdir: Path) -> Score:
     )
     cosmic_ray = [sys.executable, "-m", "cosmic_ray.cli"]
     subprocess.run([*cosmic_ray, "init", str(config), str(session)], cwd=ROOT, check=True)
+    if target.functions:
+        keep_only(session, target.functions)
     subprocess.run([*cosmic_ray, "exec", str(config), str(session)], cwd=ROOT, check=True)
     dump = subprocess.run(
         [*cosmic_ray, "dump", str(session)], cwd=ROOT, check=True, capture_output=True, text=True
@@ -184,6 +210,22 @@ def run_python(target: Target, workdir: Path) -> Score:
         else:
             score.killed += 1
     return score
+
+
+def keep_only(session: Path, functions: tuple[str, ...]) -> None:
+    """Drop the session's mutants outside `functions` (cosmic-ray mutates whole modules)."""
+    from cosmic_ray.work_db import use_db  # installed by `make mutate` only
+
+    with use_db(str(session)) as db:
+        items = list(db.work_items)
+        db.clear()
+        db.add_work_items(
+            item
+            for item in items
+            if all(
+                (m.definition_name or "").rpartition(".")[2] in functions for m in item.mutations
+            )
+        )
 
 
 def effective_file(mutation: SqlMutation) -> Path:
