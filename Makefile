@@ -52,12 +52,14 @@ test: $(VENV)/.dev-installed
 	scripts/install-browser.sh
 	$(BIN)/ruff check app tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app tests bench scripts
 	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Mutation testing of the core guarantees (not in CI; tens of minutes): a table of module,
 # mutants, killed, survived, also written to docs/MUTATION-RUN.md (see docs/MUTATION.md)
