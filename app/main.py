@@ -67,6 +67,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     http = httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
     runtime = await build_runtime(settings, http)
     app.state.runtime = runtime
+    if (start := getattr(runtime.captioner, "start", None)) is not None:
+        start()  # a local model loads now, in the background; /readyz says "loading" meanwhile
     gc.freeze()  # start-up objects (imports, models) leave the collector's work: shorter pauses
     if runtime.queue is None:
         app.state.ready = True  # nothing to wait for: the captioner is checked by /readyz

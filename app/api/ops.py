@@ -44,6 +44,8 @@ async def readyz(request: Request, response: Response, runtime: RuntimeDep) -> d
     body: dict[str, Any] = {"ready": ready, "checks": checks}
     if (route := getattr(runtime.captioner, "route", None)) is not None:
         body["route"] = route.describe()
+    if (placement := getattr(runtime.captioner, "placement", None)) is not None:
+        body["placement"] = placement.describe()  # a local model's device and dtype, and why
     return body
 
 
@@ -68,12 +70,15 @@ async def _check_captioner(runtime: RuntimeDep) -> str:
     if runtime.worker is not None and runtime.worker.paused is not None:
         return f"paused: {runtime.worker.paused.reason}"
     captioner = runtime.captioner
-    load = getattr(captioner, "load", None)
-    if load is not None:  # a local model: loadable means ready
-        try:
-            await load()
-        except Exception as exc:
-            return str(exc)
+    state = getattr(captioner, "state", None)
+    if state is not None:  # a local model, loading since the start: loaded means ready
+        if state == "loading":
+            return state
+        if state != "ready":  # not loaded, or failed: try again (the model may be there now)
+            try:
+                await captioner.load()  # type: ignore[attr-defined]
+            except Exception as exc:
+                return str(exc)
         return "ok"
     if not captioner.model.startswith(("http://", "https://")):
         # a Hub model id: its route (resolved once, from the Hub), never an inference call

@@ -94,7 +94,7 @@ async def caption_image_timed(
     slots: asyncio.Semaphore | None = None,
 ) -> tuple[str, int]:
     """`caption_image`, and the captioner's own time in ms (not decoding, not waiting)."""
-    image = await prepare(data, settings)
+    image = await prepare(data, settings, captioner)
     return await ask_captioner(image, captioner, settings, slots)
 
 
@@ -118,18 +118,23 @@ async def describe_image_timed(
     slots: asyncio.Semaphore | None = None,
 ) -> tuple[Description, int]:
     """`describe_image`, and the captioner's own time in ms (all its calls for this image)."""
-    image = await prepare(data, settings)
+    image = await prepare(data, settings, captioner)
     return await ask_description(image, captioner, settings, request, slots)
 
 
-async def prepare(data: bytes, settings: CaptionSettings) -> PreparedImage:
-    """Decode `data` within the limits, downscaled for the model (off the event loop)."""
-    image = await asyncio.to_thread(
-        prepare_image,
-        data,
-        max_side=settings.caption_max_side,
-        max_pixels=settings.max_image_pixels,
-    )
+async def prepare(
+    data: bytes, settings: CaptionSettings, captioner: Captioner | None = None
+) -> PreparedImage:
+    """Decode `data` within the limits, downscaled for the model (off the event loop). A
+    `captioner` that batches (`incoming()`) is told an image is on its way meanwhile."""
+    incoming = getattr(captioner, "incoming", contextlib.nullcontext)
+    with incoming():
+        image = await asyncio.to_thread(
+            prepare_image,
+            data,
+            max_side=settings.caption_max_side,
+            max_pixels=settings.max_image_pixels,
+        )
     metrics.BYTES_SENT.inc(len(image.data))
     return image
 

@@ -114,12 +114,14 @@ class FlorenceCaptioner(LocalCaptioner):
         item: Any = TaskItem(image.pil, tasks)  # LocalCaptioner's batcher is typed for images
         return cast(dict[str, str], await self._batcher.submit(item))
 
-    def _generate(self, images: list[Any]) -> list[Any]:
-        assert self._loaded is not None
+    def run_blocking(self, loaded: LoadedModel, items: list[Any]) -> list[Any]:
         s = self._settings
         budgets = {CAPTION: s.max_new_tokens, DETAILED: s.describe_max_tokens}
         budgets[OCR] = s.describe_max_tokens
-        return run_tasks(self._loaded, images, budgets, s.num_beams)
+        return run_tasks(loaded, items, budgets, s.num_beams)
+
+    def sample(self) -> Any:
+        return TaskItem(super().sample(), (CAPTION,))
 
 
 def _move(value: Any, loaded: LoadedModel) -> Any:

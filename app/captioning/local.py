@@ -1,17 +1,24 @@
-"""Local transformers backend: one lazily loaded model, concurrent callers micro-batched.
+"""Local torch backends: a model loaded at start, run on its own thread, concurrent callers
+micro-batched.
 
-transformers 5 has no image-to-text pipeline, so the processor and `generate` are driven
-directly; this works for BLIP and vit-gpt2 style models on transformers 4.x and 5.x.
+`LocalModel` is the part every local backend shares (placement, loading at start, the model
+thread, batching); `LocalCaptioner` is the transformers image-to-text one. transformers 5 has
+no image-to-text pipeline, so the processor and `generate` are driven directly; this works
+for BLIP and vit-gpt2 style models on transformers 4.x and 5.x.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from app.captioning.description import DescribeRequest, Description
 from app.core.batching import MicroBatcher
@@ -23,7 +30,10 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 # Tried in order; the first whose mapping knows the model's config wins.
 AUTO_MODEL_CLASSES = ("AutoModelForImageTextToText", "AutoModelForVision2Seq")
@@ -31,6 +41,15 @@ MODEL_CLASS_BY_TYPE = {
     "blip": "BlipForConditionalGeneration",
     "vision-encoder-decoder": "VisionEncoderDecoderModel",
 }
+# The CPU features that run bfloat16 natively (torch.cpu reports them), best first.
+CPU_BF16_FEATURES = (
+    ("_is_amx_tile_supported", "AMX"),
+    ("_is_avx512_bf16_supported", "AVX512_BF16"),
+)
+# Where image-to-text models keep their image encoder (BLIP, Florence-2, vit-gpt2).
+VISION_MODULES = ("vision_model", "vision_tower", "encoder")
+LOADING = "loading"
+READY = "ready"
 
 
 class ModelNotAvailable(RuntimeError):
@@ -64,6 +83,212 @@ def looks_like_hub_id(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a model runs and in which number type, and why (logged, shown in /readyz)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    reason: str
+
+    def describe(self) -> str:
+        return f"{str(self.dtype).removeprefix('torch.')} on {self.device} ({self.reason})"
+
+
+def choose_placement(device: str, dtype: str, name: str) -> Placement:
+    """Blocking: LOCAL_DEVICE and LOCAL_DTYPE resolved. `auto` dtype: bfloat16 on a CPU that
+    runs it natively, float32 on other CPUs; on CUDA the half type the GPU supports."""
+    torch = import_torch(name)
+    torch_device = _device(torch, device, name)
+    if dtype != "auto":
+        return Placement(torch_device, getattr(torch, dtype), f"LOCAL_DTYPE={dtype}")
+    if torch_device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Placement(torch_device, torch.bfloat16, "auto: the GPU supports bfloat16")
+        return Placement(torch_device, torch.float16, "auto: the GPU has no bfloat16")
+    if torch_device.type != "cpu":
+        return Placement(torch_device, torch.float32, f"auto: {torch_device.type}")
+    capability = torch.backends.cpu.get_cpu_capability()
+    feature = cpu_bf16_feature(torch)
+    if feature is None:
+        reason = f"auto: the CPU has no native bfloat16 (torch reports {capability})"
+        return Placement(torch_device, torch.float32, reason)
+    reason = f"auto: the CPU runs bfloat16 natively ({feature}; torch reports {capability})"
+    return Placement(torch_device, torch.bfloat16, reason)
+
+
+def cpu_bf16_feature(torch: Any) -> str | None:
+    """The CPU feature torch reports for native bfloat16 (AMX, AVX512_BF16), or None."""
+    for probe, feature in CPU_BF16_FEATURES:
+        supported = getattr(torch.cpu, probe, None)
+        if supported is not None and supported():
+            return feature
+    return None
+
+
+def import_torch(name: str) -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelNotAvailable(
+            name, f"{exc.name} is not installed (pip install 'supabase-captioner[local]')"
+        ) from None
+    return torch
+
+
+def _device(torch: Any, device: str, name: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelNotAvailable(name, f"LOCAL_DEVICE={device} but CUDA is not available")
+    return torch.device(device)
+
+
+class LocalModel(ABC, Generic[Item, Result]):
+    """A local model behind a micro-batcher: loaded once (from `start()`, at the app's start),
+    every load and batch run on one thread of its own, so batches never overlap.
+
+    Subclasses say how to load (`load_blocking`) and how to run one batch (`run_blocking`)."""
+
+    def __init__(self, settings: CaptionSettings, model: str) -> None:
+        self.model = model
+        self.placement: Placement | None = None
+        self._settings = settings
+        self._executor: ThreadPoolExecutor | None = None
+        self._loading: asyncio.Task[Any] | None = None
+        self._loaded: Any = None
+        wait = settings.local_batch_wait_ms
+        self._batcher: MicroBatcher[Item, Result] = MicroBatcher(
+            self._run_batch, settings.local_batch_size, None if wait is None else wait / 1000
+        )
+
+    @abstractmethod
+    def load_blocking(self, placement: Placement) -> Any:
+        """Load the model (never downloading); raise ModelNotAvailable when it cannot be."""
+
+    @abstractmethod
+    def run_blocking(self, loaded: Any, items: list[Item]) -> list[Result]:
+        """One batch, a result per item, in order."""
+
+    def compile_blocking(self, loaded: Any) -> None:  # noqa: B027 (optional hook)
+        """LOCAL_COMPILE=true: compile (and warm up) what pays for it; nothing by default."""
+
+    def sample(self) -> Item | None:
+        """An item for the warm-up batch run at load (its time seeds the batcher's)."""
+        return None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def state(self) -> str:
+        """`ready`, `loading`, `not loaded`, or why loading failed."""
+        if self._loaded is not None:
+            return READY
+        if self._loading is None:
+            return "not loaded"
+        if not self._loading.done():
+            return LOADING
+        if self._loading.cancelled():
+            return "not loaded"
+        return str(self._loading.exception())
+
+    def start(self) -> None:
+        """Begin loading in the background (the caller's event loop); no-op when started."""
+        if self._loaded is None and (self._loading is None or self._failed_loading()):
+            self._loading = asyncio.get_running_loop().create_task(self._load())
+
+    def _failed_loading(self) -> bool:
+        task = self._loading
+        return task is not None and task.done() and (task.cancelled() or bool(task.exception()))
+
+    async def load(self) -> None:
+        """Load once; concurrent callers wait for the same load; a failed load is retried."""
+        self.start()
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
+        settings, started = self._settings, time.perf_counter()
+        placement = await self._in_thread(
+            choose_placement, settings.local_device, settings.local_dtype, self.model
+        )
+        self.placement = placement
+        log.info("local model %s: %s; loading", self.model, placement.describe())
+        loaded = await self._in_thread(self.load_blocking, placement)
+        if settings.local_compile:
+            log.info("local model %s: compiling (LOCAL_COMPILE=true)", self.model)
+            await self._in_thread(self.compile_blocking, loaded)
+        await self._in_thread(self._warm_up, loaded)
+        self._loaded = loaded
+        seconds = time.perf_counter() - started
+        log.info("local model %s ready in %.1f s: %s", self.model, seconds, placement.describe())
+
+    def _warm_up(self, loaded: Any) -> None:
+        """Run `sample()` through the model (at batch 1 and full batches when compiled, so no
+        request pays a compilation), then time one batch of 1: the batcher's first measure."""
+        sample = self.sample()
+        if sample is None:
+            return
+        sizes = {1, self._settings.local_batch_size} if self._settings.local_compile else {1}
+        try:
+            for size in sorted(sizes):
+                self.run_blocking(loaded, [sample] * size)
+            started = time.perf_counter()
+            self.run_blocking(loaded, [sample])
+        except Exception as exc:  # each batch will say it again, to its callers
+            log.warning(
+                "local model %s: warm-up failed: %s: %s", self.model, type(exc).__name__, exc
+            )
+            return
+        self._batcher.observe(time.perf_counter() - started)
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="local-model")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def check(self) -> None:
+        """The model loads (a configuration error names LOCAL_MODEL when it does not)."""
+        try:
+            await self.load()
+        except ModelNotAvailable as exc:
+            raise ConfigurationError(str(exc), "LOCAL_MODEL", "model_missing", fix="") from None
+
+    def incoming(self) -> AbstractContextManager[None]:
+        """Announce an item being prepared (decoded): a batch being formed waits for it."""
+        return self._batcher.incoming()
+
+    async def run(self, item: Item) -> Result:
+        await self.check()
+        return await self._batcher.submit(item)
+
+    @property
+    def batches_run(self) -> int:
+        return self._batcher.batches_run
+
+    @property
+    def images_captioned(self) -> int:
+        return self._batcher.items_done
+
+    async def _run_batch(self, items: list[Item]) -> list[Result]:
+        try:
+            return await self._in_thread(self.run_blocking, self._loaded, items)
+        except Exception as exc:
+            raise RetryableError(f"local model failed: {type(exc).__name__}: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Fail what has not started, let running batches finish, free the model."""
+        await self._batcher.aclose(RetryableError("local captioner is shutting down"))
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        self._loaded = self._loading = None
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """What one batch needs: the model, an image → tensors callable and a decoder."""
 
@@ -74,50 +299,29 @@ class LoadedModel:
     dtype: torch.dtype
 
 
-class LocalCaptioner:
-    """Captions with a local transformers model, batching concurrent calls."""
+class LocalCaptioner(LocalModel["Image.Image", str]):
+    """Captions with a local transformers image-to-text model (BLIP, vit-gpt2)."""
 
     def __init__(self, settings: CaptionSettings) -> None:
-        self.model = settings.local_model or settings.caption_model
-        self._settings = settings
-        self._executor: ThreadPoolExecutor | None = None  # one thread: batches never overlap
-        self._lock = asyncio.Lock()
-        self._loaded: LoadedModel | None = None
-        self._batcher = MicroBatcher(
-            self._run_batch, settings.local_batch_size, settings.local_batch_wait_ms / 1000
-        )
+        super().__init__(settings, settings.local_model or settings.caption_model)
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded is not None
+    def load_blocking(self, placement: Placement) -> LoadedModel:
+        return load_model(self.model, placement)
 
-    async def load(self) -> None:
-        """Load the model once; concurrent callers wait for the same load."""
-        if self._loaded is not None:
-            return
-        async with self._lock:
-            if self._loaded is None:
-                self._loaded = await self._in_thread(self._load_blocking)
-
-    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="local-captioner")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-
-    def _load_blocking(self) -> LoadedModel:
+    def run_blocking(self, loaded: LoadedModel, items: list[Image.Image]) -> list[str]:
         s = self._settings
-        return load_model(self.model, s.local_device, s.local_dtype)
+        return generate_captions(loaded, items, s.max_new_tokens, s.num_beams)
 
-    async def check(self) -> None:
-        """The model loads (a configuration error names LOCAL_MODEL when it does not)."""
-        try:
-            await self.load()
-        except ModelNotAvailable as exc:
-            raise ConfigurationError(str(exc), "LOCAL_MODEL", "model_missing", fix="") from None
+    def compile_blocking(self, loaded: LoadedModel) -> None:
+        compile_vision_encoder(loaded)
+
+    def sample(self) -> Image.Image:
+        from PIL import Image
+
+        return Image.new("RGB", (64, 64), (90, 140, 200))
 
     async def caption(self, image: PreparedImage) -> str:
-        await self.check()
-        return await self._batcher.submit(image.pil)
+        return await self.run(image.pil)
 
     async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
         """An image-to-text model's sentence: the caption and the alt text, nothing more."""
@@ -125,55 +329,21 @@ class LocalCaptioner:
         limit = self._settings.alt_text_max_chars
         return Description.from_caption(caption, request, alt_text_max_chars=limit)
 
-    @property
-    def batches_run(self) -> int:
-        return self._batcher.batches_run
 
-    @property
-    def images_captioned(self) -> int:
-        return self._batcher.items_done
-
-    async def _run_batch(self, images: list[Image.Image]) -> list[str]:
-        try:
-            return await self._in_thread(self._generate, images)
-        except Exception as exc:
-            raise RetryableError(f"local model failed: {type(exc).__name__}: {exc}") from None
-
-    def _generate(self, images: list[Image.Image]) -> list[str]:
-        assert self._loaded is not None
-        return generate_captions(
-            self._loaded, images, self._settings.max_new_tokens, self._settings.num_beams
-        )
-
-    async def aclose(self) -> None:
-        """Fail what has not started, let running batches finish, free the model."""
-        await self._batcher.aclose(RetryableError("local captioner is shutting down"))
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-        self._loaded = None
-
-
-def load_model(name: str, device: str, dtype: str) -> LoadedModel:
+def load_model(name: str, placement: Placement) -> LoadedModel:
     """Blocking: resolve `name` locally and load processor and model, never downloading."""
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise ModelNotAvailable(
-            name, f"{exc.name} is not installed (pip install 'supabase-captioner[local]')"
-        ) from None
+    import_torch(name)
+    import transformers
+
     source = resolve_source(name)
-    torch_device = _device(torch, device, name)
-    torch_dtype = _dtype(torch, dtype, torch_device)
     try:
         processor, decoder = _load_processor(transformers, source)
-        model = _load_model(transformers, source)
+        model = _load_model(transformers, source, placement.dtype)
     except (OSError, ValueError) as exc:
         reason = f"{source} does not hold a supported image-to-text model ({exc})"
         raise ModelNotAvailable(name, reason) from None
-    model = model.to(device=torch_device, dtype=torch_dtype).eval()
-    return LoadedModel(model, processor, decoder, torch_device, torch_dtype)
+    model = model.to(device=placement.device).eval()
+    return LoadedModel(model, processor, decoder, placement.device, placement.dtype)
 
 
 def resolve_source(name: str) -> str:
@@ -196,18 +366,12 @@ def resolve_source(name: str) -> str:
         ) from None
 
 
-def _device(torch: Any, device: str, name: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelNotAvailable(name, f"LOCAL_DEVICE={device} but CUDA is not available")
-    return torch.device(device)
+def from_pretrained_in(model_class: Any, source: str, dtype: torch.dtype) -> Any:
+    """`model_class.from_pretrained` straight in `dtype` (no float32 copy first)."""
+    import transformers
 
-
-def _dtype(torch: Any, dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
+    keyword = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return model_class.from_pretrained(source, local_files_only=True, **{keyword: dtype})
 
 
 def _load_processor(transformers: Any, source: str) -> tuple[Any, Any]:
@@ -220,7 +384,7 @@ def _load_processor(transformers: Any, source: str) -> tuple[Any, Any]:
     return image_processor, tokenizer
 
 
-def _load_model(transformers: Any, source: str) -> Any:
+def _load_model(transformers: Any, source: str, dtype: torch.dtype) -> Any:
     config = transformers.AutoConfig.from_pretrained(source, local_files_only=True)
     names = [*AUTO_MODEL_CLASSES, MODEL_CLASS_BY_TYPE.get(config.model_type)]
     for name in filter(None, names):
@@ -228,10 +392,24 @@ def _load_model(transformers: Any, source: str) -> Any:
         if model_class is None:
             continue
         try:
-            return model_class.from_pretrained(source, local_files_only=True)
+            return from_pretrained_in(model_class, source, dtype)
         except ValueError:  # "Unrecognized configuration class" for this auto class
             continue
     raise ValueError(f"model type {config.model_type!r} is not an image-to-text model")
+
+
+def compile_vision_encoder(loaded: LoadedModel) -> None:
+    """torch.compile the image encoder (its batch dimension dynamic: one compilation for
+    every batch size but 1); the warm-up at load compiles it."""
+    import torch
+
+    owner = loaded.model
+    if not any(hasattr(owner, name) for name in VISION_MODULES):
+        owner = getattr(owner, "model", owner)  # models that keep their parts in .model
+    name = next((n for n in VISION_MODULES if hasattr(owner, n)), None)
+    if name is None:
+        raise ModelNotAvailable(str(type(loaded.model).__name__), "no image encoder to compile")
+    setattr(owner, name, torch.compile(getattr(owner, name), dynamic=True))
 
 
 def generate_captions(

@@ -72,7 +72,9 @@ class CaptionSettings(BaseSettings):
     local_device: str = "auto"
     local_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     local_batch_size: int = Field(default=8, ge=1)
-    local_batch_wait_ms: float = Field(default=20.0, ge=0)
+    # unset: driven by the model's own time per batch (app/core/batching.py)
+    local_batch_wait_ms: float | None = Field(default=None, ge=0)
+    local_compile: bool = False
     max_new_tokens: int = Field(default=30, ge=1)
     num_beams: int = Field(default=1, ge=1)
 

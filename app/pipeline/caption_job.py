@@ -44,7 +44,7 @@ class JobCaptioner:
         fingerprint = job.fingerprint or content_fingerprint(data)
         if job.fingerprint is None and (reused := await self._reuse(job, fingerprint)):
             return reused
-        image = await prepare(data, self._settings)
+        image = await prepare(data, self._settings, self._captioner)
         started = asyncio.get_running_loop().time()
         try:
             caption, elapsed_ms = await ask_captioner(
