@@ -210,6 +210,7 @@ class LocalModel(ABC, Generic[Item, Result]):
 
     async def _load(self) -> None:
         settings, started = self._settings, time.perf_counter()
+        await self._in_thread(resolve_source, self.model)  # a missing model says so at once
         placement = await self._in_thread(
             choose_placement, settings.local_device, settings.local_dtype, self.model
         )

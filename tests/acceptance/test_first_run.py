@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, Page, expect
 from app.core.config import DEFAULT_LOCAL_MODEL, NOT_CONNECTED
 from tests.acceptance.test_ui import ARTIFACTS, browser, notice  # noqa: F401  (its Chromium)
 from tests.harness.hf_stub import HuggingFaceStandIn
+from tests.harness.waiting import wait_until
 from tests.service_process import ServiceProcess, free_port
 from tests.support import make_image
 
@@ -123,7 +124,12 @@ def test_a_missing_model_is_a_readiness_message_not_a_crash(serve, tmp_path):
     service = serve(ready_path="/healthz", LOCAL_MODEL=str(missing), UI_ENABLED="false")
 
     assert f"the local model {missing} is not here yet: set LOCAL_MODEL" in service.log
-    ready = httpx.get(service.url + "/readyz", timeout=30)
+
+    def settled() -> httpx.Response | None:  # "loading" until the load begun at start fails
+        answer = httpx.get(service.url + "/readyz", timeout=30)
+        return None if answer.json()["checks"]["captioner"] == "loading" else answer
+
+    ready = wait_until(settled, timeout=30, message="the local model's load never finished")
     assert ready.status_code == 503
     reason = ready.json()["checks"]["captioner"]
     assert re.search(r"is not available: directory .*no-model-here does not exist", reason)
