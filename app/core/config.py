@@ -14,8 +14,9 @@ from app.core.keys import ApiKey, classify
 CommaList = Annotated[list[str], NoDecode]
 # The defaults (README, "Choosing a model"): image-to-text is served by Hugging Face only for
 # the few models it deploys on hf-inference, while vision-language models are served through
-# chat completion by many Inference Providers. The local default is small enough for a CPU.
-DEFAULT_LOCAL_MODEL = "Salesforce/blip-image-captioning-base"
+# chat completion by many Inference Providers. The local default runs on a CPU without a token
+# and fills caption, alt text, description and the text in the image (bench/describe.py).
+DEFAULT_LOCAL_MODEL = "florence-community/Florence-2-base"
 DEFAULT_HOSTED_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 # huggingface_hub's router (constants.INFERENCE_PROXY_TEMPLATE without its "/{provider}").
 DEFAULT_ROUTER_URL = constants.INFERENCE_PROXY_TEMPLATE.removesuffix("/{provider}")

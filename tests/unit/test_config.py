@@ -57,7 +57,7 @@ def test_lists_secrets_and_backend_defaults(monkeypatch):
     assert settings.caption_buckets == ["images", "avatars"]
     assert settings.supabase_url == "https://abc.supabase.co"
     assert settings.resolved_backend == "local"  # no HF_TOKEN: the local model
-    assert settings.caption_model == "Salesforce/blip-image-captioning-base"
+    assert settings.caption_model == "florence-community/Florence-2-base"
     assert settings.accepted_api_keys == ["old", "new"]
     monkeypatch.setenv("HF_TOKEN", "hf_x")
     hosted = load_settings(Settings)
