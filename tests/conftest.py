@@ -42,6 +42,14 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
+@pytest.fixture(scope="session")
+def tiny_florence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Florence-2, saved like a real one (tests/tiny_blip.py)."""
+    from tests.tiny_blip import build_tiny_florence2
+
+    return build_tiny_florence2(tmp_path_factory.mktemp("tiny-florence2"))
+
+
 @pytest.fixture
 def settings(service: RunningService) -> Settings:
     return service.settings

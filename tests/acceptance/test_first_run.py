@@ -1,7 +1,7 @@
 """What a newcomer gets from `make run` with no configuration: `captioner fetch-model` puts the
 default local model in the Hugging Face cache (or says in one line that the Hub cannot be
 reached), then `captioner serve` with nothing set serves the page and the API with the local
-model, and says the bucket pipeline is not connected (and what connects it). The tiny BLIP
+model, and says the bucket pipeline is not connected (and what connects it). A tiny Florence-2
 stands in for the default model, served by a stand-in Hub (tests/harness/hf_stub.py)."""
 
 import fcntl
@@ -72,10 +72,10 @@ def tab(browser: Browser) -> Iterator[Page]:  # noqa: F811
 
 
 @pytest.fixture
-def hub(tiny_blip: Path) -> Iterator[HuggingFaceStandIn]:
-    """A stand-in Hub holding the default local model: the tiny BLIP's files, and the copies
-    of its weights for other frameworks that real repositories carry (never needed)."""
-    files = {path.name: path.read_bytes() for path in tiny_blip.iterdir() if path.is_file()}
+def hub(tiny_florence: Path) -> Iterator[HuggingFaceStandIn]:
+    """A stand-in Hub holding the default local model: the tiny Florence-2's files, and the
+    copies of its weights for other frameworks that real repositories carry (never needed)."""
+    files = {path.name: path.read_bytes() for path in tiny_florence.iterdir() if path.is_file()}
     files |= {"pytorch_model.bin": b"pickled copy", "tf_model.h5": b"tensorflow copy"}
     with HuggingFaceStandIn() as standin:
         standin.add_model(DEFAULT_LOCAL_MODEL, files=files)
@@ -157,7 +157,7 @@ def test_make_run_fetches_the_model_with_progress_then_the_page_captions_an_exam
 
     assert code == 0, shown
     assert f"{DEFAULT_LOCAL_MODEL} is in the Hugging Face cache" in shown
-    assert re.search(r"Fetching 7 files: 100%\|█+\| 7/7", shown), shown  # huggingface_hub's bars
+    assert re.search(r"Fetching 6 files: 100%\|█+\| 6/6", shown), shown  # huggingface_hub's bars
     assert "Downloading bytes: " in shown
     downloaded = {name.removeprefix(DEFAULT_LOCAL_MODEL + "/") for name in hub.downloads}
     assert "model.safetensors" in downloaded and "config.json" in downloaded
@@ -166,12 +166,12 @@ def test_make_run_fetches_the_model_with_progress_then_the_page_captions_an_exam
     assert "is not here yet" not in service.log
 
     tab.goto(service.url + "/")
-    expect(tab.get_by_text("Image Captioning with BLIP")).to_be_visible(timeout=30_000)
+    expect(tab.get_by_text("Image Captioning with Florence-2-base")).to_be_visible(timeout=30_000)
     tab.locator("img[src*='house']").click()
     tab.get_by_role("button", name="Submit").click()
     expect(tab.get_by_label("Caption")).not_to_have_value("", timeout=60_000)
     expect(notice(tab)).to_have_text("")
-    assert len(hub.downloads) == len(downloaded) == 7  # each file once
+    assert len(hub.downloads) == len(downloaded) == 6  # each file once
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
 
