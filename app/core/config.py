@@ -229,7 +229,7 @@ class Settings(CaptionSettings):
             KEY_SETTINGS, (self.supabase_secret_key, self.supabase_service_role_key), strict=True
         ):
             if value is not None:
-                return name, classify(value.get_secret_value())
+                return name, classify(value.get_secret_value().strip())
         return None
 
     def _ui_problems(self) -> list[str]:

@@ -105,3 +105,8 @@ def test_the_start_banner_names_the_key_in_use_and_its_kind():
                              ui_enabled=False)
     line = next(line for line in start_banner(settings, "127.0.0.1", 8000) if "pipeline" in line)
     assert "with SUPABASE_SERVICE_ROLE_KEY, a legacy service_role key (JWT):" in line
+
+
+def test_a_key_pasted_with_surrounding_space_is_used_without_it():
+    settings = load_settings(Settings, **BASE, supabase_secret_key=" sb_secret_pasted\n")
+    assert settings.supabase_credentials()[1].headers() == {"apikey": "sb_secret_pasted"}
