@@ -23,6 +23,7 @@ from app.api.webhook_signature import SignatureVerifier
 from app.captioning import open_captioner
 from app.core.batching import MicroBatcher
 from app.core.config import Settings, get_settings
+from app.core.keys import refused_key
 from app.core.logs import configure_logging
 from app.pipeline.jobs import JobQueue
 from app.pipeline.storage import ObjectFetcher
@@ -139,6 +140,14 @@ async def wake_ups_possible(queue: JobQueue) -> bool:
         return True
 
 
+def waiting_reason(exc: Exception, settings: Settings) -> str:
+    """Why Supabase does not answer yet, naming the key's setting when it refused the key."""
+    said = f"{type(exc).__name__}: {exc}"
+    if refused_key(exc) and settings.service_key is not None:
+        return f"Supabase refused the key in {settings.service_key[0]} ({said})"
+    return said
+
+
 async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
     """Wait (with backoff) until Supabase answers, then run the worker and the sweep."""
     settings = runtime.settings
@@ -150,6 +159,7 @@ async def start_background_work(app: FastAPI, runtime: Runtime) -> None:
             await runtime.queue.configure(settings)
             break
         except Exception as exc:
+            app.state.waiting_for = waiting_reason(exc, settings)  # what /readyz says
             attempt += 1
             delay = min(backoff_delay(attempt, settings), 30.0)
             log.warning(

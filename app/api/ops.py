@@ -53,7 +53,8 @@ async def _check_supabase(request: Request, runtime: RuntimeDep) -> str:
     if runtime.queue is None:
         return NOT_CONNECTED
     if not request.app.state.ready:
-        return "waiting"
+        reason = getattr(request.app.state, "waiting_for", None)
+        return f"waiting: {reason}" if reason else "waiting"
     try:
         await runtime.queue.stats()
     except Exception as exc:

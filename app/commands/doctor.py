@@ -19,6 +19,7 @@ from app.core.bounded import read_file
 from app.core.config import KEY_SETTINGS, PIPELINE_SETTINGS, Settings
 from app.core.errors import CaptionError
 from app.core.images import EXAMPLES
+from app.core.keys import refused_key
 from app.main import connect_supabase
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -194,8 +195,7 @@ def _supabase_failure(exc: Exception, settings: Settings) -> Check:
     code = exc.code if isinstance(exc, APIError) else None
     if code == "PGRST202":  # the function is not in PostgREST's schema cache
         return Check(name, True, f"{settings.supabase_url} answers")
-    message = (exc.message if isinstance(exc, APIError) else None) or str(exc)
-    if code in ("42501", "PGRST301", "PGRST302") or "JWT" in str(exc) or "API key" in message:
+    if refused_key(exc) or "JWT" in str(exc):
         return Check(name, False, f"the key was refused ({_said(exc)})", KEY_FIX)
     return Check(name, False, _said(exc), "check SUPABASE_URL and the key")
 

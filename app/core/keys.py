@@ -77,6 +77,14 @@ def classify(value: str) -> ApiKey:
     return ApiKey(value, kind, role)
 
 
+def refused_key(exc: Exception) -> bool:
+    """Whether an error from PostgREST or the gateway says the key was refused: a JWT it
+    cannot use (PGRST301/302), no rights (42501), or a key the gateway does not accept
+    ("Invalid API key", "Legacy API keys are disabled")."""
+    code, message = getattr(exc, "code", None), getattr(exc, "message", None)
+    return code in ("42501", "PGRST301", "PGRST302") or "API key" in str(message or exc)
+
+
 def jwt_claims(token: str) -> dict[str, object] | None:
     """The payload of a compact JWT (three dot-separated base64url parts), unverified: the
     server verifies it; this only tells which kind of key was configured."""

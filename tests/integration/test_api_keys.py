@@ -169,3 +169,21 @@ def test_a_project_with_its_legacy_keys_disabled(service_factory, pgnet, supabas
     assert "SUPABASE_SECRET_KEY" in refused.fix
     as_legacy = rpc(supabase, "caption_jobs_stats", {"apikey": supabase.service_key})
     assert as_legacy.status_code == 401
+
+
+def test_readyz_says_when_supabase_refuses_the_key(supabase, hf):
+    """A secret key the project does not have (deleted, another project's) passes the
+    start-up check but never the gateway: /readyz names the setting, not just 'waiting'."""
+    from app.main import create_app
+    from tests.harness.servers import ThreadedServer
+    from tests.harness.waiting import wait_until
+
+    settings = service_settings(supabase, hf, supabase_secret_key="sb_secret_deleted-one")
+    with ThreadedServer(create_app(settings)).start() as server:
+        said = wait_until(
+            lambda: (httpx.get(server.url + "/readyz").json()["checks"]["supabase"]
+                     .removeprefix("waiting")) or None,
+            timeout=10, message="/readyz never said why it waits")
+
+    assert said.startswith(": Supabase refused the key in SUPABASE_SECRET_KEY")
+    assert "Invalid API key" in said and "sb_secret_deleted-one" not in said
