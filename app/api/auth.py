@@ -2,10 +2,12 @@
 
 - `WebhookAuth`: `Authorization: Bearer <WEBHOOK_SECRET>` on the storage webhook.
 - `ApiKeyAuth`: `Authorization: Bearer <API_KEYS>` (default: the webhook secrets) on the API,
-  the metrics and the OpenAPI schema.
+  the metrics and the OpenAPI schema; with no key at all, open only on a loopback HOST (or
+  with API_PUBLIC=true), 403 with the reason elsewhere (see `Settings.api_auth`).
 - `WebPageAuth`: middleware guarding everything under /ui (pages, assets, Gradio's API and
   websockets): HTTP Basic auth with UI_USERNAME / UI_PASSWORD, open, or locked when the
-  pipeline is connected and the page has no credentials (see `Settings.ui_auth`).
+  pipeline is connected or HOST is not loopback and the page has no credentials (see
+  `Settings.ui_auth`).
 
 Secrets are compared in constant time against every accepted value (rotation).
 """
@@ -28,6 +30,23 @@ UI_LOCKED_REASON = (
     "the web page needs credentials while the bucket pipeline is connected: set UI_USERNAME "
     "and UI_PASSWORD (or UI_PUBLIC=true to open it to anyone)"
 )
+
+
+def ui_locked_reason(settings: Settings) -> str:
+    """Why the page is locked: the pipeline is connected, or HOST is not loopback."""
+    if settings.pipeline_connected:
+        return UI_LOCKED_REASON
+    return (
+        f"the web page needs credentials on a non-loopback address (HOST={settings.host}): set "
+        "UI_USERNAME and UI_PASSWORD (or UI_PUBLIC=true to open it to anyone)"
+    )
+
+
+def api_locked_reason(settings: Settings) -> str:
+    return (
+        f"the API needs a key on a non-loopback address (HOST={settings.host}): set API_KEYS "
+        "and send Authorization: Bearer <key> (or API_PUBLIC=true to open it to anyone)"
+    )
 
 
 def secret_matches(presented: str, secrets: Iterable[str]) -> bool:
@@ -71,7 +90,10 @@ async def require_api_key(
     settings: SettingsDep,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(api_bearer)],  # OpenAPI scheme
 ) -> None:
-    """Open only while no key exists at all: no API_KEYS and no pipeline (a local demo)."""
+    """Open only while no key exists at all (no API_KEYS, no pipeline) on a loopback HOST (a
+    local demo), or with API_PUBLIC=true; without a key elsewhere: 403 with the reason."""
+    if settings.api_auth == "locked":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, api_locked_reason(settings))
     keys = settings.accepted_api_keys
     if keys and not bearer_matches(request, keys):
         raise HTTPException(
@@ -92,6 +114,7 @@ class WebPageAuth:
         self.app = app
         self.prefix = prefix
         self.mode = settings.ui_auth
+        self.locked_reason = ui_locked_reason(settings).encode()
         self.username = settings.ui_username or ""
         self.password = settings.ui_password.get_secret_value() if settings.ui_password else ""
 
@@ -105,7 +128,7 @@ class WebPageAuth:
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         elif self.mode == "locked":
-            await send_text(send, 403, UI_LOCKED_REASON.encode())
+            await send_text(send, 403, self.locked_reason)
         else:
             await send_text(
                 send,

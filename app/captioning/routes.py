@@ -128,7 +128,8 @@ async def _providers(settings: CaptionSettings) -> dict[str, str]:
         ) from None
     except httpx2.HTTPError as exc:  # refused, reset, timed out: huggingface_hub's transport
         raise CaptionerAway(
-            f"the Hub ({settings.hf_endpoint}) is unreachable: {type(exc).__name__}: {exc}",
+            f"the Hub at {settings.hf_endpoint} (HF_ENDPOINT) cannot be reached: "
+            f"{type(exc).__name__}: {exc}",
             kind="unreachable",
         ) from None
     live = [m for m in info.inference_provider_mapping or [] if m.status == "live"]

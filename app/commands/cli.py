@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from supabase import AsyncClient
 
-from app.api.auth import UI_LOCKED_REASON as UI_LOCKED
+from app.api.auth import api_locked_reason, ui_locked_reason
 from app.captioning import open_captioner
 from app.captioning.description import LANGUAGE_TAG, DescribeRequest
 from app.captioning.local import how_to_provide
@@ -67,10 +67,10 @@ def main() -> None:
     cli()
 
 
-def settings_or_exit(cls: type[S]) -> S:
+def settings_or_exit(cls: type[S], **overrides: Any) -> S:
     """The settings, or the one clear message naming what is missing and exit code 2."""
     try:
-        return load_settings(cls)
+        return load_settings(cls, **overrides)
     except SettingsError as exc:
         typer.echo(f"captioner: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -113,15 +113,19 @@ def check_route_or_exit(settings: CaptionSettings) -> None:
 
 @cli.command()
 def serve(
-    host: Annotated[str, typer.Option(envvar="HOST", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: HOST, else 127.0.0.1].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: PORT, else 8000].")
+    ] = None,
     forwarded_allow_ips: Annotated[
-        str,
+        str | None,
         typer.Option(
-            envvar="FORWARDED_ALLOW_IPS",
-            help="Proxies whose X-Forwarded-* headers are trusted (comma-separated, or *).",
+            help="Proxies whose X-Forwarded-* headers are trusted (comma-separated, or *) "
+            "[default: FORWARDED_ALLOW_IPS, else 127.0.0.1].",
         ),
-    ] = "127.0.0.1",
+    ] = None,
     access_log: Annotated[
         bool, typer.Option(help="Also log every request (uvicorn's access log).")
     ] = False,
@@ -129,11 +133,15 @@ def serve(
     """Run the service: web page, HTTP API and, with the Supabase settings (SUPABASE_URL,
     SUPABASE_SECRET_KEY, WEBHOOK_SECRET), the webhook and the worker.
 
+    Without credentials (API_KEYS, UI_USERNAME/UI_PASSWORD) the page and the API are open
+    only on a loopback HOST; on any other address they answer 403 saying what to set.
+
     Example: `captioner serve --host 0.0.0.0 --port 8000`
     """
-    settings = settings_or_exit(Settings)
+    given = {"host": host, "port": port, "forwarded_allow_ips": forwarded_allow_ips}
+    settings = settings_or_exit(Settings, **{k: v for k, v in given.items() if v is not None})
     check_route_or_exit(settings)
-    for line in start_banner(settings, host, port):
+    for line in start_banner(settings):
         typer.echo(f"captioner: {line}")
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again once
     # it has restored the previous handlers; a no-op handler here makes that a clean exit 0.
@@ -141,23 +149,28 @@ def serve(
         signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(
         create_app(settings),
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level.lower(),
         access_log=access_log,  # off by default: /metrics and the JSON event log cover requests
     )
 
 
-def start_banner(settings: Settings, host: str, port: int) -> list[str]:
-    """Where the page is, and whether the bucket pipeline is connected (and what connects it)."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://{shown}:{port}"
-    lines = [f"API: POST {base}/v1/captions; health: {base}/readyz"]
+def start_banner(settings: Settings) -> list[str]:
+    """Where the page and the API are (or why they are locked), and whether the bucket
+    pipeline is connected (and what connects it)."""
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = f"http://{shown}:{settings.port}"
+    api = f"API: POST {base}/v1/captions"
+    if settings.api_auth == "locked":
+        api += f" is locked: {api_locked_reason(settings)}"
+    lines = [f"{api}; health: {base}/readyz"]
     if settings.ui_enabled:
         page = f"web page: {base}/ui/"
-        lines.insert(0, page if settings.ui_auth != "locked" else f"{page} is locked: {UI_LOCKED}")
+        locked = settings.ui_auth == "locked"
+        lines.insert(0, f"{page} is locked: {ui_locked_reason(settings)}" if locked else page)
     if settings.pipeline_connected and settings.service_key is not None:
         setting, key = settings.service_key
         lines.append(
@@ -217,7 +230,8 @@ def caption(
 
     Uses only the captioning settings (CAPTION_BACKEND, CAPTION_MODEL, HF_TOKEN, LOCAL_MODEL,
     MAX_IMAGE_BYTES, ...): no Supabase needed. A file that cannot be captioned prints an
-    error on stderr; the others go on, and the exit code is 1.
+    error on stderr (with `--json`: a line `{"source", "error"}` on stdout); the others go
+    on, and the exit code is 1.
 
     Examples:
 
@@ -227,12 +241,17 @@ def caption(
     """
     settings = settings_or_exit(CaptionSettings)
     request = DescribeRequest(language=language)
+    # each source's line says what failed: no log lines besides (a route not resolved yet)
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     outcomes = run_or_exit(caption_sources(sources, settings, request))
     failed = 0
     for outcome in outcomes:
         if outcome.error is not None:
             failed += 1
-            typer.echo(f"{outcome.source}: error: {outcome.error}", err=True)
+            if as_json:
+                typer.echo(json.dumps({"source": outcome.source, "error": outcome.error}))
+            else:
+                typer.echo(f"{outcome.source}: error: {outcome.error}", err=True)
         elif as_json:
             typer.echo(json.dumps(outcome.as_json(), ensure_ascii=False))
         else:

@@ -1,5 +1,6 @@
 """All settings, read once from the environment (and `.env`)."""
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -133,8 +134,17 @@ class Settings(CaptionSettings):
     ui_enabled: bool = True
     ui_username: str | None = None  # set both for HTTP Basic auth on /ui
     ui_password: SecretStr | None = None
-    # with the pipeline connected the page needs credentials; true opens it to anyone
+    # with the pipeline connected, or on a non-loopback HOST, the page needs credentials;
+    # true opens it to anyone
     ui_public: bool = False
+    # with no API key on a non-loopback HOST, true serves the API to anyone
+    api_public: bool = False
+
+    # Where `captioner serve` listens (its --host, --port, --forwarded-allow-ips win); without
+    # credentials the service is open only on a loopback HOST (see `ui_auth`, `api_auth`)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-* are trusted, or *
 
     # Worker
     worker_enabled: bool = True
@@ -148,7 +158,8 @@ class Settings(CaptionSettings):
     download_timeout: float = 30.0
     sweep_interval: float = Field(default=300.0, ge=0)
     sweep_batch: int = Field(default=1000, ge=1)  # objects examined per slice of a pass
-    sweep_full_interval: float = Field(default=86400.0, ge=0)  # 0: only on demand
+    # 0: no periodic pass; a pass still runs for a bucket new to the sweep and on `backfill`
+    sweep_full_interval: float = Field(default=86400.0, ge=0)
     shutdown_grace_seconds: float = 20.0
 
     @field_validator(
@@ -254,12 +265,28 @@ class Settings(CaptionSettings):
         return self.supabase_url, key[1]
 
     @property
+    def loopback(self) -> bool:
+        """Whether HOST is a loopback address: only there is the service open without
+        credentials (a local demo nobody else can reach)."""
+        return is_loopback(self.host)
+
+    @property
     def ui_auth(self) -> Literal["basic", "open", "locked"]:
-        """How /ui is guarded: Basic auth when credentials are set; otherwise open without
-        the pipeline (a local demo) or with UI_PUBLIC=true, and locked otherwise."""
+        """How /ui is guarded: Basic auth when credentials are set; otherwise open with
+        UI_PUBLIC=true or as a local demo (no pipeline, a loopback HOST), locked otherwise."""
         if self.ui_username and self.ui_password:
             return "basic"
-        return "open" if self.ui_public or not self.pipeline_connected else "locked"
+        demo = not self.pipeline_connected and self.loopback
+        return "open" if self.ui_public or demo else "locked"
+
+    @property
+    def api_auth(self) -> Literal["key", "open", "locked"]:
+        """How /v1/captions, /metrics and /openapi.json are guarded: a bearer key when one
+        exists (API_KEYS, else the webhook secrets); otherwise open on a loopback HOST or
+        with API_PUBLIC=true, locked otherwise."""
+        if self.accepted_api_keys:
+            return "key"
+        return "open" if self.api_public or self.loopback else "locked"
 
     @field_validator("webhook_signing_secret")
     @classmethod
@@ -300,6 +327,16 @@ def key_refusal(setting: str, key: ApiKey) -> str:
 
 
 S = TypeVar("S", bound=CaptionSettings)
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1; a name, 0.0.0.0 or :: (every address) is not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _secret(value: SecretStr | None) -> str:

@@ -111,7 +111,9 @@ def test_caption_json_lines_and_a_bad_file(hf, pictures, tmp_path):
     result = captioner(*args, env=hf_env(hf), cwd=tmp_path)
 
     assert result.returncode == 1
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["source"] for line in lines] == ["red.png", "notes.txt", "missing.png", "blue.jpg"]
+    rows = [line for line in lines if "error" not in line]
     assert [(row["source"], row["caption"]) for row in rows] == [
         ("red.png", "a 120x80 picture, mostly red"),
         ("blue.jpg", "a 90x60 picture, mostly blue"),
@@ -119,10 +121,26 @@ def test_caption_json_lines_and_a_bad_file(hf, pictures, tmp_path):
     assert all(row["model"] == f"{hf.url}/models/x" and row["elapsed_ms"] >= 0 for row in rows)
     assert rows[0]["alt_text"] == rows[0]["caption"] and rows[0]["language"] == "en"
     assert rows[0]["missing"] == ["description", "tags", "text_in_image"]  # image-to-text
-    errors = result.stderr.splitlines()
-    assert "notes.txt: error: not a supported raster image" in errors[0]
-    assert errors[1] == "missing.png: error: No such file or directory"
-    assert "Traceback" not in result.stderr
+    errors = [line for line in lines if "error" in line]  # a line each, on stdout with --json
+    assert errors[0]["error"].startswith("not a supported raster image")
+    assert errors[1] == {"source": "missing.png", "error": "No such file or directory"}
+    assert result.stderr == ""
+
+
+def test_caption_with_the_hub_unreachable_says_so_once_naming_hf_endpoint(pictures, tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = clean_env(HF_TOKEN="hf_x", HF_ENDPOINT=nowhere, HF_ROUTER_URL=nowhere)
+    reason = f"the Hub at {nowhere} (HF_ENDPOINT) cannot be reached: ConnectError: "
+
+    text = captioner("caption", "red.png", env=env, cwd=tmp_path)
+    as_json = captioner("caption", "--json", "red.png", env=env, cwd=tmp_path)
+
+    assert text.returncode == as_json.returncode == 1
+    [line] = text.stderr.splitlines()
+    assert line.startswith(f"red.png: error: {reason}") and text.stdout == ""
+    [row] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert row["source"] == "red.png" and row["error"].startswith(reason)
+    assert as_json.stderr == ""
 
 
 def test_caption_json_carries_every_field_of_a_vision_language_model(hf, pictures, tmp_path):

@@ -87,7 +87,11 @@ def serve(tmp_path: Path):
     started: list[ServiceProcess] = []
 
     def start(ready_path: str = "/readyz", **values: str) -> ServiceProcess:
-        process = ServiceProcess(bare_env(**values), tmp_path / "serve.log", ready_path=ready_path)
+        log = tmp_path / f"serve-{len(started)}.log"
+        process = ServiceProcess(bare_env(**values), log, ready_path=ready_path)
+        if "HOST" in values:  # where to listen from the environment, as in the image
+            at = process.command.index("--host")
+            del process.command[at : at + 2]
         started.append(process)
         return process.start(timeout=90)
 
@@ -197,3 +201,27 @@ def test_offline_make_run_says_so_in_one_line_and_the_page_says_it_too(
     expect(notice(tab)).to_contain_text("captioner fetch-model")
     ARTIFACTS.mkdir(exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / "ui-model-missing.png"), full_page=True)
+
+
+def test_on_any_other_address_nothing_is_open_without_credentials(serve, tiny_blip):
+    exposed = serve(ready_path="/healthz", HOST="0.0.0.0", LOCAL_MODEL=str(tiny_blip))
+
+    page, api = exposed.log.split("captioner: ")[1:3]
+    assert page.startswith(f"web page: {exposed.url}/ui/ is locked: the web page needs ")
+    assert "non-loopback address (HOST=0.0.0.0): set UI_USERNAME and UI_PASSWORD" in page
+    assert api.startswith(f"API: POST {exposed.url}/v1/captions is locked: the API needs a key")
+    assert "set API_KEYS" in api and "API_PUBLIC=true" in api
+    refused = caption(exposed.url)
+    assert refused.status_code == 403 and "set API_KEYS" in refused.json()["detail"]
+    for path in ("/metrics", "/openapi.json"):
+        assert httpx.get(exposed.url + path).status_code == 403
+    locked_page = httpx.get(exposed.url + "/ui/")
+    assert locked_page.status_code == 403 and "UI_USERNAME" in locked_page.text
+
+    guarded = serve(
+        HOST="0.0.0.0", LOCAL_MODEL=str(tiny_blip), API_KEYS="key-0123456789",
+        UI_USERNAME="alice", UI_PASSWORD="correct horse",
+    )
+    assert "is locked" not in guarded.log
+    assert caption(guarded.url, Authorization="Bearer key-0123456789").status_code == 200
+    assert httpx.get(guarded.url + "/ui/", auth=("alice", "correct horse")).status_code == 200

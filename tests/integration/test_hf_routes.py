@@ -265,5 +265,5 @@ def test_a_hub_that_cannot_be_reached_is_the_captioner_away(hf):
     finally:
         hf.refuse_connections(False)
 
-    assert isinstance(error, CaptionerAway)
-    assert "unreachable" in error.reason
+    assert isinstance(error, CaptionerAway) and error.kind == "unreachable"
+    assert f"the Hub at {hf.url} (HF_ENDPOINT) cannot be reached" in error.reason

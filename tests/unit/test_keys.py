@@ -103,7 +103,7 @@ def test_the_start_banner_names_the_key_in_use_and_its_kind():
 
     settings = load_settings(Settings, **BASE, supabase_service_role_key=legacy("service_role"),
                              ui_enabled=False)
-    line = next(line for line in start_banner(settings, "127.0.0.1", 8000) if "pipeline" in line)
+    line = next(line for line in start_banner(settings) if "pipeline" in line)
     assert "with SUPABASE_SERVICE_ROLE_KEY, a legacy service_role key (JWT):" in line
 
 
