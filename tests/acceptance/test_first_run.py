@@ -32,7 +32,10 @@ def bare_env(**values: str) -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "PYTHONPATH")
     env = {key: os.environ[key] for key in keep if key in os.environ}
     # MAX_NEW_TOKENS: the tiny random model writes a few words, as in test_cli
-    fixed = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "MAX_NEW_TOKENS": "5"}
+    fixed = {
+        "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "MAX_NEW_TOKENS": "5",
+        "DESCRIBE_MAX_TOKENS": "5",  # a tiny random Florence-2 would write 512 for each task
+    }
     return {**env, **fixed, **values}
 
 

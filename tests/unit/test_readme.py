@@ -75,3 +75,16 @@ def test_sweep_full_interval_zero_means_one_thing_everywhere():
     declared = config.split("    sweep_full_interval:")[0].rsplit("\n", 2)[-2]  # its comment
     for where, text in (("README", readme_row), (".env.example", comment), ("config", declared)):
         assert f"0: {meaning}" in " ".join(text.replace("#", " ").split()), where
+
+
+def test_the_configuration_table_states_each_backends_default_model():
+    from app.core.config import CaptionSettings
+
+    row = next(line for line in README.splitlines() if line.startswith("| `CAPTION_MODEL` |"))
+    stated = re.findall(r"`([^`]+)` with `(\w+)` or `(\w+)`", row.split(" | ")[1])
+    backends = {backend: model for model, *pair in stated for backend in pair}
+
+    assert sorted(backends) == ["auto", "chat", "hf", "local"]
+    for backend, model in backends.items():
+        settings = CaptionSettings(_env_file=None, caption_backend=backend, hf_token="hf_x")  # type: ignore[call-arg]
+        assert settings.caption_model == model, backend
