@@ -48,9 +48,10 @@ tests/harness/storage_tus.py).
 - Image resizing: a sign with ``transform`` puts ``transformations`` in the token and answers
   ``/render/image/sign/...``; Pillow stands in for imgproxy (tests/harness/storage_render.py).
 
-Not modelled: imgproxy's WebP/AVIF answers to a browser's Accept header, the S3 protocol
-(its multipart eTags are what ``put_multipart`` writes), ``versionId`` addressing, and a move
-within a versioned bucket (it moves the current row as in an unversioned one).
+Not modelled: imgproxy's WebP/AVIF answers to a browser's Accept header, the S3 protocol's
+routes (``put_multipart`` writes what its multipart upload leaves), ``versionId``
+addressing, and a move within a versioned bucket (it moves the current row as in an
+unversioned one).
 """
 
 from __future__ import annotations
@@ -425,6 +426,28 @@ class StorageApi:
             if removed:
                 self._blob(row.id, row.version).unlink(missing_ok=True)
         return [row for row, _ in gone]
+
+    def put_multipart(self, bucket: str, name: str, parts: Sequence[bytes],
+                      mimetype: str = "image/png") -> str:
+        """What an S3-protocol multipart upload (``/storage/v1/s3``, CompleteMultipartUpload)
+        leaves: the bytes and one row, its eTag the S3 multipart eTag on an S3 backend and
+        ``user_metadata`` NULL (M6, M7). A key already there is overwritten in place (an
+        unversioned bucket). Returns the id."""
+        data = b"".join(parts)
+        etag = multipart_etag(parts) if self.storage_backend == "s3" else md5_etag(data)
+        meta = _metadata(data, mimetype, "no-cache", etag)
+        version = str(uuid.uuid4())
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            conn.execute(f"set role {STORAGE_ADMIN}")
+            row = conn.execute(
+                "insert into storage.objects (bucket_id, name, version, metadata)"
+                " values (%s, %s, %s, %s) on conflict (bucket_id, name)"
+                " where archived_at is null do update set version = excluded.version,"
+                " metadata = excluded.metadata returning id::text",
+                (bucket, name, version, Jsonb(meta))).fetchone()
+        assert row is not None
+        self._blob(row[0], version).write_bytes(data)
+        return str(row[0])
 
     # signed uploads -----------------------------------------------------------------
     async def _upload_sign(self, request: Request) -> Response:

@@ -194,3 +194,19 @@ def test_a_plain_upload_then_a_tus_upload_of_the_same_bytes_reuse_the_caption(
     assert row["caption"] == plain["caption"] and row["fingerprint"] == plain["fingerprint"]
     assert reused_from(supabase, resumable) == str(plain["id"])
     assert len(hf.calls) == 1 and downloads(supabase) == 2  # hashed after its download
+
+
+def test_an_s3_multipart_upload_and_a_plain_upload_of_the_same_bytes_share_a_caption(
+    service, supabase, hf
+):
+    supabase.storage_backend = "s3"
+    data = make_image((130, 50, 160), size=(300, 200))
+    parts = [data[:100], data[100:250], data[250:]]
+    multipart = supabase.put_multipart("images", "s3/multi.png", parts)
+    assert query_one(supabase.db_url, "select metadata from storage.objects where id = %s",
+                     multipart)["metadata"]["eTag"].endswith('-3"')
+    first = wait_for_caption(supabase.db_url, multipart)
+    plain = upload(supabase, "plain/multi.png", data)
+    assert wait_for_caption(supabase.db_url, plain)["caption"] == first["caption"]
+    assert reused_from(supabase, plain) == multipart
+    assert len(hf.calls) == 1 and downloads(supabase) == 1  # the plain upload: its MD5 eTag

@@ -56,9 +56,9 @@ class MeteredSupabase(SupabaseStandIn):
         self.streamed: dict[str, int] = {}
         self.chunked: set[str] = set()
 
-    def _stream(self, obj: dict[str, Any]) -> Any:
-        response = super()._stream(obj)
-        object_id = obj["id"]
+    def _stream(self, obj: Any, request: Any) -> Any:
+        response = super()._stream(obj, request)
+        object_id = obj.id
         if object_id in self.chunked:
             del response.headers["content-length"]
         inner = response.body_iterator
