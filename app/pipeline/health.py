@@ -14,7 +14,6 @@ resolves the route again, at least every minute) decides when the backlog is rel
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.captioning import Captioner, ask_captioner
@@ -28,11 +27,11 @@ from app.core.errors import (
     failure_of,
 )
 from app.core.images import probe_image
+from app.core.text import clipped
 from app.pipeline.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 RECHECK_MAX_SECONDS = 60.0  # while paused for configuration, re-check at least this often
-Probe = Callable[[bool], Awaitable[None]]  # resolve the route again first?
 
 
 @dataclass
@@ -44,10 +43,9 @@ class _Probing:
 class CaptionerHealth:
     """The captioner's state (working, away, misconfigured) and the probe that decides it."""
 
-    def __init__(self, captioner: Captioner, settings: Settings, probe: Probe | None = None):
+    def __init__(self, captioner: Captioner, settings: Settings) -> None:
         self._captioner = captioner
         self._settings = settings
-        self._probe_call = probe or self._caption_probe_image
         self.problem: CaptionError | None = None  # None: the captioner works
         self._rounds = 0  # failed probes (or away answers) since the last success
         self._due = 0.0  # loop time of the next probe while paused
@@ -107,7 +105,7 @@ class CaptionerHealth:
         shows (the worker pauses for it)."""
         self.probes += 1
         try:
-            await self._probe_call(resolve)
+            await self._caption_probe_image(resolve)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -130,7 +128,12 @@ class CaptionerHealth:
         failure = failure_of(problem)
         if self.problem is None or failure_of(self.problem) != failure:
             metrics.PAUSES.labels(failure).inc()
-            log.error("paused: %s; probing until it works", problem.reason)
+            setting = getattr(problem, "setting", None)
+            log.error(
+                "paused: %s; probing until it works",
+                clipped(problem.reason),
+                extra={"setting": setting} if setting else None,
+            )
         metrics.PAUSED.labels(Failure.CONFIGURATION).set(failure == Failure.CONFIGURATION)
         self.problem = problem
         self._rounds += 1

@@ -59,7 +59,7 @@ class Settler:
             await self._no_progress(job)
             return
         try:
-            result = await work()
+            await self._done(job, await work())
         except CaptionerFailed as failed:
             problem = await self._health.judge(failed.error, failed.started)
             if problem is None:
@@ -68,10 +68,8 @@ class Settler:
                 await self._give_back(job, problem)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # storage, decoding, or a bug
+        except Exception as exc:  # storage, decoding, writing the caption, or a bug
             await self._the_images(job, exc)
-        else:
-            await self._done(job, result)
 
     async def _done(self, job: Job, result: Captioned) -> None:
         self._forget(job)
