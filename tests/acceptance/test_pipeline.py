@@ -85,9 +85,10 @@ def test_loading_model_is_retried_until_it_answers(service, supabase, hf):
 
     wait_for_caption(supabase.db_url, object_id)
 
-    assert [call["status"] for call in hf.calls] == [503, 503, 200]
+    # the job's 503 pauses the worker; a probe (503, then 200) releases it; the job answers
+    assert [call["status"] for call in hf.calls] == [503, 503, 200, 200]
     gaps = [b["time"] - a["time"] for a, b in zip(hf.calls, hf.calls[1:], strict=False)]
-    assert min(gaps) >= 0.3, f"estimated_time not honoured: {gaps}"
+    assert min(gaps[:2]) >= 0.3, f"estimated_time not honoured: {gaps}"
     assert job_of(supabase.db_url, object_id)["attempts"] == 1  # an outage costs no attempt
 
 
