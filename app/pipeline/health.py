@@ -14,6 +14,7 @@ resolves the route again, at least every minute) decides when the backlog is rel
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.captioning import Captioner, ask_captioner
@@ -32,6 +33,7 @@ from app.pipeline.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 RECHECK_MAX_SECONDS = 60.0  # while paused for configuration, re-check at least this often
+Probe = Callable[[bool], Awaitable[None]]  # the argument: resolve the route again first
 
 
 @dataclass
@@ -43,9 +45,12 @@ class _Probing:
 class CaptionerHealth:
     """The captioner's state (working, away, misconfigured) and the probe that decides it."""
 
-    def __init__(self, captioner: Captioner, settings: Settings) -> None:
+    def __init__(
+        self, captioner: Captioner, settings: Settings, probe: Probe | None = None
+    ) -> None:
         self._captioner = captioner
         self._settings = settings
+        self._probe_call = probe or self._caption_probe_image  # a test may script it
         self.problem: CaptionError | None = None  # None: the captioner works
         self._rounds = 0  # failed probes (or away answers) since the last success
         self._due = 0.0  # loop time of the next probe while paused
@@ -105,7 +110,7 @@ class CaptionerHealth:
         shows (the worker pauses for it)."""
         self.probes += 1
         try:
-            await self._caption_probe_image(resolve)
+            await self._probe_call(resolve)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -121,7 +126,9 @@ class CaptionerHealth:
         resolve_route = getattr(self._captioner, "resolve", None)
         if resolve and resolve_route is not None:
             await resolve_route()
-        await ask_captioner(probe_image(), self._captioner, self._settings)
+        image = probe_image()
+        metrics.BYTES_SENT.inc(len(image.data))
+        await ask_captioner(image, self._captioner, self._settings)
 
     def _enter(self, problem: CaptionError) -> None:
         """Pause (or stay paused) for `problem`: one log line and one count per pause."""

@@ -77,7 +77,7 @@ def test_metrics_count_webhooks_jobs_latency_and_bytes(service, supabase, hf, pg
     assert grew("captioner_job_outcomes_total", outcome="deferred") == 1  # model loading
     assert grew("captioner_job_outcomes_total", outcome="done") == 1
     assert grew("captioner_caption_errors_total", kind="loading") == 1
-    assert grew("captioner_caption_seconds_count") == 2
+    assert grew("captioner_caption_seconds_count") == 3  # two tries and the probe between
     # two attempts: the image was downloaded and sent twice
     assert grew("captioner_downloaded_bytes_total") == 2 * len(make_image(size=(300, 200)))
     assert grew("captioner_sent_bytes_total") == sum(call["n_bytes"] for call in hf.calls)
