@@ -210,8 +210,19 @@ CREATE FUNCTION captioner.on_object_archived() RETURNS trigger
     SET search_path TO ''
     AS $$
 begin
-  delete from captioner.jobs j
-   where j.object_id = new.id and j.state in ('pending', 'running');
+  if new.archived_at is not null then
+    delete from captioner.jobs j
+     where j.object_id = new.id and j.state in ('pending', 'running');
+  elsif not exists (
+    select 1 from public.image_caption ic
+     where ic.id = new.id and ic.object_version is not distinct from new.version) then
+    begin
+      perform captioner.enqueue(new.id);
+    exception when others then
+      raise warning 'captioner: restored % not queued (%: %); the sweep will queue it',
+        new.id, sqlstate, sqlerrm;
+    end;
+  end if;
   return null;
 end $$;
 
@@ -1078,7 +1089,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126033020 $$;
+    AS $$ select 20261126040437 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1796,5 +1807,5 @@ ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES 
 --
 
 -- Triggers on storage.objects
-CREATE TRIGGER caption_on_object_archived AFTER UPDATE OF archived_at ON storage.objects FOR EACH ROW WHEN (((old.archived_at IS NULL) AND (new.archived_at IS NOT NULL))) EXECUTE FUNCTION captioner.on_object_archived();
+CREATE TRIGGER caption_on_object_archived AFTER UPDATE OF archived_at ON storage.objects FOR EACH ROW WHEN (((old.archived_at IS NULL) <> (new.archived_at IS NULL))) EXECUTE FUNCTION captioner.on_object_archived();
 CREATE TRIGGER caption_on_object_change AFTER INSERT OR UPDATE OF version, metadata ON storage.objects FOR EACH ROW WHEN ((new.archived_at IS NULL)) EXECUTE FUNCTION captioner.on_object_change();

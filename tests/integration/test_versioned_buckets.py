@@ -126,3 +126,27 @@ def test_a_delete_marker_in_a_suspended_bucket_removes_the_caption(service, supa
     wait_until(lambda: caption_of(supabase.db_url, only) is None, timeout=5,
                message="the deleted object's caption stayed")
     assert job_of(supabase.db_url, only) is None and len(hf.calls) == 1
+
+
+def test_a_version_made_current_again_is_captioned_only_if_it_never_was(supabase):
+    create_bucket(supabase.db_url, "images", versioning="ENABLED")  # no worker: jobs wait
+    first = upload(supabase, "r.png", RED)
+    second = upload(supabase, "r.png", BLUE, upsert=True)
+    assert job_of(supabase.db_url, first) is None  # archived before it was captioned
+
+    def make_current(object_id: str) -> None:  # what a restore by versionId leaves
+        query(supabase.db_url, "update storage.objects set archived_at = now()"
+              " where name = 'r.png' and archived_at is null")
+        query(supabase.db_url, "update storage.objects set archived_at = null where id = %s",
+              object_id)
+
+    make_current(first)
+    assert job_of(supabase.db_url, first)["state"] == "pending"
+    assert job_of(supabase.db_url, second) is None
+
+    query(supabase.db_url, "insert into public.image_caption (id, caption, object_version)"
+          " values (%s, 'a blue square', %s)", second,
+          query_one(supabase.db_url, "select version from storage.objects where id = %s",
+                    second)["version"])
+    make_current(second)
+    assert job_of(supabase.db_url, second) is None  # its caption shows again, nothing queued
