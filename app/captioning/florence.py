@@ -13,11 +13,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from app.captioning.description import DescribeRequest, Description, FieldName
-from app.captioning.local import LoadedModel, LocalCaptioner, ModelNotAvailable, resolve_source
+from app.captioning.local import (
+    LoadedModel,
+    LocalModel,
+    ModelNotAvailable,
+    Placement,
+    load_model,
+    resolve_source,
+)
 from app.captioning.structured import checked
+from app.core.config import CaptionSettings
 from app.core.images import PreparedImage
 
 if TYPE_CHECKING:
@@ -98,30 +106,33 @@ def description_from(outputs: dict[str, str], request: DescribeRequest, limit: i
     return description.model_copy(update={"missing": missing})
 
 
-class FlorenceCaptioner(LocalCaptioner):
+class FlorenceCaptioner(LocalModel[TaskItem, dict[str, str]]):
     """Florence-2 on this machine: caption, alt text, description and text in the image."""
 
-    async def caption(self, image: PreparedImage) -> str:
-        outputs = await self._tasks(image, (CAPTION,))
-        return outputs[CAPTION]
+    def __init__(self, settings: CaptionSettings) -> None:
+        super().__init__(settings, settings.local_model or settings.caption_model)
 
-    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
-        outputs = await self._tasks(image, tasks_for(request))
-        return description_from(outputs, request, self._settings.alt_text_max_chars)
+    def load_blocking(self, placement: Placement) -> LoadedModel:
+        return load_model(self.model, placement)
 
-    async def _tasks(self, image: PreparedImage, tasks: tuple[str, ...]) -> dict[str, str]:
-        await self.check()
-        item: Any = TaskItem(image.pil, tasks)  # LocalCaptioner's batcher is typed for images
-        return cast(dict[str, str], await self._batcher.submit(item))
-
-    def run_blocking(self, loaded: LoadedModel, items: list[Any]) -> list[Any]:
+    def run_blocking(self, loaded: LoadedModel, items: list[TaskItem]) -> list[dict[str, str]]:
         s = self._settings
         budgets = {CAPTION: s.max_new_tokens, DETAILED: s.describe_max_tokens}
         budgets[OCR] = s.describe_max_tokens
         return run_tasks(loaded, items, budgets, s.num_beams)
 
-    def sample(self) -> Any:
-        return TaskItem(super().sample(), (CAPTION,))
+    def sample(self) -> TaskItem:
+        from PIL import Image
+
+        return TaskItem(Image.new("RGB", (64, 64), (90, 140, 200)), (CAPTION,))
+
+    async def caption(self, image: PreparedImage) -> str:
+        outputs = await self.run(TaskItem(image.pil, (CAPTION,)))
+        return outputs[CAPTION]
+
+    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
+        outputs = await self.run(TaskItem(image.pil, tasks_for(request)))
+        return description_from(outputs, request, self._settings.alt_text_max_chars)
 
 
 def _move(value: Any, loaded: LoadedModel) -> Any:
