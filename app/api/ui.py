@@ -19,6 +19,7 @@ from app.api.auth import WebPageAuth
 from app.api.deps import Runtime
 from app.api.ops import captioner_status
 from app.captioning import describe_image
+from app.captioning.description import DescribeRequest
 from app.core.bounded import read_file
 from app.core.config import Settings
 from app.core.errors import CaptionError, Failure
@@ -134,6 +135,10 @@ def notice_of(app: FastAPI) -> Callable[[], Awaitable[Any]]:
     return notice
 
 
+# The fields the page shows: a model is asked for these only (Florence-2: one task, not three)
+SHOWN = DescribeRequest(fields=("caption", "alt_text", "tags"))
+
+
 def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[Answer]]:
     """The page's function: the app's own captioner and limits, looked up on each call; a
     field the model could not fill shows as "(not filled by <model>)". A failure answers
@@ -146,7 +151,7 @@ def caption_with(app: FastAPI) -> Callable[[str | None], Awaitable[Answer]]:
         runtime: Runtime = app.state.runtime
         try:
             data = await asyncio.to_thread(read_file, Path(path), runtime.settings.max_image_bytes)
-            description = await describe_image(data, runtime.captioner, runtime.settings)
+            description = await describe_image(data, runtime.captioner, runtime.settings, SHOWN)
         except CaptionError as exc:
             level = logging.INFO if exc.failure is Failure.IMAGE else logging.WARNING
             log.log(level, "web page: no caption (%s): %s", exc.failure, exc.reason)
