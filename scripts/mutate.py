@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Mutation testing of the core guarantees (`make mutate`; not part of CI).
 
-Python: cosmic-ray (https://cosmic-ray.readthedocs.io) mutates each target module in place,
-one mutant at a time, and runs that module's behaviour tests; a mutant the tests still pass
-with has survived. SQL: each entry of SQL_MUTATIONS replaces one piece of the effective
+Python: mutmut (https://mutmut.readthedocs.io; configured in pyproject.toml [tool.mutmut])
+mutates the target modules in a copy (`mutants/`) and runs, for each mutant, the in-process
+tests that reach the mutated function; a mutant the tests still pass with (or that no test
+reaches) has survived. SQL: each entry of SQL_MUTATIONS replaces one piece of the effective
 definition of a queue function (the last migration file that has it) and runs the queue's
 behaviour tests; the schema snapshot, which fails on any edit, is not among them.
 
@@ -18,59 +19,41 @@ equivalent (no behaviour can tell them apart) are in docs/MUTATION.md with the r
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTEST = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-# the Python targets' tests are in-process: no harness (conftest), fewer fixed examples
-UNIT = [*PYTEST, "--noconftest", "-p", "tests.mutate_profile"]
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    module: str
-    tests: tuple[str, ...]
+    module: str  # dotted, as mutmut names mutants
     functions: tuple[str, ...] = ()  # only mutants inside these (default: the whole module)
 
 
 CLASSIFY = ("classify", "_classify_status", "_body", "_error_detail", "_model_not_supported")
+# The modules are [tool.mutmut] only_mutate in pyproject.toml; their tests are its
+# pytest_add_cli_args_test_selection.
 TARGETS = (
-    Target("auth", "app/api/auth.py", ("tests/unit/test_auth_rules.py",)),
+    Target("auth", "app.api.auth"),
+    Target("webhook triage", "app.api.webhook", ("triage",)),
+    Target("failure classes", "app.captioning.hf", (*CLASSIFY, "_hint")),
+    Target("failure classes (errors)", "app.core.errors"),
+    Target("worker: settle and retry", "app.pipeline.settle"),
+    Target("worker: backoff", "app.pipeline.backoff"),
+    Target("worker: pause, probe, resume", "app.pipeline.health"),
+    Target("bounded reading", "app.core.bounded"),
     Target(
-        "webhook triage", "app/api/webhook.py", ("tests/unit/test_webhook_triage.py",), ("triage",)
-    ),
-    Target(
-        "failure classes",
-        "app/captioning/hf.py",
-        ("tests/unit/test_failure_classes.py",),
-        (*CLASSIFY, "_hint"),
-    ),
-    Target(
-        "failure classes (errors.py)",
-        "app/core/errors.py",
-        ("tests/unit/test_failure_classes.py", "tests/unit/test_settle.py"),
-    ),
-    Target("worker: settle and retry", "app/pipeline/settle.py", ("tests/unit/test_settle.py",)),
-    Target("worker: backoff", "app/pipeline/backoff.py", ("tests/unit/test_captioner_health.py",)),
-    Target(
-        "worker: pause, probe, resume",
-        "app/pipeline/health.py",
-        ("tests/unit/test_captioner_health.py", "tests/unit/test_settle.py"),
-    ),
-    Target("bounded reading", "app/core/bounded.py", ("tests/unit/test_bounded.py",)),
-    Target(
-        "image preparation",
-        "app/core/images.py",
-        ("tests/unit/test_image_modes.py", "tests/unit/test_image_limits.py"),
-        ("prepare_image", "_to_rgb", "_too_many_pixels"),
+        "image preparation", "app.core.images", ("prepare_image", "_to_rgb", "_too_many_pixels")
     ),
 )
+MUTANT = re.compile(r"^\s*(?P<module>[\w.]+)\.x[_ǁ](?P<function>\S+?)__mutmut_\d+: (?P<status>.+)$")
+KILLED = {"killed", "timeout", "segfault"}
 
 
 @dataclass(frozen=True)
@@ -173,59 +156,27 @@ class Score:
         return f"| {self.name} | {self.mutants} | {self.killed} | {self.survived} | {score:.0f} % |"
 
 
-def run_python(target: Target, workdir: Path) -> Score:
-    config = workdir / f"{target.module.replace('/', '_')}.toml"
-    session = config.with_suffix(".sqlite")
-    command = " ".join([*UNIT, *target.tests])
-    config.write_text(
-        "[cosmic-ray]\n"
-        f'module-path = "{target.module}"\n'
-        "timeout = 300.0\n"
-        "excluded-modules = []\n"
-        f"test-command = {json.dumps(command)}\n"
-        "[cosmic-ray.distributor]\n"
-        'name = "local"\n'
-    )
-    cosmic_ray = [sys.executable, "-m", "cosmic_ray.cli"]
-    subprocess.run([*cosmic_ray, "init", str(config), str(session)], cwd=ROOT, check=True)
-    if target.functions:
-        keep_only(session, target.functions)
-    subprocess.run([*cosmic_ray, "exec", str(config), str(session)], cwd=ROOT, check=True)
-    dump = subprocess.run(
-        [*cosmic_ray, "dump", str(session)], cwd=ROOT, check=True, capture_output=True, text=True
+def run_python(targets: list[Target]) -> list[Score]:
+    """One mutmut run over every target module, its results counted per target."""
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run([*mutmut, "run"], cwd=ROOT, check=False)
+    listing = subprocess.run(
+        [*mutmut, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True
     ).stdout
-    score = Score(target.name)
-    for line in dump.splitlines():
-        job, result = json.loads(line)
-        if result is None or result.get("test_outcome") == "incompetent":
+    scores = {target.name: Score(target.name) for target in targets}
+    for line in listing.splitlines():
+        if (match := MUTANT.match(line)) is None:
             continue
-        score.mutants += 1
-        if result["test_outcome"] == "survived":
-            (mutation,) = job["mutations"]
-            score.survivors.append(
-                f"{mutation['module_path']}:{mutation['start_pos'][0]} "
-                f"{mutation['operator_name']} (occurrence {mutation['occurrence']}) "
-                f"in {mutation.get('definition_name')}"
-            )
-        else:
-            score.killed += 1
-    return score
-
-
-def keep_only(session: Path, functions: tuple[str, ...]) -> None:
-    """Drop the session's mutants outside `functions` (cosmic-ray mutates whole modules)."""
-    from cosmic_ray.work_db import use_db  # installed by `make mutate` only
-
-    with use_db(str(session)) as db:
-        items = list(db.work_items)
-        db.clear()
-        db.add_work_items(
-            item
-            for item in items
-            if all(
-                (m.definition_name or "").rpartition(".")[2] in functions for m in item.mutations
-            )
-        )
+        function = match["function"].rpartition("ǁ")[2]
+        for target in targets:
+            if target.module == match["module"] and function in (target.functions or (function,)):
+                score = scores[target.name]
+                score.mutants += 1
+                if match["status"] in KILLED:
+                    score.killed += 1
+                else:
+                    score.survivors.append(f"{match[0].strip()} (mutmut show to see it)")
+    return list(scores.values())
 
 
 def effective_file(mutation: SqlMutation) -> Path:
@@ -277,11 +228,8 @@ def main() -> None:
         print("\n".join([*(f"{t.name}: {t.module}" for t in TARGETS), "sql: queue SQL functions"]))
         return
     chosen = set(args.only or [*(t.name for t in TARGETS), "sql"])
-    scores = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for target in TARGETS:
-            if target.name in chosen:
-                scores.append(run_python(target, Path(tmp)))
+    targets = [target for target in TARGETS if target.name in chosen]
+    scores = run_python(targets) if targets else []
     if "sql" in chosen:
         scores.append(run_sql())
     table = report(scores)

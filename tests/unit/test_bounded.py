@@ -3,14 +3,17 @@ storage download: whatever the chunking and whatever length is declared, a body 
 exactly when it holds at most `limit` bytes, and refused as soon as it is over."""
 
 import asyncio
+import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.core.bounded import read_capped, read_file
+from app.core.bounded import read_capped, read_file, read_stream
 from app.core.errors import PermanentError
 
 LIMIT = 64
@@ -87,3 +90,55 @@ def test_a_file_over_the_limit_is_refused_naming_the_setting(tmp_path: Path, len
 
     with pytest.raises(PermanentError, match=f"more than {LIMIT} bytes.*MAX_IMAGE_BYTES={LIMIT}"):
         read_file(path, LIMIT)
+
+
+def test_a_file_that_never_ends_is_refused_after_the_limit(tmp_path: Path):
+    """A pipe (`captioner caption /dev/stdin`) is read only up to the limit, never to its end."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    done = threading.Event()
+
+    def writer() -> None:
+        with pipe.open("wb") as file:
+            file.write(bytes(4 * LIMIT))
+            file.flush()
+            done.wait(30)  # the pipe stays open until the reader has given up
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with pytest.raises(PermanentError, match=f"more than {LIMIT} bytes"):
+            read_file(pipe, LIMIT)
+    finally:
+        done.set()
+        thread.join()
+
+
+def response(body: bytes, declared: str | None, chunk: int = 10) -> httpx.Response:
+    async def stream() -> AsyncIterator[bytes]:
+        for offset in range(0, len(body), chunk):
+            yield body[offset : offset + chunk]
+
+    headers = {"content-length": declared} if declared is not None else {}
+    return httpx.Response(200, headers=headers, content=stream())
+
+
+@pytest.mark.parametrize(
+    ("length", "declared", "refused"),
+    [
+        (LIMIT, str(LIMIT), None),
+        (LIMIT, None, None),
+        (LIMIT + 1, None, f"more than {LIMIT} bytes"),
+        (LIMIT, str(LIMIT + 1), f"{LIMIT + 1} bytes"),  # refused before reading
+        (LIMIT + 1, str(LIMIT), f"more than {LIMIT} bytes"),  # a length that lies
+    ],
+)
+def test_a_download_is_capped_by_its_declared_and_its_real_length(length, declared, refused):
+    async def main() -> bytes:
+        return await read_stream(response(bytes(length), declared), LIMIT)
+
+    if refused is None:
+        assert asyncio.run(main()) == bytes(length)
+    else:
+        with pytest.raises(PermanentError, match=f"image too large: {refused}"):
+            asyncio.run(main())
