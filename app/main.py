@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from app import __version__
-from app.api import captions, gallery, ops, ui, webhook
+from app.api import captions, descriptions, gallery, ops, ui, webhook
 from app.api.auth import require_api_key
 from app.api.deps import Runtime
 from app.api.webhook_signature import SignatureVerifier
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.pipeline_connected:
         app.include_router(webhook.router)
     app.include_router(captions.router)
+    if settings.pipeline_connected:
+        app.include_router(descriptions.router)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
     async def openapi() -> dict[str, Any]:

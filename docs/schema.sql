@@ -80,6 +80,173 @@ begin
 end $$;
 
 --
+-- Name: describes_plan(uuid, text, jsonb); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.describes_plan(p_source uuid, p_model text, p_plan jsonb) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select p_plan is null or not exists (
+    select 1 from jsonb_array_elements_text(coalesce(p_plan -> 'languages', '[]')) l
+     where not exists (
+       select 1 from public.image_description d
+        where d.id = p_source and d.language = l and d.model = p_model
+          and d.machine is not null
+          and coalesce(d.machine -> 'fields', '[]') @> coalesce(p_plan -> 'fields', '[]')
+          and (d.machine ->> 'prompt') is not distinct from (p_plan ->> 'prompt')));
+$$;
+
+--
+-- Name: description_caption_synced(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.description_caption_synced() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update public.image_caption ic
+     set caption = new.caption, updated_at = now()
+   where ic.id = new.id and ic.language = new.language and new.caption <> ''
+     and ic.caption is distinct from new.caption;
+  return null;
+end $$;
+
+--
+-- Name: description_document(regconfig, text, text, text, text[], text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.description_document(p_config regconfig, p_caption text, p_alt_text text, p_description text, p_tags text[], p_text_in_image text) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO ''
+    AS $$
+  select setweight(to_tsvector(p_config, coalesce(p_alt_text, '')), 'A')
+      || setweight(to_tsvector(p_config, coalesce(
+           (select string_agg(t, ' ') from unnest(p_tags) t), '')), 'A')
+      || setweight(to_tsvector(p_config, coalesce(p_description, '')), 'B')
+      || setweight(to_tsvector(p_config, coalesce(p_text_in_image, '')), 'B')
+      || setweight(to_tsvector(p_config, coalesce(p_caption, '')), 'C');
+$$;
+
+--
+-- Name: description_hides_reuse(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.description_hides_reuse() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.reused_from is distinct from new.id then
+    new.reused_from := null;
+  end if;
+  return new;
+end $$;
+
+--
+-- Name: description_written(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.description_written() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  editor text;
+  obj record;
+  field text;
+  changed boolean;
+begin
+  new.search_language := captioner.language_regconfig(new.language);
+  new.search_vector := captioner.description_document(
+    new.search_language, new.caption, new.alt_text, new.description, new.tags,
+    new.text_in_image);
+  if not exists (select 1 from captioner.search_languages l
+                  where l.search_language = new.search_language) then
+    insert into captioner.search_languages values (new.search_language) on conflict do nothing;
+  end if;
+  if current_setting('role', true) in ('anon', 'authenticated') then
+    editor := coalesce((select auth.uid())::text, current_setting('role', true));
+  else
+    editor := nullif(current_setting('captioner.editor', true), '');
+  end if;
+  if editor is null then
+    return new;  -- the service's machine write: captioner.store_descriptions sets sources
+  end if;
+  new.tags := coalesce((select array_agg(distinct lower(btrim(t)) order by lower(btrim(t)))
+                          from unnest(new.tags) t where btrim(t) <> ''), '{}');
+  if char_length(new.alt_text) > 1000 or char_length(new.caption) > 1000
+     or char_length(new.description) > 10000 or char_length(new.text_in_image) > 10000
+     or cardinality(new.tags) > 50 or exists (select 1 from unnest(new.tags) t
+                                               where char_length(t) > 100) then
+    raise exception 'description too long'
+      using errcode = '22001',
+            hint = 'alt_text and caption: at most 1000 characters; description and '
+                   'text_in_image: 10000; tags: at most 50, of 100 characters each';
+  end if;
+  select o.version, captioner.fingerprint(o.metadata) as fingerprint into obj
+    from storage.objects o where o.id = new.id;
+  foreach field in array array['caption', 'alt_text', 'description', 'tags', 'text_in_image'] loop
+    if tg_op = 'INSERT' then
+      changed := (to_jsonb(new) -> field) not in ('""'::jsonb, '[]'::jsonb);
+    else
+      changed := (to_jsonb(new) -> field) is distinct from (to_jsonb(old) -> field);
+    end if;
+    if changed then
+      new.sources := new.sources || jsonb_build_object(field, jsonb_build_object(
+        'source', 'person', 'by', editor, 'at', now(),
+        'object_version', obj.version, 'fingerprint', obj.fingerprint));
+    end if;
+  end loop;
+  new.updated_at := now();
+  new.search_vector := captioner.description_document(
+    new.search_language, new.caption, new.alt_text, new.description, new.tags,
+    new.text_in_image);
+  return new;
+end $$;
+
+--
+-- Name: descriptions_retired(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.descriptions_retired() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  begin  -- never fails the delete (the object itself may be going)
+    insert into public.image_description_history
+           (id, language, field, value, edited_by, edited_at, object_version, fingerprint)
+    select d.id, d.language, s.key, to_jsonb(d) -> s.key, s.value ->> 'by',
+           (s.value ->> 'at')::timestamptz, s.value ->> 'object_version',
+           s.value ->> 'fingerprint'
+      from public.image_description d, jsonb_each(d.sources) s
+     where d.id = old.id and s.value ->> 'source' = 'person'
+       and exists (select 1 from storage.objects o where o.id = old.id);
+  exception when foreign_key_violation then
+    null;
+  end;
+  delete from public.image_description d where d.id = old.id;
+  return null;
+end $$;
+
+--
+-- Name: edit_describes(jsonb, text, text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.edit_describes(p_source jsonb, p_version text, p_fingerprint text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case
+    when p_source ->> 'fingerprint' is not null and p_fingerprint is not null
+      then p_source ->> 'fingerprint' = p_fingerprint
+    else p_source ->> 'object_version' is not distinct from p_version
+  end;
+$$;
+
+--
 -- Name: enqueue(uuid); Type: FUNCTION; Schema: captioner; Owner: -
 --
 
@@ -186,6 +353,31 @@ begin
     new.bucket_id, (select o.bucket_id from storage.objects o where o.id = new.object_id));
   return new;
 end $$;
+
+--
+-- Name: language_regconfig(text); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.language_regconfig(p_language text) RETURNS regconfig
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce((
+    select c.oid::regconfig from pg_catalog.pg_ts_config c
+     where c.cfgnamespace = 'pg_catalog'::regnamespace
+       and c.cfgname = case lower(split_part(replace(coalesce(p_language, ''), '_', '-'), '-', 1))
+         when 'ar' then 'arabic' when 'hy' then 'armenian' when 'eu' then 'basque'
+         when 'ca' then 'catalan' when 'da' then 'danish' when 'nl' then 'dutch'
+         when 'en' then 'english' when 'fi' then 'finnish' when 'fr' then 'french'
+         when 'de' then 'german' when 'el' then 'greek' when 'hi' then 'hindi'
+         when 'hu' then 'hungarian' when 'id' then 'indonesian' when 'ga' then 'irish'
+         when 'it' then 'italian' when 'lt' then 'lithuanian' when 'ne' then 'nepali'
+         when 'no' then 'norwegian' when 'nb' then 'norwegian' when 'nn' then 'norwegian'
+         when 'pt' then 'portuguese' when 'ro' then 'romanian' when 'ru' then 'russian'
+         when 'sr' then 'serbian' when 'es' then 'spanish' when 'sv' then 'swedish'
+         when 'ta' then 'tamil' when 'tr' then 'turkish' when 'yi' then 'yiddish'
+       end), 'simple'::regconfig);
+$$;
 
 --
 -- Name: not_current(storage.objects); Type: FUNCTION; Schema: captioner; Owner: -
@@ -316,7 +508,10 @@ CREATE FUNCTION captioner.reuse_caption(p_object_id uuid, p_lease_token uuid, p_
 declare
   source public.image_caption;
   job captioner.jobs;
+  plan jsonb;
+  plan_model text;
   origin uuid;
+  stored text;
 begin
   if p_fingerprint is null or p_model is null then
     return null;
@@ -329,8 +524,11 @@ begin
      where ic.id = p_object_id and ic.object_version is not distinct from job.version) then
     return null;
   end if;
+  select c.describe -> job.bucket_id into plan from captioner.config c;
+  plan_model := coalesce(plan ->> 'model', p_model);
   select * into source from public.image_caption ic
-   where ic.fingerprint = p_fingerprint and ic.model = p_model
+   where ic.fingerprint = p_fingerprint and ic.model = plan_model
+     and captioner.describes_plan(ic.id, plan_model, plan)
    order by ic.id = p_object_id desc, ic.created_at
    limit 1;
   if not found then
@@ -341,15 +539,25 @@ begin
          updated_at = now()
    where j.object_id = p_object_id;
   origin := coalesce(source.reused_from, source.id);
+  stored := captioner.store_descriptions(
+    p_object_id, job.version, p_fingerprint, plan_model,
+    (select jsonb_agg(d.machine order by array_position(
+              array(select jsonb_array_elements_text(plan -> 'languages')), d.language), d.language)
+       from public.image_description d
+      where d.id = source.id and d.model = plan_model and d.machine is not null
+        and (plan is null or d.language in (select jsonb_array_elements_text(plan -> 'languages')))),
+    origin);
   insert into public.image_caption as ic
-         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from)
-  values (p_object_id, source.caption, source.model, job.version, p_fingerprint, job.attempts,
-          null, origin)
+         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from,
+          language)
+  values (p_object_id, coalesce(stored, source.caption), source.model, job.version,
+          p_fingerprint, job.attempts, null, origin,
+          coalesce(plan -> 'languages' ->> 0, source.language))
   on conflict (id) do update
     set caption = excluded.caption, model = excluded.model,
         object_version = excluded.object_version, fingerprint = excluded.fingerprint,
         attempts = excluded.attempts, caption_ms = excluded.caption_ms,
-        reused_from = excluded.reused_from, updated_at = now();
+        reused_from = excluded.reused_from, language = excluded.language, updated_at = now();
   return origin;
 end $$;
 
@@ -373,6 +581,71 @@ CREATE FUNCTION captioner.skip_reason(p_bucket text, p_name text, p_metadata jso
       then format('%s is not a format the captioner decodes', p_metadata ->> 'mimetype')
   end
 $$;
+
+--
+-- Name: store_descriptions(uuid, text, text, text, jsonb, uuid); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.store_descriptions(p_object_id uuid, p_version text, p_fingerprint text, p_model text, p_descriptions jsonb, p_reused_from uuid DEFAULT NULL::uuid) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  d jsonb;
+  prior public.image_description;
+  merged jsonb;
+  sources jsonb;
+  field text;
+  source jsonb;
+  first_caption text;
+begin
+  for d in select value from jsonb_array_elements(case jsonb_typeof(p_descriptions)
+                                                   when 'array' then p_descriptions
+                                                   else '[]' end) loop
+    select * into prior from public.image_description x
+     where x.id = p_object_id and x.language = d ->> 'language' for update;
+    merged := d;
+    sources := '{}';
+    foreach field in array array['caption', 'alt_text', 'description', 'tags', 'text_in_image'] loop
+      source := case when prior.id is not null then prior.sources -> field end;
+      if source ->> 'source' = 'person'
+         and captioner.edit_describes(source, p_version, p_fingerprint) then
+        merged := merged || jsonb_build_object(field, to_jsonb(prior) -> field);
+        sources := sources || jsonb_build_object(field, source);
+        continue;
+      elsif source ->> 'source' = 'person' then
+        insert into public.image_description_history
+               (id, language, field, value, edited_by, edited_at, object_version, fingerprint)
+        values (p_object_id, prior.language, field, to_jsonb(prior) -> field, source ->> 'by',
+                (source ->> 'at')::timestamptz, source ->> 'object_version',
+                source ->> 'fingerprint');
+      end if;
+      sources := sources || jsonb_build_object(field, jsonb_build_object(
+        'source', 'model', 'by', p_model, 'at', now()));
+    end loop;
+    insert into public.image_description as x
+           (id, language, caption, alt_text, description, tags, text_in_image, missing,
+            sources, machine, model, object_version, fingerprint, reused_from)
+    values (p_object_id, d ->> 'language', coalesce(merged ->> 'caption', ''),
+            coalesce(merged ->> 'alt_text', ''), coalesce(merged ->> 'description', ''),
+            coalesce((select array_agg(t) from jsonb_array_elements_text(
+                        coalesce(merged -> 'tags', '[]')) t), '{}'),
+            coalesce(merged ->> 'text_in_image', ''),
+            coalesce((select array_agg(m) from jsonb_array_elements_text(
+                        coalesce(d -> 'missing', '[]')) m), '{}'),
+            sources, d, p_model, p_version, p_fingerprint, p_reused_from)
+    on conflict (id, language) do update
+      set caption = excluded.caption, alt_text = excluded.alt_text,
+          description = excluded.description, tags = excluded.tags,
+          text_in_image = excluded.text_in_image, missing = excluded.missing,
+          sources = excluded.sources, machine = excluded.machine, model = excluded.model,
+          object_version = excluded.object_version, fingerprint = excluded.fingerprint,
+          reused_from = excluded.reused_from, updated_at = now();
+    first_caption := coalesce(first_caption, nullif(merged ->> 'caption', ''),
+                              nullif(merged ->> 'alt_text', ''));
+  end loop;
+  return first_caption;
+end $$;
 
 --
 -- Name: sweep_slice(text, text, integer); Type: FUNCTION; Schema: captioner; Owner: -
@@ -428,6 +701,7 @@ CREATE TABLE captioner.config (
     signing_secret text,
     mimetypes text[] DEFAULT '{image/jpeg,image/jpg,image/pjpeg,image/png,image/apng,image/gif,image/webp,image/tiff,image/bmp,image/x-ms-bmp,image/x-icon,image/vnd.microsoft.icon,image/heic,image/heif,image/heic-sequence,image/heif-sequence,image/avif,image/avif-sequence}'::text[] NOT NULL,
     search_language regconfig DEFAULT 'english'::regconfig NOT NULL,
+    describe jsonb DEFAULT '{}'::jsonb NOT NULL,
     CONSTRAINT config_singleton_check CHECK (singleton)
 );
 
@@ -471,10 +745,10 @@ CREATE FUNCTION captioner.webhook_signature(p_id text, p_timestamp bigint, p_bod
 $$;
 
 --
--- Name: caption_configure(text[], text, text, text, text[]); Type: FUNCTION; Schema: public; Owner: -
+-- Name: caption_configure(text[], text, text, text, text[], jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text DEFAULT NULL::text, p_webhook_secret text DEFAULT NULL::text, p_signing_secret text DEFAULT NULL::text, p_mimetypes text[] DEFAULT NULL::text[]) RETURNS void
+CREATE FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text DEFAULT NULL::text, p_webhook_secret text DEFAULT NULL::text, p_signing_secret text DEFAULT NULL::text, p_mimetypes text[] DEFAULT NULL::text[], p_describe jsonb DEFAULT NULL::jsonb) RETURNS void
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -484,7 +758,134 @@ CREATE FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text DE
          webhook_secret = p_webhook_secret,
          signing_secret = p_signing_secret,
          mimetypes = coalesce(p_mimetypes, mimetypes),
+         describe = coalesce(p_describe, describe),
          updated_at = now();
+$$;
+
+--
+-- Name: image_description; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.image_description (
+    id uuid NOT NULL,
+    language text NOT NULL,
+    caption text DEFAULT ''::text NOT NULL,
+    alt_text text DEFAULT ''::text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    tags text[] DEFAULT '{}'::text[] NOT NULL,
+    text_in_image text DEFAULT ''::text NOT NULL,
+    missing text[] DEFAULT '{}'::text[] NOT NULL,
+    sources jsonb DEFAULT '{}'::jsonb NOT NULL,
+    machine jsonb,
+    model text,
+    object_version text,
+    fingerprint text,
+    reused_from uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    search_language regconfig DEFAULT 'simple'::regconfig NOT NULL,
+    search_vector tsvector DEFAULT ''::tsvector NOT NULL
+);
+
+--
+-- Name: TABLE image_description; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.image_description IS 'One description per image and language: written by the captioning service, corrected by people (public.edit_image_description). A person''s field wins over the model''s.';
+
+--
+-- Name: COLUMN image_description.language; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_description.language IS 'BCP 47 language tag (en, de, pt-BR).';
+
+--
+-- Name: COLUMN image_description.missing; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_description.missing IS 'Fields asked for that the model could not fill (e.g. BLIP: description, tags, text_in_image).';
+
+--
+-- Name: COLUMN image_description.sources; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_description.sources IS 'Per field: {"source": "model"|"person", "by": model or editor, "at": time}; a person''s entry also names the object version and content fingerprint the edit described.';
+
+--
+-- Name: COLUMN image_description.machine; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_description.machine IS 'The model''s own answer (its fields, the fields and prompt asked for), kept when a person overrides a field: content dedupe copies it, never a person''s text.';
+
+--
+-- Name: COLUMN image_description.search_vector; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_description.search_vector IS 'Weighted tsvector over alt_text, tags, description, text_in_image and caption, in the row''s own language (search_language, from captioner.language_regconfig(language)).';
+
+--
+-- Name: caption_description_edit(uuid, text, jsonb, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_description_edit(p_id uuid, p_language text, p_fields jsonb, p_editor text) RETURNS SETOF public.image_description
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if not exists (select 1 from storage.objects o where o.id = p_id) then
+    raise exception 'no object %', p_id using errcode = 'PT404';
+  end if;
+  perform set_config('captioner.editor', coalesce(nullif(p_editor, ''), 'api'), true);
+  return query select * from public.edit_image_description(p_id, p_language, p_fields);
+  perform set_config('captioner.editor', '', true);
+end $$;
+
+--
+-- Name: image_description_history; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.image_description_history (
+    entry_id bigint NOT NULL,
+    id uuid NOT NULL,
+    language text NOT NULL,
+    field text NOT NULL,
+    value jsonb NOT NULL,
+    edited_by text,
+    edited_at timestamp with time zone,
+    object_version text,
+    fingerprint text,
+    replaced_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: TABLE image_description_history; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.image_description_history IS 'A person''s field of a description, kept when a new upload (other bytes) got a new machine description: object_version/fingerprint are what the edit described.';
+
+--
+-- Name: caption_description_history(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_description_history(p_id uuid) RETURNS SETOF public.image_description_history
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select h.* from public.image_description_history h
+   where h.id = p_id order by h.replaced_at desc, h.entry_id desc limit 100;
+$$;
+
+--
+-- Name: caption_descriptions(uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_descriptions(p_ids uuid[]) RETURNS SETOF public.image_description
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select d.* from public.image_description d
+   where d.id = any (p_ids)
+   order by d.id, d.language;
 $$;
 
 --
@@ -735,15 +1136,19 @@ begin
 end $$;
 
 --
--- Name: caption_jobs_complete(uuid, uuid, text, text, text, integer); Type: FUNCTION; Schema: public; Owner: -
+-- Name: caption_jobs_complete(uuid, uuid, text, text, text, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text DEFAULT NULL::text, p_caption_ms integer DEFAULT NULL::integer) RETURNS boolean
+CREATE FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text DEFAULT NULL::text, p_caption_ms integer DEFAULT NULL::integer, p_descriptions jsonb DEFAULT NULL::jsonb) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
 declare
   job captioner.jobs;
+  stored text;
+  descriptions jsonb := case when jsonb_typeof(p_descriptions) = 'array'
+                               and jsonb_array_length(p_descriptions) > 0
+                             then p_descriptions end;
 begin
   update captioner.jobs j
      set state = 'done', lease_token = null, lease_until = null, last_error = null, updated_at = now()
@@ -752,15 +1157,22 @@ begin
   if not found then
     return false;
   end if;
+  -- an older worker sends no descriptions: its caption is the English one
+  stored := captioner.store_descriptions(
+    p_object_id, job.version, p_fingerprint, p_model, coalesce(descriptions, jsonb_build_array(
+      jsonb_build_object('language', 'en', 'caption', p_caption, 'alt_text', p_caption,
+                         'missing', '["description", "tags", "text_in_image"]'::jsonb,
+                         'fields', '["caption", "alt_text"]'::jsonb))));
   insert into public.image_caption as ic
-         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from)
-  values (p_object_id, p_caption, p_model, job.version, p_fingerprint, job.attempts,
-          p_caption_ms, null)
+         (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from,
+          language)
+  values (p_object_id, coalesce(stored, p_caption), p_model, job.version, p_fingerprint,
+          job.attempts, p_caption_ms, null, coalesce(descriptions -> 0 ->> 'language', 'en'))
   on conflict (id) do update
     set caption = excluded.caption, model = excluded.model,
         object_version = excluded.object_version, fingerprint = excluded.fingerprint,
         attempts = excluded.attempts, caption_ms = excluded.caption_ms, reused_from = null,
-        updated_at = now();
+        language = excluded.language, updated_at = now();
   return true;
 end $$;
 
@@ -1089,7 +1501,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126040437 $$;
+    AS $$ select 20261126041333 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1110,6 +1522,52 @@ begin
 end $$;
 
 --
+-- Name: edit_image_description(uuid, text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.edit_image_description(p_id uuid, p_language text, p_fields jsonb) RETURNS SETOF public.image_description
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  unknown text;
+begin
+  select string_agg(k, ', ') into unknown from jsonb_object_keys(coalesce(p_fields, '{}')) k
+   where k not in ('caption', 'alt_text', 'description', 'tags', 'text_in_image');
+  if unknown is not null or jsonb_typeof(p_fields) is distinct from 'object' then
+    raise exception 'not an editable field: %', coalesce(unknown, 'p_fields must be an object')
+      using errcode = '22023',
+            hint = 'edit caption, alt_text, description, tags (an array) or text_in_image';
+  end if;
+  if p_fields ? 'tags' and jsonb_typeof(p_fields -> 'tags') <> 'array' then
+    raise exception 'tags must be an array of strings' using errcode = '22023';
+  end if;
+  return query
+  insert into public.image_description as d
+         (id, language, caption, alt_text, description, tags, text_in_image)
+  values (p_id, p_language, coalesce(p_fields ->> 'caption', ''),
+          coalesce(p_fields ->> 'alt_text', ''), coalesce(p_fields ->> 'description', ''),
+          coalesce((select array_agg(t) from jsonb_array_elements_text(p_fields -> 'tags') t),
+                   '{}'),
+          coalesce(p_fields ->> 'text_in_image', ''))
+  on conflict (id, language) do update
+    set caption = case when p_fields ? 'caption' then excluded.caption else d.caption end,
+        alt_text = case when p_fields ? 'alt_text' then excluded.alt_text else d.alt_text end,
+        description = case when p_fields ? 'description' then excluded.description
+                           else d.description end,
+        tags = case when p_fields ? 'tags' then excluded.tags else d.tags end,
+        text_in_image = case when p_fields ? 'text_in_image' then excluded.text_in_image
+                             else d.text_in_image end
+  returning d.*;
+end $$;
+
+--
+-- Name: FUNCTION edit_image_description(p_id uuid, p_language text, p_fields jsonb); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.edit_image_description(p_id uuid, p_language text, p_fields jsonb) IS 'Correct fields of an image''s description (as the signed-in user; storage''s UPDATE policies decide). The fields become the person''s: re-captions never overwrite them.';
+
+--
 -- Name: image_caption_search_language(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1121,6 +1579,18 @@ CREATE FUNCTION public.image_caption_search_language() RETURNS regconfig
 $$;
 
 --
+-- Name: image_description_search_languages(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.image_description_search_languages() RETURNS regconfig[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select coalesce(array_agg(l.search_language order by l.search_language::text), '{}')
+    from captioner.search_languages l;
+$$;
+
+--
 -- Name: search_image_captions(text, text, integer, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1129,22 +1599,29 @@ CREATE FUNCTION public.search_image_captions(query text, bucket text DEFAULT NUL
     SET search_path TO ''
     AS $$
 declare
-  tsq tsquery := websearch_to_tsquery(
-    public.image_caption_search_language(), left(coalesce(search_image_captions.query, ''), 1000));
+  words text := left(coalesce(search_image_captions.query, ''), 1000);
+  tsq tsquery := websearch_to_tsquery(public.image_caption_search_language(), words);
+  configs regconfig[] := public.image_description_search_languages();
+  queries tsquery[];
   n integer := least(greatest(coalesce(search_image_captions.max_results, 20), 0), 100);
   k integer := greatest(coalesce(search_image_captions.skip, 0), 0);
   b text := search_image_captions.bucket;
   ranked constant integer := 1000;
 begin
-  if numnode(tsq) = 0 or n = 0 then
+  select coalesce(array_agg(websearch_to_tsquery(c, words) order by o), '{}') into queries
+    from unnest(configs) with ordinality as u(c, o);
+  if n = 0 or (numnode(tsq) = 0
+               and not exists (select 1 from unnest(queries) q where numnode(q) > 0)) then
     return;
   end if;
   if current_user = 'anon' and captioner_search.roles_exact() then
-    return query select * from captioner_search.as_anon(tsq, b, n, k, ranked);
+    return query select * from captioner_search.described_as_anon(
+      tsq, configs, queries, b, n, k, ranked);
   elsif current_user = 'authenticated' and captioner_search.roles_exact() then
-    return query select * from captioner_search.as_authenticated(tsq, b, n, k, ranked);
+    return query select * from captioner_search.described_as_authenticated(
+      tsq, configs, queries, b, n, k, ranked);
   else
-    return query select * from captioner_search.run(tsq, b, n, k, ranked);
+    return query select * from captioner_search.described(tsq, configs, queries, b, n, k, ranked);
   end if;
 end $$;
 
@@ -1152,7 +1629,7 @@ end $$;
 -- Name: FUNCTION search_image_captions(query text, bucket text, max_results integer, skip integer); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) IS 'Full-text search over the captions the caller may read; at most 100 rows per call.';
+COMMENT ON FUNCTION public.search_image_captions(query text, bucket text, max_results integer, skip integer) IS 'Full-text search over the descriptions and captions the caller may read (alt text, tags, description, text in the image, caption; each in its own language); at most 100 rows.';
 
 --
 -- Name: caption_reuses; Type: TABLE; Schema: captioner; Owner: -
@@ -1197,6 +1674,14 @@ CREATE TABLE captioner.jobs (
 );
 
 --
+-- Name: search_languages; Type: TABLE; Schema: captioner; Owner: -
+--
+
+CREATE TABLE captioner.search_languages (
+    search_language regconfig NOT NULL
+);
+
+--
 -- Name: sweep_missed; Type: TABLE; Schema: captioner; Owner: -
 --
 
@@ -1234,7 +1719,8 @@ CREATE TABLE public.image_caption (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     search_language regconfig DEFAULT public.image_caption_search_language() NOT NULL,
-    search_vector tsvector GENERATED ALWAYS AS (to_tsvector(search_language, caption)) STORED
+    search_vector tsvector GENERATED ALWAYS AS (to_tsvector(search_language, caption)) STORED,
+    language text
 );
 
 --
@@ -1286,6 +1772,25 @@ COMMENT ON COLUMN public.image_caption.reused_from IS 'Set when the same bytes w
 COMMENT ON COLUMN public.image_caption.search_vector IS 'to_tsvector(search_language, caption): searched by public.search_image_captions().';
 
 --
+-- Name: COLUMN image_caption.language; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.image_caption.language IS 'The language of caption: the first of CAPTION_LANGUAGES (its image_description row).';
+
+--
+-- Name: image_description_history_entry_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.image_description_history ALTER COLUMN entry_id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.image_description_history_entry_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: caption_reuses caption_reuses_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
 --
 
@@ -1314,6 +1819,13 @@ ALTER TABLE ONLY captioner.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (object_id);
 
 --
+-- Name: search_languages search_languages_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
+--
+
+ALTER TABLE ONLY captioner.search_languages
+    ADD CONSTRAINT search_languages_pkey PRIMARY KEY (search_language);
+
+--
 -- Name: sweep_missed sweep_missed_pkey; Type: CONSTRAINT; Schema: captioner; Owner: -
 --
 
@@ -1333,6 +1845,20 @@ ALTER TABLE ONLY captioner.sweep_passes
 
 ALTER TABLE ONLY public.image_caption
     ADD CONSTRAINT image_caption_pkey PRIMARY KEY (id);
+
+--
+-- Name: image_description_history image_description_history_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.image_description_history
+    ADD CONSTRAINT image_description_history_pkey PRIMARY KEY (entry_id);
+
+--
+-- Name: image_description image_description_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.image_description
+    ADD CONSTRAINT image_description_pkey PRIMARY KEY (id, language);
 
 --
 -- Name: jobs_failed_idx; Type: INDEX; Schema: captioner; Owner: -
@@ -1383,6 +1909,30 @@ CREATE INDEX image_caption_search_idx ON public.image_caption USING gin (search_
 CREATE INDEX image_caption_updated_idx ON public.image_caption USING btree (updated_at DESC);
 
 --
+-- Name: image_description_fingerprint_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_description_fingerprint_idx ON public.image_description USING btree (fingerprint, model) WHERE (fingerprint IS NOT NULL);
+
+--
+-- Name: image_description_history_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_description_history_id_idx ON public.image_description_history USING btree (id, replaced_at DESC);
+
+--
+-- Name: image_description_search_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_description_search_idx ON public.image_description USING gin (search_vector);
+
+--
+-- Name: image_description_updated_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX image_description_updated_idx ON public.image_description USING btree (updated_at DESC);
+
+--
 -- Name: jobs jobs_bucket; Type: TRIGGER; Schema: captioner; Owner: -
 --
 
@@ -1419,6 +1969,30 @@ CREATE TRIGGER jobs_counted_update AFTER UPDATE ON captioner.jobs REFERENCING OL
 CREATE TRIGGER caption_hide_reuse BEFORE INSERT OR UPDATE OF reused_from ON public.image_caption FOR EACH ROW EXECUTE FUNCTION captioner.hide_reuse();
 
 --
+-- Name: image_description description_hide_reuse; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER description_hide_reuse BEFORE INSERT OR UPDATE OF reused_from ON public.image_description FOR EACH ROW EXECUTE FUNCTION captioner.description_hides_reuse();
+
+--
+-- Name: image_caption image_caption_retired; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER image_caption_retired AFTER DELETE ON public.image_caption FOR EACH ROW EXECUTE FUNCTION captioner.descriptions_retired();
+
+--
+-- Name: image_description image_description_caption_synced; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER image_description_caption_synced AFTER INSERT OR UPDATE OF caption ON public.image_description FOR EACH ROW EXECUTE FUNCTION captioner.description_caption_synced();
+
+--
+-- Name: image_description image_description_written; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER image_description_written BEFORE INSERT OR UPDATE ON public.image_description FOR EACH ROW EXECUTE FUNCTION captioner.description_written();
+
+--
 -- Name: caption_reuses caption_reuses_object_id_fkey; Type: FK CONSTRAINT; Schema: captioner; Owner: -
 --
 
@@ -1440,6 +2014,20 @@ ALTER TABLE ONLY public.image_caption
     ADD CONSTRAINT image_caption_id_fkey FOREIGN KEY (id) REFERENCES storage.objects(id) ON DELETE CASCADE;
 
 --
+-- Name: image_description_history image_description_history_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.image_description_history
+    ADD CONSTRAINT image_description_history_id_fkey FOREIGN KEY (id) REFERENCES storage.objects(id) ON DELETE CASCADE;
+
+--
+-- Name: image_description image_description_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.image_description
+    ADD CONSTRAINT image_description_id_fkey FOREIGN KEY (id) REFERENCES storage.objects(id) ON DELETE CASCADE;
+
+--
 -- Name: image_caption Captions are readable where the image is; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -1448,16 +2036,71 @@ CREATE POLICY "Captions are readable where the image is" ON public.image_caption
   WHERE ((o.id = image_caption.id) AND (o.archived_at IS NULL) AND (NOT o.is_delete_marker)))));
 
 --
+-- Name: image_description Descriptions are readable where the image is; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Descriptions are readable where the image is" ON public.image_description FOR SELECT TO anon, authenticated USING ((EXISTS ( SELECT 1
+   FROM storage.objects o
+  WHERE ((o.id = image_description.id) AND (o.archived_at IS NULL) AND (NOT o.is_delete_marker)))));
+
+--
+-- Name: image_description_history Owners read the history of their images; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Owners read the history of their images" ON public.image_description_history FOR SELECT TO authenticated USING ((EXISTS ( SELECT 1
+   FROM storage.objects o
+  WHERE ((o.id = image_description_history.id) AND (o.owner_id = (( SELECT auth.uid() AS uid))::text)))));
+
+--
+-- Name: image_description People correct descriptions of images they may update; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "People correct descriptions of images they may update" ON public.image_description FOR UPDATE TO authenticated USING ((EXISTS ( SELECT 1
+   FROM storage.objects o
+  WHERE (o.id = image_description.id)
+ FOR UPDATE OF o))) WITH CHECK ((EXISTS ( SELECT 1
+   FROM storage.objects o
+  WHERE (o.id = image_description.id)
+ FOR UPDATE OF o)));
+
+--
+-- Name: image_description People describe images they may update; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "People describe images they may update" ON public.image_description FOR INSERT TO authenticated WITH CHECK ((EXISTS ( SELECT 1
+   FROM storage.objects o
+  WHERE (o.id = image_description.id)
+ FOR UPDATE OF o)));
+
+--
 -- Name: image_caption Search reads captions beside the objects it may read; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY "Search reads captions beside the objects it may read" ON public.image_caption FOR SELECT TO captioner_search_anon, captioner_search_authenticated USING (true);
 
 --
+-- Name: image_description Search reads descriptions beside the objects it may read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY "Search reads descriptions beside the objects it may read" ON public.image_description FOR SELECT TO captioner_search_anon, captioner_search_authenticated USING (true);
+
+--
 -- Name: image_caption; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
 ALTER TABLE public.image_caption ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: image_description; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.image_description ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: image_description_history; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.image_description_history ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -1478,6 +2121,48 @@ REVOKE ALL ON FUNCTION captioner.count_jobs() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION captioner.count_jobs_truncated() FROM PUBLIC;
+
+--
+-- Name: FUNCTION describes_plan(p_source uuid, p_model text, p_plan jsonb); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.describes_plan(p_source uuid, p_model text, p_plan jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION description_caption_synced(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.description_caption_synced() FROM PUBLIC;
+
+--
+-- Name: FUNCTION description_document(p_config regconfig, p_caption text, p_alt_text text, p_description text, p_tags text[], p_text_in_image text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.description_document(p_config regconfig, p_caption text, p_alt_text text, p_description text, p_tags text[], p_text_in_image text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION description_hides_reuse(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.description_hides_reuse() FROM PUBLIC;
+
+--
+-- Name: FUNCTION description_written(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.description_written() FROM PUBLIC;
+
+--
+-- Name: FUNCTION descriptions_retired(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.descriptions_retired() FROM PUBLIC;
+
+--
+-- Name: FUNCTION edit_describes(p_source jsonb, p_version text, p_fingerprint text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.edit_describes(p_source jsonb, p_version text, p_fingerprint text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION enqueue(p_object_id uuid); Type: ACL; Schema: captioner; Owner: -
@@ -1508,6 +2193,12 @@ REVOKE ALL ON FUNCTION captioner.input_arguments(p regprocedure) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION captioner.job_bucket() FROM PUBLIC;
+
+--
+-- Name: FUNCTION language_regconfig(p_language text); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.language_regconfig(p_language text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION not_current(obj storage.objects); Type: ACL; Schema: captioner; Owner: -
@@ -1546,6 +2237,12 @@ REVOKE ALL ON FUNCTION captioner.reuse_caption(p_object_id uuid, p_lease_token u
 REVOKE ALL ON FUNCTION captioner.skip_reason(p_bucket text, p_name text, p_metadata jsonb, p_buckets text[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION store_descriptions(p_object_id uuid, p_version text, p_fingerprint text, p_model text, p_descriptions jsonb, p_reused_from uuid); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.store_descriptions(p_object_id uuid, p_version text, p_fingerprint text, p_model text, p_descriptions jsonb, p_reused_from uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION sweep_slice(p_bucket text, p_after text, p_limit integer); Type: ACL; Schema: captioner; Owner: -
 --
 
@@ -1564,11 +2261,89 @@ REVOKE ALL ON FUNCTION captioner.webhook_headers(cfg captioner.config, p_body te
 REVOKE ALL ON FUNCTION captioner.webhook_signature(p_id text, p_timestamp bigint, p_body text, p_secret text) FROM PUBLIC;
 
 --
--- Name: FUNCTION caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[]); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[], p_describe jsonb); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[]) TO service_role;
+REVOKE ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[], p_describe jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_configure(p_buckets text[], p_webhook_url text, p_webhook_secret text, p_signing_secret text, p_mimetypes text[], p_describe jsonb) TO service_role;
+
+--
+-- Name: TABLE image_description; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.image_description TO service_role;
+GRANT SELECT ON TABLE public.image_description TO anon;
+GRANT SELECT ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(id) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.language; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(language) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.caption; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(caption),UPDATE(caption) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.alt_text; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(alt_text),UPDATE(alt_text) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.description; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(description),UPDATE(description) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.tags; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(tags),UPDATE(tags) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: COLUMN image_description.text_in_image; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT INSERT(text_in_image),UPDATE(text_in_image) ON TABLE public.image_description TO authenticated;
+
+--
+-- Name: FUNCTION caption_description_edit(p_id uuid, p_language text, p_fields jsonb, p_editor text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_description_edit(p_id uuid, p_language text, p_fields jsonb, p_editor text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_description_edit(p_id uuid, p_language text, p_fields jsonb, p_editor text) TO service_role;
+
+--
+-- Name: TABLE image_description_history; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.image_description_history TO service_role;
+GRANT SELECT ON TABLE public.image_description_history TO authenticated;
+
+--
+-- Name: FUNCTION caption_description_history(p_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_description_history(p_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_description_history(p_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION caption_descriptions(p_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_descriptions(p_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_descriptions(p_ids uuid[]) TO service_role;
 
 --
 -- Name: FUNCTION caption_doctor(p_functions text[], p_buckets text[]); Type: ACL; Schema: public; Owner: -
@@ -1634,11 +2409,11 @@ REVOKE ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer,
 GRANT ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text) TO service_role;
 
 --
--- Name: FUNCTION caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer) TO service_role;
+REVOKE ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb) TO service_role;
 
 --
 -- Name: FUNCTION caption_jobs_enqueue(p_object_ids uuid[]); Type: ACL; Schema: public; Owner: -
@@ -1753,6 +2528,14 @@ REVOKE ALL ON FUNCTION public.caption_search_configure(p_language regconfig) FRO
 GRANT ALL ON FUNCTION public.caption_search_configure(p_language regconfig) TO service_role;
 
 --
+-- Name: FUNCTION edit_image_description(p_id uuid, p_language text, p_fields jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.edit_image_description(p_id uuid, p_language text, p_fields jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.edit_image_description(p_id uuid, p_language text, p_fields jsonb) TO authenticated;
+GRANT ALL ON FUNCTION public.edit_image_description(p_id uuid, p_language text, p_fields jsonb) TO service_role;
+
+--
 -- Name: FUNCTION image_caption_search_language(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1760,6 +2543,15 @@ REVOKE ALL ON FUNCTION public.image_caption_search_language() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.image_caption_search_language() TO anon;
 GRANT ALL ON FUNCTION public.image_caption_search_language() TO authenticated;
 GRANT ALL ON FUNCTION public.image_caption_search_language() TO service_role;
+
+--
+-- Name: FUNCTION image_description_search_languages(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.image_description_search_languages() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.image_description_search_languages() TO anon;
+GRANT ALL ON FUNCTION public.image_description_search_languages() TO authenticated;
+GRANT ALL ON FUNCTION public.image_description_search_languages() TO service_role;
 
 --
 -- Name: FUNCTION search_image_captions(query text, bucket text, max_results integer, skip integer); Type: ACL; Schema: public; Owner: -
@@ -1777,6 +2569,14 @@ GRANT ALL ON FUNCTION public.search_image_captions(query text, bucket text, max_
 GRANT ALL ON TABLE public.image_caption TO service_role;
 GRANT SELECT ON TABLE public.image_caption TO anon;
 GRANT SELECT ON TABLE public.image_caption TO authenticated;
+
+--
+-- Name: SEQUENCE image_description_history_entry_id_seq; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON SEQUENCE public.image_description_history_entry_id_seq TO anon;
+GRANT ALL ON SEQUENCE public.image_description_history_entry_id_seq TO authenticated;
+GRANT ALL ON SEQUENCE public.image_description_history_entry_id_seq TO service_role;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -

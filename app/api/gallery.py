@@ -1,6 +1,7 @@
 """The operators' gallery at /ui/gallery (behind the web page's credentials): a watched
-bucket's latest captions as thumbnails, the caption search, job counts, failures with a
-button to queue them again, skipped uploads, and re-captioning with the current model.
+bucket's latest captions as thumbnails with every field of their descriptions (each editable:
+an edit is a person's, which re-captions keep), the caption search, job counts, failures
+with a button to queue them again, skipped uploads, and re-captioning with the current model.
 
 The page (app/api/static/gallery.html) polls `GET /ui/gallery/data`. Thumbnails are signed
 URLs of storage's image transformation (`/storage/v1/render/image/sign/...`): the
@@ -10,7 +11,9 @@ migration 000009 and the search RPC of app developers.
 """
 
 import asyncio
+import base64
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +29,7 @@ from storage3.types import TransformOptions
 from supabase import AsyncClient
 
 from app.api.deps import QueueDep, Runtime, RuntimeDep, SupabaseDep
+from app.core.fields import FIELDS, LANGUAGE_TAG
 from app.pipeline.jobs import JobQueue
 from app.pipeline.storage import unsignable
 
@@ -147,16 +151,41 @@ async def overview(
         jobs_in_state(client, bucket, "failed", counts),
         jobs_in_state(client, bucket, "skipped", counts),
     )
-    urls = await signer.urls(bucket, [item["name"] for item in items])
+    urls, described = await asyncio.gather(
+        signer.urls(bucket, [item["name"] for item in items]),
+        queue.descriptions([item["id"] for item in items]) if items else asyncio.sleep(0, []),
+    )
+    languages = runtime.settings.bucket_plan(bucket).languages
+    order = {language: index for index, language in enumerate(languages)}
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(described, key=lambda row: order.get(row["language"], len(order))):
+        by_id.setdefault(row["id"], []).append(shown_description(row))
     return {
         "bucket": bucket,
         "buckets": runtime.settings.caption_buckets,
         "query": query,
-        "model": runtime.captioner.model,
+        "model": runtime.settings.bucket_plan(bucket).model or runtime.captioner.model,
         "counts": counts,
-        "items": [{**item, "thumbnail": url} for item, url in zip(items, urls, strict=True)],
+        "languages": list(languages),
+        "items": [
+            {**item, "thumbnail": url, "descriptions": by_id.get(item["id"], [])}
+            for item, url in zip(items, urls, strict=True)
+        ],
         "failures": failed,
         "skipped": skipped,
+    }
+
+
+def shown_description(row: dict[str, Any]) -> dict[str, Any]:
+    """A description as the page shows it: the fields, what is missing, who wrote each."""
+    fields = ("language", "caption", "alt_text", "description", "tags", "text_in_image")
+    return {
+        **{name: row[name] for name in fields},
+        "missing": row["missing"],
+        "updated_at": row["updated_at"],
+        "person": sorted(
+            name for name, source in row["sources"].items() if source.get("source") == "person"
+        ),
     }
 
 
@@ -195,6 +224,38 @@ async def requeue(body: Requeue, queue: QueueDep) -> dict[str, int]:
     return {"queued": await queue.requeue(body.object_ids)}
 
 
+class Correction(BaseModel):
+    object_id: uuid.UUID
+    language: str = Field(pattern=LANGUAGE_TAG)
+    fields: dict[str, str | list[str]] = Field(min_length=1)
+
+
+@router.post("/describe", dependencies=[Depends(same_origin_json)])
+async def describe(body: Correction, request: Request, queue: QueueDep) -> dict[str, Any]:
+    """A person's correction of a description's fields (kept by every re-caption of these
+    bytes); recorded as the page's Basic-auth user, or `gallery`."""
+    unknown = set(body.fields) - set(FIELDS)
+    if unknown:
+        raise HTTPException(422, f"not a field: {', '.join(sorted(unknown))}")
+    editor = basic_user(request) or "gallery"
+    try:
+        row = await queue.edit_description(str(body.object_id), body.language, body.fields, editor)
+    except APIError as exc:
+        raise HTTPException(422, exc.message or str(exc)) from None
+    return shown_description(row)
+
+
+def basic_user(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        user = base64.b64decode(header[6:]).decode().partition(":")[0]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return f"gallery:{user}" if user else None
+
+
 class Recaption(BaseModel):
     bucket: str
     prefix: str = Field(default="", max_length=1024)
@@ -205,7 +266,7 @@ async def recaption(body: Recaption, runtime: RuntimeDep, queue: QueueDep) -> di
     """Queue the bucket's (prefix's) captions that another model wrote, for this service's
     model; the old captions stay until the new ones are written."""
     bucket = watched(body.bucket, runtime)
-    model = runtime.captioner.model
+    model = runtime.settings.bucket_plan(bucket).model or runtime.captioner.model
     since = datetime.now().astimezone()
     queued = await queue.recaption(bucket, body.prefix, model, RECAPTION_BATCH, since)
     return {"queued": queued, "model": model}

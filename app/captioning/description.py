@@ -5,15 +5,20 @@ stores one per image and language). A backend fills what its model can and names
 in `missing`: BLIP fills `caption` and `alt_text`; a vision-language model fills them all.
 """
 
-from typing import Literal, get_args
-
 from pydantic import BaseModel, Field
 
+from app.core.fields import FIELDS, LANGUAGE_TAG, FieldName
+
+__all__ = [
+    "ALT_TEXT_MAX_CHARS",
+    "FIELDS",
+    "LANGUAGE_TAG",
+    "DescribeRequest",
+    "Description",
+    "FieldName",
+]
+
 ALT_TEXT_MAX_CHARS = 125  # the default of the ALT_TEXT_MAX_CHARS setting
-# A BCP 47 tag's shape (RFC 5646 §2.1, without grandfathered tags): de, pt-BR, zh-Hant-TW
-LANGUAGE_TAG = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
-FieldName = Literal["caption", "alt_text", "description", "tags", "text_in_image"]
-FIELDS: tuple[FieldName, ...] = get_args(FieldName)
 
 
 class DescribeRequest(BaseModel):

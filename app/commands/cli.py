@@ -499,7 +499,7 @@ def status(
 
 async def fetch_status(settings: Settings, limit: int) -> StatusReport:
     async with connect(settings) as connection:
-        return await read_status(connection.queue, limit)
+        return await read_status(connection.queue, limit, settings.bucket_plans(shown=True))
 
 
 if __name__ == "__main__":

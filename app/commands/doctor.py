@@ -15,6 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from postgrest.exceptions import APIError
 
 from app.captioning import caption_image, open_captioner
+from app.commands.status import plan_line
 from app.core.bounded import read_file
 from app.core.config import KEY_SETTINGS, PIPELINE_SETTINGS, Settings
 from app.core.errors import CaptionError
@@ -34,6 +35,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "p_webhook_secret",
         "p_signing_secret",
         "p_mimetypes",
+        "p_describe",
     ),
     "caption_jobs_enqueue": ("p_object_ids",),
     "caption_jobs_claim": (
@@ -51,6 +53,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "p_model",
         "p_fingerprint",
         "p_caption_ms",
+        "p_descriptions",
     ),
     "caption_jobs_retry": (
         "p_object_id",
@@ -79,6 +82,10 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
     "caption_doctor": ("p_signatures", "p_buckets"),
     "caption_doctor_wake_up": (),
     "caption_doctor_wake_up_answer": ("p_request_id",),
+    "caption_descriptions": ("p_ids",),
+    "caption_description_edit": ("p_id", "p_language", "p_fields", "p_editor"),
+    "caption_description_history": ("p_id",),
+    "edit_image_description": ("p_id", "p_language", "p_fields"),
 }
 MIGRATE = "run `captioner migrate` (or apply migrations/*.sql in order)"
 
@@ -100,6 +107,7 @@ def expected_schema_version(directory: Path = MIGRATIONS_DIR) -> int:
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order a deployment depends on them."""
     checks = await supabase_checks(settings)
+    checks.append(descriptions_check(settings))
     checks.append(await token_check(settings))
     checks.extend(await captioner_checks(settings))
     return checks
@@ -132,7 +140,9 @@ def key_check(settings: Settings) -> Check:
         return Check("Supabase key", True, f"{shown}, with service_role's rights")
     rights = f"the {key.role} role's rights" if key.role else "no role"
     return Check(
-        "Supabase key", False, f"{shown}: it has {rights}, the service needs service_role's",
+        "Supabase key",
+        False,
+        f"{shown}: it has {rights}, the service needs service_role's",
         KEY_FIX,
     )
 
@@ -325,6 +335,12 @@ def _wake_up_check(url: str, answer: dict[str, Any] | None, took: float, deadlin
         detail = f"{url} answered HTTP {status}, not as this service ({text[:120]})"
         return Check(WAKE_UP, False, detail, REACHABLE)
     return Check(WAKE_UP, True, f"{url} answered the database's test wake-up in {took:.1f}s")
+
+
+def descriptions_check(settings: Settings) -> Check:
+    """What each watched bucket's images are described with (checked when settings load)."""
+    plans = settings.bucket_plans(shown=True)
+    return Check("descriptions", True, " | ".join(plan_line(b, p) for b, p in plans.items()))
 
 
 # Hugging Face -----------------------------------------------------------------------------

@@ -32,12 +32,17 @@ class Scope:
 
 
 def with_model(settings: Settings, model: str | None) -> Settings:
-    """The settings, captioning with `model` instead of the configured one."""
+    """The settings, captioning with `model` instead of the configured one (a bucket's own
+    model in CAPTION_BUCKET_SETTINGS included)."""
     if not model:
         return settings
-    update = {"caption_model": model}
+    update: dict[str, object] = {"caption_model": model}
     if settings.resolved_backend == "local":
         update["local_model"] = model
+    update["caption_bucket_settings"] = {
+        bucket: own.model_copy(update={"model": None})
+        for bucket, own in settings.caption_bucket_settings.items()
+    }
     return settings.model_copy(update=update)
 
 
@@ -54,10 +59,11 @@ async def recaption_bucket(
     `report` as the work goes on and returns where it ended. Raises ConfigurationError at
     once when the model has no route."""
     since = datetime.now().astimezone()
+    model = settings.bucket_plan(bucket).model or settings.model_name
     async with running_worker(supabase, queue, settings) as worker:
-        scope = Scope(bucket, prefix, worker.model)
+        scope = Scope(bucket, prefix, model)
         while True:
-            queued = await queue.recaption(bucket, prefix, worker.model, batch, since)
+            queued = await queue.recaption(bucket, prefix, model, batch, since)
             progress = await wait_for_batch(queue, worker, scope, report)
             if queued < batch:
                 return progress

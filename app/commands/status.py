@@ -1,8 +1,9 @@
 """`captioner status`: the queue at a glance, from kept counters and small index reads."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from app.core.config import BucketPlan
 from app.pipeline.jobs import JobQueue, QueueStats, SweepPass
 
 
@@ -13,15 +14,29 @@ class StatusReport:
     passes: list[SweepPass]
     failed: list[dict[str, Any]]
     skipped: list[dict[str, Any]]
+    plans: dict[str, BucketPlan] = field(default_factory=dict)
 
 
-async def read_status(queue: JobQueue, limit: int) -> StatusReport:
+async def read_status(
+    queue: JobQueue, limit: int, plans: dict[str, BucketPlan] | None = None
+) -> StatusReport:
     return StatusReport(
         await queue.stats(),
         await queue.bucket_states(),
         await queue.sweep_passes(),
         await queue.recent("failed", limit) if limit else [],
         await queue.recent("skipped", limit) if limit else [],
+        plans or {},
+    )
+
+
+def plan_line(bucket: str, plan: BucketPlan) -> str:
+    """What an image of `bucket` is described with (CAPTION_LANGUAGES and
+    CAPTION_BUCKET_SETTINGS over the service's model)."""
+    prompt = repr(plan.prompt) if plan.prompt else "the captioner's"
+    return (
+        f"{bucket}: languages {', '.join(plan.languages)}; fields {', '.join(plan.fields)}; "
+        f"model {plan.model or 'CAPTION_MODEL'}; prompt {prompt}"
     )
 
 
@@ -44,6 +59,9 @@ def status_lines(report: StatusReport) -> list[str]:
             f"  {sweep.bucket_id}: {where}, {sweep.examined:,} objects examined, "
             f"{sweep.queued:,} queued (began {sweep.started_at})"
         )
+    if report.plans:
+        lines.append("descriptions:")
+    lines.extend(f"  {plan_line(bucket, plan)}" for bucket, plan in report.plans.items())
     for title, rows in (("recent failures", report.failed), ("recently skipped", report.skipped)):
         if rows:
             lines.append(f"{title}:")

@@ -1,15 +1,26 @@
 """All settings, read once from the environment (and `.env`)."""
 
 import ipaddress
+import json
+import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
 from huggingface_hub import constants
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from standardwebhooks.webhooks import Webhook
 
+from app.core.fields import FIELDS, LANGUAGE_TAG, FieldName
 from app.core.keys import ApiKey, classify
 
 CommaList = Annotated[list[str], NoDecode]
@@ -43,6 +54,45 @@ EXAMPLE_VALUES = frozenset(
 )
 
 
+def language_tags(tags: list[str]) -> list[str]:
+    """BCP 47 tags, each once, in order; a clear error for anything else."""
+    bad = [tag for tag in tags if not re.fullmatch(LANGUAGE_TAG, tag) or len(tag) > 35]
+    if bad:
+        raise ValueError(f"not a BCP 47 language tag (en, de, pt-BR): {', '.join(bad)}")
+    if not tags:
+        raise ValueError("name at least one language (e.g. en)")
+    return list(dict.fromkeys(tags))
+
+
+class BucketCaptioning(BaseModel):
+    """One bucket's own settings (CAPTION_BUCKET_SETTINGS); what it leaves out is the
+    service's (CAPTION_MODEL, CAPTION_LANGUAGES, every field, the captioner's prompt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    languages: list[str] | None = None
+    fields: list[FieldName] | None = Field(default=None, min_length=1)
+    prompt: str | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else language_tags(value)
+
+
+class BucketPlan(BaseModel):
+    """What the worker asks for an image of a bucket: one description per language (the
+    first also fills image_caption.caption), these fields, with this model and prompt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str | None  # the bucket's own; None: the service's (CAPTION_MODEL)
+    languages: tuple[str, ...]
+    fields: tuple[FieldName, ...]
+    prompt: str | None = None
+
+
 class CaptionSettings(BaseSettings):
     """What captioning an image needs: enough for the CLI's `caption` on its own."""
 
@@ -61,6 +111,8 @@ class CaptionSettings(BaseSettings):
     served_model_name: str | None = None
     caption_prompt: str = "Write a one-sentence caption for this image."
     caption_language: str | None = None
+    # One description per language per image, BCP 47 tags; the first fills `caption`.
+    caption_languages: CommaList = ["en"]
     caption_timeout: float = 60.0
     # Descriptions (README "What you get for each image"): alt text's length limit, and the
     # tokens a vision-language model may spend on the one JSON answer with every field
@@ -96,6 +148,18 @@ class CaptionSettings(BaseSettings):
         self.hf_router_url = self.hf_router_url.rstrip("/")
         return self
 
+    @field_validator("caption_languages", mode="before")
+    @classmethod
+    def _split_languages(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("caption_languages")
+    @classmethod
+    def _language_tags(cls, value: list[str]) -> list[str]:
+        return language_tags(value)
+
     @property
     def resolved_backend(self) -> Literal["auto", "hf", "chat", "local"]:
         """`local` without a token; `auto` with one: hosted, with the task (image-to-text or
@@ -127,6 +191,9 @@ class Settings(CaptionSettings):
     webhook_signing_secret: CommaList = []
     public_webhook_url: str | None = None
     caption_buckets: CommaList = ["images"]
+    # Per bucket (JSON): {"avatars": {"fields": ["alt_text"]}, "products": {"languages":
+    # ["en", "de"], "fields": ["caption", "alt_text", "tags"], "prompt": "...", "model": "..."}}
+    caption_bucket_settings: Annotated[dict[str, BucketCaptioning], NoDecode] = {}
     max_webhook_body_bytes: int = 256 * 1024
 
     # HTTP API (/v1/captions, /metrics) and web page (/ui)
@@ -179,7 +246,10 @@ class Settings(CaptionSettings):
         return value.strip().rstrip("/") or None
 
     @field_validator(
-        "supabase_secret_key", "supabase_service_role_key", "ui_username", "ui_password",
+        "supabase_secret_key",
+        "supabase_service_role_key",
+        "ui_username",
+        "ui_password",
         mode="before",
     )
     @classmethod
@@ -188,7 +258,7 @@ class Settings(CaptionSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
-        problems = self._pipeline_problems() + self._ui_problems()
+        problems = self._pipeline_problems() + self._ui_problems() + self._bucket_problems()
         if problems:
             raise PydanticCustomError("settings", "; ".join(problems))
         return self
@@ -248,6 +318,46 @@ class Settings(CaptionSettings):
             return []
         missing = "UI_PASSWORD" if self.ui_password is None else "UI_USERNAME"
         return [f"UI_USERNAME and UI_PASSWORD protect the web page together: {missing} is not set"]
+
+    @field_validator("caption_bucket_settings", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+
+    def _bucket_problems(self) -> list[str]:
+        unwatched = sorted(set(self.caption_bucket_settings) - set(self.caption_buckets))
+        if not unwatched:
+            return []
+        return [
+            f"CAPTION_BUCKET_SETTINGS names {', '.join(unwatched)}, not in CAPTION_BUCKETS "
+            f"({', '.join(self.caption_buckets)})"
+        ]
+
+    def bucket_plan(self, bucket: str) -> BucketPlan:
+        """What to describe for an image of `bucket`: its own settings over the service's."""
+        own = self.caption_bucket_settings.get(bucket) or BucketCaptioning()
+        return BucketPlan(
+            model=own.model,
+            languages=tuple(own.languages or self.caption_languages),
+            fields=tuple(own.fields or FIELDS),
+            prompt=own.prompt,
+        )
+
+    def bucket_plans(self, shown: bool = False) -> dict[str, BucketPlan]:
+        """Every watched bucket's plan (what the database keeps for content dedupe); `shown`:
+        with the service's model named where a bucket has none of its own (status, doctor)."""
+        plans = {bucket: self.bucket_plan(bucket) for bucket in self.caption_buckets}
+        if shown:
+            plans = {
+                bucket: plan.model_copy(update={"model": plan.model or self.model_name})
+                for bucket, plan in plans.items()
+            }
+        return plans
 
     @property
     def pipeline_connected(self) -> bool:

@@ -1,14 +1,15 @@
 """One leased job's work: its bytes (or a caption this model made of the same bytes), then
-the captioner's caption."""
+the captioner's descriptions, one per language of the job's bucket."""
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from app.captioning import Captioner, ask_captioner, prepare
+from app.captioning import Captioner, open_captioner, prepare
 from app.core import metrics
 from app.core.bounded import too_large
 from app.core.config import Settings
+from app.pipeline.describing import describe_all, stored_form
 from app.pipeline.jobs import Job, JobQueue, content_fingerprint
 from app.pipeline.settle import Captioned, CaptionerFailed
 from app.pipeline.storage import ObjectFetcher
@@ -27,6 +28,9 @@ class JobCaptioner:
         # The captioner sees at most WORKER_CONCURRENCY images at once; as many more jobs are
         # fetched and prepared meanwhile, so a free captioner slot never waits on storage.
         self._slots = asyncio.Semaphore(settings.worker_concurrency)
+        # captioners of the models CAPTION_BUCKET_SETTINGS names, opened on first use
+        self._bucket_captioners: dict[str, Captioner] = {}
+        self._opening = asyncio.Lock()
 
     async def caption(self, job: Job, after_same_bytes: bool = False) -> Captioned:
         """Download and caption the job's image, unless its bytes (hashed here when storage's
@@ -44,15 +48,37 @@ class JobCaptioner:
         fingerprint = job.fingerprint or content_fingerprint(data)
         if job.fingerprint is None and (reused := await self._reuse(job, fingerprint)):
             return reused
-        image = await prepare(data, self._settings, self._captioner)
+        plan = self._settings.bucket_plan(job.bucket_id)
+        captioner = await self._captioner_for(plan.model) if plan.model else self._captioner
+        image = await prepare(data, self._settings, captioner)
         started = asyncio.get_running_loop().time()
         try:
-            caption, elapsed_ms = await ask_captioner(
-                image, self._captioner, self._settings, self._slots
+            descriptions, elapsed_ms = await describe_all(
+                image, captioner, self._settings, plan, self._slots
             )
         except Exception as exc:
             raise CaptionerFailed(exc, started) from exc
-        return Captioned(caption, fingerprint, elapsed_ms)
+        caption = descriptions[0].caption or descriptions[0].alt_text
+        stored = [stored_form(description, plan) for description in descriptions]
+        return Captioned(caption, fingerprint, elapsed_ms, descriptions=stored, model=plan.model)
+
+    async def _captioner_for(self, model: str) -> Captioner:
+        """The service's captioner, or the one of a bucket's own model (opened once)."""
+        if model == self._captioner.model:
+            return self._captioner
+        async with self._opening:
+            if model not in self._bucket_captioners:
+                settings = self._settings.model_copy(
+                    update={"caption_model": model, "local_model": None}
+                )
+                self._bucket_captioners[model] = await open_captioner(settings)
+        return self._bucket_captioners[model]
+
+    async def aclose(self) -> None:
+        """Close the captioners of buckets' own models (the service's is the caller's)."""
+        for captioner in self._bucket_captioners.values():
+            await captioner.aclose()
+        self._bucket_captioners.clear()
 
     async def _reuse(self, job: Job, fingerprint: str) -> Captioned | None:
         """Finish the job with a caption this model made of the same bytes, if there is one."""

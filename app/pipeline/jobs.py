@@ -102,6 +102,10 @@ class JobQueue:
             p_webhook_secret=settings.webhook_secret[0] if webhook_on else None,
             p_signing_secret=signing[0] if webhook_on and signing else None,
             p_mimetypes=list(MIMETYPES),
+            p_describe={
+                bucket: plan.model_dump(mode="json")
+                for bucket, plan in settings.bucket_plans().items()
+            },
         )
 
     async def wake_up_available(self) -> bool:
@@ -147,9 +151,11 @@ class JobQueue:
         model: str,
         fingerprint: str | None = None,
         caption_ms: int | None = None,
+        descriptions: list[dict[str, Any]] | None = None,
     ) -> bool:
-        """Store the caption and its provenance and finish the job; False if the lease was
-        lost meanwhile."""
+        """Store the caption, its descriptions (one per language, the first language's
+        first) and their provenance, and finish the job; False if the lease was lost
+        meanwhile. A field a person wrote stays while it describes the same bytes."""
         return bool(
             await self._rpc(
                 "caption_jobs_complete",
@@ -159,6 +165,7 @@ class JobQueue:
                 p_model=model,
                 p_fingerprint=fingerprint,
                 p_caption_ms=caption_ms,
+                p_descriptions=descriptions,
             )
         )
 
@@ -245,6 +252,27 @@ class JobQueue:
             "caption_recaption_progress", p_bucket=bucket, p_prefix=prefix, p_model=model
         )
         return RecaptionProgress(**{key: int(value) for key, value in rows[0].items()})
+
+    async def descriptions(self, object_ids: list[str]) -> list[dict[str, Any]]:
+        """The descriptions of these objects (every language), as stored."""
+        return list(await self._rpc("caption_descriptions", p_ids=object_ids) or [])
+
+    async def description_history(self, object_id: str) -> list[dict[str, Any]]:
+        """A person's text that new bytes replaced, newest first."""
+        return list(await self._rpc("caption_description_history", p_id=object_id) or [])
+
+    async def edit_description(
+        self, object_id: str, language: str, fields: dict[str, Any], editor: str
+    ) -> dict[str, Any]:
+        """Write these fields as `editor`'s (a person's): re-captions keep them."""
+        rows = await self._rpc(
+            "caption_description_edit",
+            p_id=object_id,
+            p_language=language,
+            p_fields=fields,
+            p_editor=editor,
+        )
+        return dict(rows[0])
 
     async def recent(self, state: str, limit: int = 10) -> list[dict[str, Any]]:
         """The newest jobs in `state` with their reason (skipped: why it is not captioned)."""

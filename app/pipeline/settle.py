@@ -6,6 +6,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from app.core import metrics
 from app.core.config import Settings
@@ -21,12 +22,15 @@ ROUNDS_REMEMBERED = 10_000  # jobs whose pauses this process counts (the oldest 
 
 @dataclass(frozen=True)
 class Captioned:
-    """A job's result: a new caption (with the captioner's time), or one reused."""
+    """A job's result: a new caption and its descriptions, one per language (with the model
+    and the captioner's time), or one reused."""
 
     caption: str | None
     fingerprint: str
     caption_ms: int | None = None
     reused_from: str | None = None
+    descriptions: list[dict[str, Any]] | None = None
+    model: str | None = None
 
 
 class CaptionerFailed(Exception):
@@ -77,7 +81,12 @@ class Settler:
             self.reused(job, result.reused_from)
             return
         stored = await self._queue.complete(
-            job, result.caption, self.model, result.fingerprint, result.caption_ms
+            job,
+            result.caption,
+            result.model or self.model,
+            result.fingerprint,
+            result.caption_ms,
+            result.descriptions,
         )
         metrics.JOB_OUTCOMES.labels("done" if stored else "discarded").inc()
         log.info(

@@ -143,6 +143,7 @@ class Worker:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
         await self._release(list(leftovers.values()))
+        await self._jobs.aclose()
         await self.health.aclose()
 
     async def _release(self, jobs: list[Job]) -> None:

@@ -359,7 +359,7 @@ def test_doctor_prints_a_table_and_exits_0_only_when_all_pass(service, supabase,
 
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     lines = healthy.stdout.splitlines()
-    assert len(lines) == 10 and all(line.startswith("✓ ") for line in lines)
+    assert len(lines) == 11 and all(line.startswith("✓ ") for line in lines)
     assert "SUPABASE_SECRET_KEY: a secret key (sb_secret_…)" in lines[0]
 
     broken = captioner("doctor", env=env | {"CAPTION_BUCKETS": "images,avatars"}, cwd=tmp_path)

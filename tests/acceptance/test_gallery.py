@@ -274,3 +274,57 @@ def test_a_thumbnail_storage_cannot_serve_shows_no_preview(gallery, supabase, pa
     card = page.locator(f"#grid .card[data-id='{object_id}']")
     expect(card).to_contain_text("mostly green")
     expect(card.locator(".noimg")).to_have_text("no preview")
+
+
+VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def test_the_gallery_shows_every_field_and_a_persons_edit_survives_its_recaption(
+    service_factory, supabase, hf, pgnet, page
+):
+    """A vision-language model through the router fills every field, in two languages; an
+    operator corrects the alt text in the gallery; the card's Re-caption keeps it."""
+    hf.add_model(VLM, {"together": "conversational"})
+    hf.text_in_image = "OPEN 9-17"
+    create_bucket(supabase.db_url, "images")
+    gallery = service_factory(
+        ui_username=USER, ui_password=PASSWORD, caption_backend="chat", caption_model=VLM,
+        caption_languages=["en", "de"],
+    )
+    ids = {path.stem: upload(supabase, f"drawings/{path.name}", path.read_bytes(), "image/jpeg")
+           for path in example_images()}
+    for object_id in ids.values():
+        wait_for_caption(supabase.db_url, object_id)
+
+    page.goto(gallery.url + "/ui/gallery")
+    card = page.locator(f"#grid .card[data-id='{ids['house']}']")
+    field = lambda name, language="en": card.locator(  # noqa: E731
+        f"dd[data-field={name}][data-language={language}]")
+    expect(field("text_in_image")).to_have_text("OPEN 9-17", timeout=15_000)
+    expect(field("tags").locator(".tag")).to_have_count(2)
+    expect(field("description", "de")).to_contain_text("[de] ")
+    card.get_by_role("button", name="Edit").click()
+    card.get_by_label("Alt text").fill("A small house under a blue sky.")
+    card.get_by_role("button", name="Save").click()
+    expect(field("alt_text")).to_have_text("A small house under a blue sky.")
+    expect(field("alt_text")).to_have_class("person")
+    [row] = query(supabase.db_url, "select sources, updated_at from public.image_description "
+                  "where id = %s and language = 'en'", ids["house"])
+    assert row["sources"]["alt_text"]["by"] == f"gallery:{USER}"
+
+    card.get_by_role("button", name="Re-caption").click()
+    wait_until(
+        lambda: query(supabase.db_url, "select 1 from public.image_description where id = %s "
+                      "and language = 'en' and (sources -> 'caption' ->> 'at')::timestamptz > %s",
+                      ids["house"], row["updated_at"]),
+        message="never re-captioned",
+    )
+    page.reload()
+    expect(field("alt_text")).to_have_text("A small house under a blue sky.")
+    expect(field("text_in_image")).to_have_text("OPEN 9-17")
+    wait_until(
+        lambda: (t := loaded_thumbnails(page)) and all(i["done"] and i["width"] for i in t),
+        message="thumbnails never loaded",
+    )
+    ARTIFACTS.mkdir(exist_ok=True)  # README's docs/gallery.png
+    page.screenshot(path=str(ARTIFACTS / "gallery-descriptions.png"), full_page=True)

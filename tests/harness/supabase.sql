@@ -25,6 +25,11 @@ end
 $$;
 grant anon, authenticated, service_role to authenticator;
 
+-- Realtime: Supabase creates its publication, empty (supabase/postgres,
+-- migrations/db/init-scripts/00000000000000-initial-schema.sql: "defaults to empty
+-- publication"); tables join it with `alter publication supabase_realtime add table`.
+create publication supabase_realtime;
+
 -- public: Supabase's default privileges --------------------------------------
 grant usage on schema public to anon, authenticated, service_role;
 alter default privileges in schema public grant all on tables to anon, authenticated, service_role;

@@ -50,7 +50,8 @@ def test_a_healthy_setup_passes_every_check(service, supabase, hf):
     assert all(check.ok for check in checks.values()), render(list(checks.values()))
     assert list(checks) == [
         "Supabase key", "Supabase URL and key", "migrations", "buckets", "trigger", "pg_net",
-        "wake-up webhook", "Hugging Face token", "model route", "caption of house.jpg",
+        "wake-up webhook", "descriptions", "Hugging Face token", "model route",
+        "caption of house.jpg",
     ]
     assert checks["migrations"].detail.startswith(f"schema version {expected_schema_version()}")
     assert "answered the database's test wake-up" in checks["wake-up webhook"].detail
@@ -58,6 +59,19 @@ def test_a_healthy_setup_passes_every_check(service, supabase, hf):
     assert "picture" in checks["caption of house.jpg"].detail
     # the test wake-up was a real request through pg_net, and queued nothing
     assert query_one(supabase.db_url, "select count(*) n from captioner.jobs") == {"n": 0}
+
+
+def test_each_buckets_descriptions_are_shown(healthy, hf):
+    checks = checks_for(
+        healthy, hf, caption_buckets=["images", "avatars"], caption_languages=["en", "de"],
+        caption_bucket_settings={"avatars": {"fields": ["alt_text"], "prompt": "Short."}},
+    )
+
+    detail = checks["descriptions"].detail
+    assert ("images: languages en, de; fields caption, alt_text, description, tags, "
+            "text_in_image; model ") in detail
+    assert "avatars: languages en, de; fields alt_text; model " in detail
+    assert detail.endswith("prompt 'Short.'")
 
 
 def broken(name: str, checks: dict[str, Check]) -> Check:

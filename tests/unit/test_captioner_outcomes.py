@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from app.captioning.description import DescribeRequest, Description
 from app.core.config import Settings
 from app.core.errors import CaptionerAway, PermanentError, RetryableError, UnusableAnswer
 from app.core.images import PreparedImage, probe_image
@@ -74,6 +75,10 @@ class FakeCaptioner:
         index = image.pil.size[0] - 20
         self.calls[index] = self.calls.get(index, 0) + 1
         return await answer(next(self._plans[index]))
+
+    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
+        """The worker asks for descriptions: this fake's sentence, as BLIP's."""
+        return Description.from_caption(await self.caption(image), request)
 
     async def check(self) -> None:
         return None

@@ -135,3 +135,56 @@ def test_a_malformed_signing_secret_is_refused_at_start(monkeypatch):
 
     assert "WEBHOOK_SIGNING_SECRET" in str(refused.value)
     assert "whsec_!!" not in str(refused.value)  # a secret, even a broken one
+
+
+def test_languages_and_per_bucket_settings_resolve_per_bucket(monkeypatch):
+    monkeypatch.setenv("CAPTION_BUCKETS", "images,avatars,products")
+    monkeypatch.setenv("CAPTION_LANGUAGES", "en, de ,en")
+    monkeypatch.setenv(
+        "CAPTION_BUCKET_SETTINGS",
+        '{"avatars": {"fields": ["alt_text"]}, '
+        '"products": {"languages": ["pt-BR"], "prompt": "Name the product.", "model": "m/x"}}',
+    )
+
+    plans = load_settings(Settings).bucket_plans()
+
+    assert plans["images"].languages == ("en", "de")
+    assert plans["images"].fields == ("caption", "alt_text", "description", "tags", "text_in_image")
+    assert (plans["avatars"].languages, plans["avatars"].fields) == (("en", "de"), ("alt_text",))
+    assert plans["products"].languages == ("pt-BR",) and plans["products"].model == "m/x"
+    assert plans["products"].prompt == "Name the product."
+    assert plans["images"].model is None and plans["avatars"].model is None  # the service's
+    shown = load_settings(Settings).bucket_plans(shown=True)
+    assert shown["images"].model == load_settings(Settings).model_name != "m/x"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("CAPTION_LANGUAGES", "en,english!", "CAPTION_LANGUAGES"),
+        ("CAPTION_LANGUAGES", " , ", "CAPTION_LANGUAGES"),
+        ("CAPTION_BUCKET_SETTINGS", "{not json", "not JSON"),
+        ("CAPTION_BUCKET_SETTINGS", '{"images": {"fields": ["alt"]}}', "alt_text"),
+        ("CAPTION_BUCKET_SETTINGS", '{"images": {"colour": "red"}}', "CAPTION_BUCKET_SETTINGS"),
+        ("CAPTION_BUCKET_SETTINGS", '{"elsewhere": {}}', "not in CAPTION_BUCKETS"),
+    ],
+)
+def test_wrong_language_or_bucket_settings_are_refused_by_name(monkeypatch, name, value, named):
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(Settings)
+
+    assert named in str(error.value)
+
+
+def test_status_shows_what_each_bucket_is_described_with(monkeypatch):
+    from app.commands.status import StatusReport, status_lines
+
+    monkeypatch.setenv("CAPTION_BUCKET_SETTINGS", '{"images": {"fields": ["alt_text", "tags"]}}')
+    plans = load_settings(Settings).bucket_plans(shown=True)
+
+    lines = status_lines(StatusReport([], {}, [], [], [], plans))
+
+    assert lines[1] == "descriptions:"
+    assert lines[2].startswith("  images: languages en; fields alt_text, tags; model ")
