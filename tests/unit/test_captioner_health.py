@@ -212,3 +212,133 @@ def test_a_probe_that_captions_releases_the_backlog():
     rounds_of_recovery(state, 1)
 
     assert state.problem is None and delay_of(state) == 0.0
+
+
+def test_probes_are_counted_from_zero_one_per_probe():
+    state, calls = health([RetryableError("x"), None])
+    assert state.probes == 0
+
+    run(state.judge(RetryableError("timed out"), 0.0))
+    rounds_of_recovery(state, 1)
+
+    assert state.probes == len(calls) == 2
+
+
+def test_the_first_round_of_an_outage_waits_one_base_delay():
+    away = CaptionerAway("refused", kind="unreachable")
+    state, _ = health([None], base=100.0, ceiling=6000.0)
+
+    run(state.judge(away, 0.0))
+
+    assert 50 - 1 <= delay_of(state) <= 100  # attempts 1: between base / 2 and base
+
+
+def test_nothing_waits_once_a_probe_captions_or_its_time_has_come():
+    state, _ = health([None], base=100.0)
+    run(state.judge(CaptionerAway("refused"), 0.0))
+    assert delay_of(state) > 49
+
+    async def probe_now() -> None:
+        await state._start_probe(resolve=False).task
+
+    asyncio.run(probe_now())
+    assert state.problem is None and delay_of(state) == 0.0
+
+    paused, _ = health([None])
+    run(paused.judge(CaptionerAway("refused"), 0.0))
+    paused._due = 0.0  # long past
+    assert delay_of(paused) == 0.0
+
+
+def test_a_hint_seen_while_paused_pushes_the_next_probe_back_up_to_the_ceiling():
+    state, _ = health([None], base=1.0, ceiling=600.0)
+    run(state.judge(CaptionerAway("refused"), 0.0))
+
+    run(state.judge(CaptionerAway("429", 300.0), 0.0))
+    assert 299 <= delay_of(state) <= 300
+    run(state.judge(CaptionerAway("429", 1e9), 0.0))
+    assert 599 <= delay_of(state) <= 600
+
+
+def test_recovery_stops_at_once_when_the_worker_stops():
+    state, calls = health([None], base=100.0)
+    run(state.judge(CaptionerAway("refused"), 0.0))
+    stopping = asyncio.Event()
+    stopping.set()
+
+    run(state.recover(stopping))
+
+    assert calls == [] and state.problem is not None
+
+
+def test_aclose_cancels_a_probe_in_flight():
+    async def main() -> tuple[bool, bool]:
+        blocked = asyncio.Event()
+
+        async def hang(resolve: bool) -> None:
+            blocked.set()
+            await asyncio.Event().wait()
+
+        state = CaptionerHealth(object(), settings(), hang)  # type: ignore[arg-type]
+        probing = state._start_probe(resolve=False)
+        await blocked.wait()
+        await asyncio.wait_for(state.aclose(), 5)
+        await asyncio.wait_for(state.aclose(), 5)  # twice is fine
+        return probing.task.cancelled(), probing.task.done()
+
+    assert asyncio.run(main()) == (True, True)
+
+
+def probe_counts() -> dict[str, float]:
+    labels = ("ok", *(failure.value for failure in Failure))
+    return {label: metrics.PROBES.labels(label)._value.get() for label in labels}
+
+
+def test_each_probe_is_counted_by_its_verdict_and_the_pause_gauge_follows():
+    before = probe_counts()
+    state, _ = health([ConfigurationError("401", "HF_TOKEN"), CaptionerAway("503"), None])
+    run(state.judge(RetryableError("x"), 0.0))
+    assert metrics.PAUSED.labels(Failure.CONFIGURATION)._value.get() == 1
+    rounds_of_recovery(state, 1)
+    assert metrics.PAUSED.labels(Failure.CONFIGURATION)._value.get() == 0  # away now
+    rounds_of_recovery(state, 1)
+
+    after = probe_counts()
+    grown = {
+        label: after[label] - before[label] for label in after if after[label] != before[label]
+    }
+    assert grown == {"configuration": 1, "away": 1, "ok": 1}
+    assert metrics.PAUSED.labels(Failure.CONFIGURATION)._value.get() == 0
+
+
+class FakeCaptioner:
+    """What the default probe uses: `resolve` (a route) and `caption`."""
+
+    model = "fake"
+
+    def __init__(self) -> None:
+        self.resolved = 0
+        self.images: list[object] = []
+
+    async def resolve(self) -> None:
+        self.resolved += 1
+
+    async def caption(self, image: object) -> str:
+        self.images.append(image)
+        return "a house"
+
+
+def test_the_default_probe_captions_the_probe_image_resolving_the_route_on_a_recheck():
+    from app.core.images import probe_image
+
+    captioner = FakeCaptioner()
+    state = CaptionerHealth(captioner, settings())  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await state._start_probe(resolve=False).task
+        await state._start_probe(resolve=True).task
+
+    asyncio.run(main())
+
+    assert captioner.images == [probe_image(), probe_image()]
+    assert captioner.resolved == 1 and state.problem is None

@@ -17,6 +17,7 @@ from app.core.errors import (
     PermanentError,
     RetryableError,
     UnusableAnswer,
+    empty_caption,
     failure_of,
 )
 
@@ -175,3 +176,114 @@ def test_an_unusable_body_says_which_task_and_keeps_a_reason_for_the_image():
     assert isinstance(result, UnusableAnswer)
     assert "not a valid image-to-text answer" in result.reason
     assert "for this image" in result.image_reason and "Expecting value" in result.image_reason
+
+
+ROUTER_CHAT = Route("org/vlm", CHAT, "auto", "https://router/v1", "org/vlm:nebius")
+
+
+def test_what_each_refusal_tells_the_operator():
+    credits = classify(http_error(402, {"error": "exceeded"}), ROUTER)
+    scope = classify(http_error(403, {"error": "forbidden"}), ROUTER)
+
+    assert "add credits or a plan to the token's account" in str(credits)
+    assert 'a fine-grained token needs "Make calls to Inference Providers"' in str(scope)
+    assert str(credits).endswith("(change HF_TOKEN)") and str(scope).endswith("(change HF_TOKEN)")
+
+
+@pytest.mark.parametrize(
+    ("route", "setting"),
+    [
+        (ROUTER, "CAPTION_MODEL"),
+        (ROUTER_CHAT, "CAPTION_MODEL"),  # the router: not an OpenAI server of the user's
+        (Route("m", IMAGE_TO_TEXT, "endpoint", "https://e.example"), "CAPTION_MODEL"),
+        (ENDPOINT_CHAT, "SERVED_MODEL_NAME (vLLM: its --served-model-name) or CAPTION_MODEL"),
+    ],
+)
+def test_a_404_names_the_setting_that_picks_the_model(route, setting):
+    result = classify(http_error(404, {"error": "not found"}), route)
+
+    assert isinstance(result, ConfigurationError) and result.setting == setting
+
+
+def test_the_no_provider_reason_names_the_model_as_the_router_was_asked():
+    body = {"error": {"message": "not supported", "code": "model_not_supported"}}
+
+    chat = classify(http_error(400, body), ROUTER_CHAT)
+    plain = classify(http_error(400, body), ROUTER)
+
+    assert "the router serves no provider for org/vlm:nebius" in str(chat)
+    assert "the router serves no provider for org/model " in str(plain)
+
+
+@pytest.mark.parametrize(
+    ("exc", "said"),
+    [
+        (TimeoutError(), "captioner timed out (TimeoutError)"),
+        (httpx2.ReadTimeout("slow"), "captioner timed out (ReadTimeout)"),
+        (httpx2.ConnectError("refused here"), "captioner unreachable: refused here"),
+        (httpx2.RemoteProtocolError("reset here"), "captioner connection failed: reset here"),
+    ],
+)
+def test_a_failure_without_an_answer_says_what_happened(exc, said):
+    assert str(classify(exc, ROUTER)) == said
+
+
+def test_an_unusable_body_quotes_at_most_200_characters_of_the_parser():
+    result = classify(ValueError("v" * 1000), ROUTER)
+
+    assert isinstance(result, UnusableAnswer)
+    assert f"ValueError: {'v' * 200})" in result.image_reason
+    assert "v" * 201 not in result.image_reason and "v" * 201 not in result.reason
+    assert result.setting == "CAPTION_MODEL or CAPTION_BACKEND"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"detail": ["not a dict"]}, "500 Client Error"),
+        ({"detail": [{"msg": "no location"}]}, ": no location"),
+        ({"detail": "a string"}, "500 Client Error"),
+        (("z" * 400).encode(), "500 Client Error"),
+    ],
+)
+def test_odd_error_bodies_fall_back_to_the_status_line(body, detail):
+    assert f"HTTP 500: {detail}" in str(classify(http_error(500, body), ROUTER))
+
+
+def test_a_long_status_line_is_cut_at_300_characters():
+    request = httpx2.Request("POST", ROUTER.url)
+    response = httpx2.Response(500, content=b"<html>", request=request)
+    error = HfHubHTTPError("s" * 1000, response=response)
+
+    result = str(classify(error, ROUTER))
+
+    assert "s" * 300 in result and "s" * 301 not in result
+
+
+def test_the_empty_caption_failure_names_what_to_change():
+    error = empty_caption()
+
+    assert error.reason == (
+        "the model returns empty captions (change CAPTION_MODEL, or CAPTION_PROMPT for chat)"
+    )
+    assert error.setting == "CAPTION_MODEL, or CAPTION_PROMPT for chat"
+    assert error.image_reason == "the model returned an empty caption for this image"
+    assert error.kind == "empty" and error.failure == Failure.CONFIGURATION
+
+
+def test_each_error_keeps_its_reason_kind_and_hint():
+    retry = RetryableError("later", 5.0, "loading")
+    config = ConfigurationError("bad token", "HF_TOKEN", "no_credits")
+
+    assert (retry.reason, retry.retry_after, retry.kind, str(retry)) == (
+        "later",
+        5.0,
+        "loading",
+        "later",
+    )
+    assert (config.reason, config.setting, config.kind) == (
+        "bad token (change HF_TOKEN)",
+        "HF_TOKEN",
+        "no_credits",
+    )
+    assert PermanentError("x").kind == "other" and ConfigurationError("x", "Y").kind == "config"

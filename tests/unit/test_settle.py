@@ -4,11 +4,13 @@ once for an unusable answer, given back refunded while the captioner is at fault
 failed after MAX_ATTEMPTS pauses without progress."""
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
+from app.core import metrics
 from app.core.config import Settings
 from app.core.errors import (
     CaptionerAway,
@@ -17,6 +19,7 @@ from app.core.errors import (
     RetryableError,
     empty_caption,
 )
+from app.pipeline import settle as settle_module
 from app.pipeline.health import CaptionerHealth
 from app.pipeline.jobs import Job
 from app.pipeline.settle import Captioned, CaptionerFailed, Settler
@@ -30,18 +33,21 @@ class Queue:
     """Records what the settler asks of the queue; every lease is still held."""
 
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    completed: list[tuple[Any, ...]] = field(default_factory=list)  # every argument
+    held: bool = True  # False: the lease was lost meanwhile
 
     async def complete(self, job: Job, caption: str, *args: Any, **kwargs: Any) -> bool:
         self.calls.append(("complete", caption))
-        return True
+        self.completed.append((caption, *args, *kwargs.values()))
+        return self.held
 
     async def retry(self, job: Job, error: str | None, delay: float, refund: bool = False) -> bool:
         self.calls.append(("refund" if refund else "retry", (error, delay)))
-        return True
+        return self.held
 
     async def fail(self, job: Job, error: str) -> bool:
         self.calls.append(("fail", error))
-        return True
+        return self.held
 
 
 def make(probe_fails_with: Exception | None = None) -> tuple[Settler, Queue, CaptionerHealth]:
@@ -184,3 +190,95 @@ def test_progress_forgets_the_pauses():
 
     expected = (["refund"] * (MAX_ATTEMPTS - 1) + ["complete"]) * 2
     assert [call[0] for call in queue.calls] == expected
+
+
+OUTCOMES = ("done", "discarded", "retried", "failed", "deferred", "reused")
+
+
+def outcomes_of(action: Callable[[], None]) -> dict[str, float]:
+    """How much each `captioner_job_outcomes_total` label grew during `action`."""
+    before = {label: metrics.JOB_OUTCOMES.labels(label)._value.get() for label in OUTCOMES}
+    action()
+    after = {label: metrics.JOB_OUTCOMES.labels(label)._value.get() for label in OUTCOMES}
+    return {
+        label: after[label] - before[label] for label in OUTCOMES if after[label] != before[label]
+    }
+
+
+@pytest.mark.parametrize(
+    ("error", "held", "counted"),
+    [
+        (None, True, {"done": 1}),
+        (None, False, {"discarded": 1}),
+        (PermanentError("gone"), True, {"failed": 1}),
+        (PermanentError("gone"), False, {"discarded": 1}),
+        (RetryableError("HTTP 500"), True, {"retried": 1}),
+    ],
+)
+def test_each_outcome_is_counted_once_under_its_label(error, held, counted):
+    settler, queue, _ = make()
+    queue.held = held
+
+    assert outcomes_of(lambda: settle(settler, error)) == counted
+
+
+def test_a_give_back_and_a_reuse_are_counted_under_their_labels():
+    settler, _, _ = make(probe_fails_with=CaptionerAway("503"))
+    assert outcomes_of(lambda: settle(settler, RetryableError("timed out"))) == {"deferred": 1}
+
+    settler, queue, _ = make()
+    reused = Captioned(None, "md5:x:10", reused_from="obj-0")
+    assert outcomes_of(lambda: settle(settler, None, result=reused)) == {"reused": 1}
+    assert queue.calls == []
+
+
+def test_the_caption_is_stored_with_its_model_fingerprint_and_time():
+    settler, queue, _ = make()
+
+    settle(settler, None, result=Captioned("a boat", "md5:abc:99", 321))
+
+    (call,) = queue.completed
+    assert {"a boat", "model", "md5:abc:99", 321} <= set(call)
+
+
+def test_a_long_reason_is_clipped_before_it_is_stored():
+    settler, queue, _ = make()
+
+    settle(settler, PermanentError("x" * 5000))
+    settle(settler, RetryableError("y" * 5000))
+
+    failed, retried = queue.calls[0][1], queue.calls[1][1][0]
+    assert failed.startswith("x" * 100) and 100 < len(failed) <= 550
+    assert retried.startswith("y" * 100) and 100 < len(retried) <= 550
+
+
+def test_a_job_is_given_back_until_the_next_probe_is_due():
+    settler, queue, health = make(probe_fails_with=CaptionerAway("refused", kind="unreachable"))
+
+    settle(settler, RetryableError("timed out"))
+
+    ((_, (_, delay)),) = queue.calls
+    assert 5 <= delay <= 10  # the first round's backoff: RETRY_BASE_SECONDS / 2 .. base
+
+
+def test_a_job_without_progress_is_given_back_silently_while_still_paused():
+    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
+    for _ in range(MAX_ATTEMPTS):
+        settle(settler, RetryableError("timed out"))
+
+    settle(settler, None)
+
+    assert queue.calls[-1][0] == "refund" and queue.calls[-1][1][0] is None
+
+
+def test_the_pauses_of_the_oldest_jobs_are_forgotten_beyond_the_limit(monkeypatch):
+    monkeypatch.setattr(settle_module, "ROUNDS_REMEMBERED", 1)
+    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
+    for _ in range(MAX_ATTEMPTS):
+        settle(settler, RetryableError("timed out"))
+    settle(settler, RetryableError("timed out"), replace(JOB, object_id="obj-2"))  # evicts obj-1
+    health.problem = None
+
+    settle(settler, None)
+
+    assert queue.calls[-1] == ("complete", "a red square")
