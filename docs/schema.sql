@@ -1360,17 +1360,16 @@ $$;
 CREATE FUNCTION public.caption_jobs_stats(p_bucket text DEFAULT NULL::text) RETURNS TABLE(state text, jobs bigint, oldest_seconds double precision)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO ''
-    AS $_$
+    AS $$
 declare
   oldest timestamptz;
 begin
   if p_bucket is null then  -- the head of jobs_pending_idx
     select j.run_after into oldest from captioner.jobs j
      where j.state = 'pending' order by j.run_after limit 1;
-  else  -- the head of this bucket's range in jobs_pending_bucket_idx
-    execute 'select j.run_after from captioner.jobs j'
-            ' where j.state = ''pending'' and j.bucket_id = $1 order by j.run_after limit 1'
-       into oldest using p_bucket;
+  else  -- the head of this bucket's range in jobs_pending_of_bucket_idx
+    select j.run_after into oldest from captioner.jobs j
+     where j.state <= 'pending' and j.bucket_id = p_bucket order by j.run_after limit 1;
   end if;
   return query
   select s.state::text,
@@ -1382,7 +1381,7 @@ begin
               else 0 end::double precision
     from unnest(enum_range(null::captioner.job_state)) as s(state)
    order by s.state;
-end $_$;
+end $$;
 
 --
 -- Name: caption_jobs_sweep(integer, text[], double precision); Type: FUNCTION; Schema: public; Owner: -
@@ -1501,7 +1500,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126041333 $$;
+    AS $$ select 20261126042026 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1606,7 +1605,7 @@ declare
   n integer := least(greatest(coalesce(search_image_captions.max_results, 20), 0), 100);
   k integer := greatest(coalesce(search_image_captions.skip, 0), 0);
   b text := search_image_captions.bucket;
-  ranked constant integer := 1000;
+  ranked constant integer := 250;
 begin
   select coalesce(array_agg(websearch_to_tsquery(c, words) order by o), '{}') into queries
     from unnest(configs) with ordinality as u(c, o);
@@ -1867,16 +1866,16 @@ ALTER TABLE ONLY public.image_description
 CREATE INDEX jobs_failed_idx ON captioner.jobs USING btree (updated_at) WHERE (state = 'failed'::captioner.job_state);
 
 --
--- Name: jobs_pending_bucket_idx; Type: INDEX; Schema: captioner; Owner: -
---
-
-CREATE INDEX jobs_pending_bucket_idx ON captioner.jobs USING btree (bucket_id, run_after) WHERE (state = 'pending'::captioner.job_state);
-
---
 -- Name: jobs_pending_idx; Type: INDEX; Schema: captioner; Owner: -
 --
 
 CREATE INDEX jobs_pending_idx ON captioner.jobs USING btree (run_after) WHERE (state = 'pending'::captioner.job_state);
+
+--
+-- Name: jobs_pending_of_bucket_idx; Type: INDEX; Schema: captioner; Owner: -
+--
+
+CREATE INDEX jobs_pending_of_bucket_idx ON captioner.jobs USING btree (bucket_id, run_after) WHERE (state <= 'pending'::captioner.job_state);
 
 --
 -- Name: jobs_running_idx; Type: INDEX; Schema: captioner; Owner: -
