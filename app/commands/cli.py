@@ -5,6 +5,7 @@ Settings come from the environment (and `.env`), as for the service; see .env.ex
 """
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -180,12 +181,24 @@ def start_banner(settings: Settings) -> list[str]:
         )
     else:
         lines.append(NOT_CONNECTED)
-    if settings.resolved_backend == "local" and not local_model_present(settings.model_name):
-        lines.append(
-            f"the local model {settings.model_name} is not here yet: "
-            + how_to_provide(settings.model_name)
-        )
+    if settings.resolved_backend == "local":
+        lines += local_backend_notice(settings.model_name)
     return lines
+
+
+def local_backend_notice(name: str) -> list[str]:
+    """What the local backend lacks before it can caption: torch and transformers (an
+    install without the `local` extra, an image built without WITH_LOCAL_MODEL), the model."""
+    if not all(importlib.util.find_spec(module) for module in ("torch", "transformers")):
+        return [
+            "the local backend needs torch and transformers, which this install lacks (pip "
+            "install 'supabase-captioner[local]'; the image: build it with --build-arg "
+            "WITH_LOCAL_MODEL=true), or set HF_TOKEN to caption with Hugging Face's hosted "
+            "inference"
+        ]
+    if not local_model_present(name):
+        return [f"the local model {name} is not here yet: " + how_to_provide(name)]
+    return []
 
 
 def local_model_present(name: str) -> bool:

@@ -15,6 +15,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from postgrest.exceptions import APIError
 
 from app.captioning import caption_image, open_captioner
+from app.commands.migrate import MIGRATIONS_DIR
 from app.commands.status import plan_line
 from app.core.bounded import read_file
 from app.core.config import KEY_SETTINGS, PIPELINE_SETTINGS, Settings
@@ -23,7 +24,6 @@ from app.core.images import EXAMPLES
 from app.core.keys import refused_key
 from app.main import connect_supabase
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 EXAMPLE_IMAGE = EXAMPLES / "house.jpg"
 # Every function the service, the CLI and the gallery call, and the search users call, by
 # the argument names the code sends: PostgREST finds a function by its name and those names,
@@ -214,6 +214,8 @@ def _migrations(report: dict[str, Any]) -> Check:
     version, expected = report["schema_version"], expected_schema_version()
     if mismatched := report["mismatched_functions"]:
         return Check("migrations", False, "; ".join(map(_mismatch, mismatched)), MIGRATE)
+    if expected == 0:  # an install without its migrations: nothing to compare with
+        return Check("migrations", False, f"no migrations in {MIGRATIONS_DIR}", "reinstall")
     if version < expected:
         detail = f"schema version {version}, this captioner needs {expected}"
         return Check("migrations", False, detail, MIGRATE)

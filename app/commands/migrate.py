@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 
-# A source checkout has migrations/ next to app/; the container has it in its working
-# directory (/srv/captioner), since an installed package has no repository around it.
-CANDIDATE_DIRS = (Path(__file__).resolve().parents[2] / "migrations", Path("migrations"))
+# The package's own: app/migrations links to the checkout's migrations/, and an installed
+# package carries the files (package data), so every command finds them from any directory.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 
 class MigrationError(Exception):
@@ -19,11 +19,7 @@ class MigrationError(Exception):
 
 
 def default_directory() -> Path:
-    """The first of CANDIDATE_DIRS holding *.sql files (else the first, to name it)."""
-    for directory in CANDIDATE_DIRS:
-        if any(directory.glob("*.sql")):
-            return directory
-    return CANDIDATE_DIRS[0]
+    return MIGRATIONS_DIR
 
 
 def migration_files(directory: Path) -> list[Path]:

@@ -495,8 +495,8 @@ def dockerfile_problems(df: Dockerfile) -> list[str]:
     checks = final.all("HEALTHCHECK")
     if not checks:
         problems.append("final stage has no HEALTHCHECK")
-    elif "/healthz" not in checks[-1].args or f":{APP_PORT}/" not in checks[-1].args:
-        problems.append(f"HEALTHCHECK does not ask :{APP_PORT}/healthz")
+    elif "/healthz" not in checks[-1].args or "os.environ.get('PORT'" not in checks[-1].args:
+        problems.append("HEALTHCHECK does not ask /healthz on the PORT the service listens on")
     for ins in final.all("RUN"):
         if BUILD_TOOLS.search(ins.args):
             problems.append(f"line {ins.line}: build tools in the final stage: {ins.args[:60]}")
@@ -523,8 +523,20 @@ def dockerfile_problems(df: Dockerfile) -> list[str]:
     return problems
 
 
+def env_of(stage: Stage) -> dict[str, str]:
+    """The stage's ENV values (`ENV A=1 B=2` form), later ones winning."""
+    values: dict[str, str] = {}
+    for ins in stage.all("ENV"):
+        for item in shlex.split(ins.args):
+            key, _, value = item.partition("=")
+            values[key] = value
+    return values
+
+
 def cmd_problems(df: Dockerfile) -> list[str]:
-    """The CMD runs `captioner serve` (exit 0 after a graceful SIGTERM) on 0.0.0.0:8000."""
+    """The CMD runs `captioner serve` (exit 0 after a graceful SIGTERM), which reads HOST,
+    PORT and FORWARDED_ALLOW_IPS from the environment: the image's defaults are ENV, so that
+    `-e PORT=...` is honoured (an option in CMD would win over it)."""
     cmds = df.final.all("CMD")
     if not cmds:
         return ["final stage has no CMD"]
@@ -541,15 +553,50 @@ def cmd_problems(df: Dockerfile) -> list[str]:
     if "serve" not in {command.name or command.callback.__name__
                        for command in cli.cli.registered_commands if command.callback}:
         problems.append("the CLI has no `serve` command")
-
-    def option(name: str) -> str | None:
-        return argv[argv.index(name) + 1] if name in argv[:-1] else None
-
-    if option("--host") != "0.0.0.0":
-        problems.append("the service does not listen on 0.0.0.0")
-    if option("--port") != str(APP_PORT):
-        problems.append(f"the service does not listen on {APP_PORT}")
+    for option in ("--host", "--port", "--forwarded-allow-ips"):
+        if option in argv:
+            problems.append(f"CMD passes {option}: the environment's value would be ignored")
+    env = env_of(df.final)
+    expected = {"HOST": "0.0.0.0", "PORT": str(APP_PORT), "FORWARDED_ALLOW_IPS": "*"}
+    for name, value in expected.items():
+        if env.get(name) != value:
+            problems.append(f"ENV {name} is {env.get(name)!r}, not {value!r}")
+    if set(expected) - SETTING_NAMES:
+        problems.append(f"not settings `serve` reads: {sorted(set(expected) - SETTING_NAMES)}")
     return problems
+
+
+def image_problems_of(df: Dockerfile) -> list[str]:
+    """What issue 19 found in the first build: the page's setting follows the build, torch
+    cannot silently be the CUDA build, migrations and README are in, build arguments sit
+    below the stable layers, and no pip/setuptools/wheel reach the runtime image."""
+    problems = []
+    builder, final = df.stages[0], df.final
+    if env_of(final).get("UI_ENABLED") != "${WITH_UI}" or "WITH_UI" not in _args_of(final):
+        problems.append("UI_ENABLED does not follow the WITH_UI build argument")
+    runs = [ins.args for ins in builder.all("RUN")]
+    torch = next((run for run in runs if "torch==" in run), "")
+    if "+cpu" not in torch or "torch.version.cuda" not in torch:
+        problems.append("torch is not required as the +cpu build (PyPI's CUDA wheel could win)")
+    copied = [source for ins in builder.all("COPY") for source in copy_sources(ins)[0]]
+    for needed in ("README.md", "migrations", "app"):
+        if needed not in copied:
+            problems.append(f"the builder does not COPY {needed}")
+    stable = max(i for i, ins in enumerate(builder.instructions)
+                 if ins.name == "RUN" and ("apt-get" in ins.args or " venv " in ins.args))
+    first_arg = min((i for i, ins in enumerate(builder.instructions) if ins.name == "ARG"),
+                    default=len(builder.instructions))
+    if first_arg < stable:
+        problems.append("a build ARG sits above the apt and venv layers (rebuilt on each change)")
+    if not any("uninstall -y pip setuptools wheel" in run for run in runs[-1:]):
+        problems.append("pip, setuptools and wheel stay in the venv")
+    if not any("uninstall -y pip setuptools wheel" in ins.args for ins in final.all("RUN")):
+        problems.append("the base image's pip, setuptools and wheel stay in the runtime image")
+    return problems
+
+
+def _args_of(stage: Stage) -> set[str]:
+    return {item.partition("=")[0] for ins in stage.all("ARG") for item in shlex.split(ins.args)}
 
 
 def build_arg_problems(df: Dockerfile) -> list[str]:
@@ -712,6 +759,12 @@ def test_dockerfile_build_args(dockerfile: Dockerfile) -> None:
     assert build_arg_problems(dockerfile) == []
 
 
+def test_dockerfile_what_the_first_build_found(dockerfile: Dockerfile) -> None:
+    assert image_problems_of(dockerfile) == []
+    link = ROOT / "app" / "migrations"  # the package carries the migrations (package data)
+    assert link.is_symlink() and link.resolve() == (ROOT / "migrations").resolve()
+
+
 def test_dockerignore() -> None:
     patterns = dockerignore_patterns()
     for path in (".venv", ".venv/bin/python", ".git", ".env", "app/__pycache__/x.pyc"):
@@ -814,10 +867,27 @@ def test_checks_catch_broken_dockerfiles() -> None:
 
     not_serve = text.replace('"captioner", "serve"', '"captioner", "status"')
     assert cmd_problems(parse_dockerfile(not_serve))
-    loopback = text.replace('"--host", "0.0.0.0"', '"--host", "127.0.0.1"')
+    loopback = text.replace("HOST=0.0.0.0", "HOST=127.0.0.1")
     assert cmd_problems(parse_dockerfile(loopback))
+    fixed_port = text.replace('"serve"]', '"serve", "--port", "8000"]')
+    assert cmd_problems(parse_dockerfile(fixed_port))
     shell_form = re.sub(r"(?m)^CMD .*$", "CMD captioner serve", text)
     assert cmd_problems(parse_dockerfile(shell_form))
+    fixed_check = text.replace("os.environ.get('PORT', '8000')", "'8000'")
+    assert any("HEALTHCHECK" in p for p in dockerfile_problems(parse_dockerfile(fixed_check)))
+
+    broken = {
+        "UI_ENABLED": text.replace("UI_ENABLED=${WITH_UI}", "UI_ENABLED=true"),
+        "+cpu": text.replace('"torch==${TORCH_VERSION}+cpu"', '"torch==${TORCH_VERSION}"'),
+        "README.md": text.replace("constraints.txt README.md ./", "constraints.txt ./"),
+        "COPY migrations": text.replace("COPY migrations ./migrations\n", ""),
+        "above": text.replace("RUN apt-get update", "ARG WITH_UI=true\nRUN apt-get update"),
+        "stay in the venv": text.replace(" \\\n && pip uninstall -y pip setuptools wheel", ""),
+        "base image": text.replace("then python -m pip uninstall -y pip setuptools wheel", "then"),
+    }
+    for expected, variant in broken.items():
+        assert variant != text, expected
+        assert any(expected in p for p in image_problems_of(parse_dockerfile(variant))), expected
 
     no_arg = text.replace("ARG WITH_LOCAL_MODEL=false", "ARG WITH_LOCAL=false")
     assert build_arg_problems(parse_dockerfile(no_arg))

@@ -50,7 +50,7 @@ def test_make_and_the_image_install_from_the_constraints():
     assert (
         "--constraint $(CONSTRAINTS)" in makefile and "CONSTRAINTS := constraints.txt" in makefile
     )
-    assert "COPY pyproject.toml constraints.txt ./" in dockerfile
+    assert "COPY pyproject.toml constraints.txt README.md ./" in dockerfile
     assert len(re.findall(r"pip install --constraint constraints\.txt", dockerfile)) == 2
 
 
