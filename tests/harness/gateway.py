@@ -34,13 +34,16 @@ What a request gets (the source of each rule in brackets):
   API keys does not revoke the old JWT as a Bearer token"; the message and the pairing as
   quoted in dyad-sh/dyad#4173, chuan-101/Hamster-Nest#472, supabase/agent-skills#482].
 
-Where the two sources differ: the self-hosted Kong (and Supabase CLI's) replaces an equal
+Where the two sources differ: the self-hosted Kong (K) replaces an equal
 `Bearer sb_…` with the minted JWT, while the guide says it goes down to the database and
 is refused; the stand-in follows the guide, the stricter of the two. supabase-py 2.34 sends
 its key both as `apikey` and as `Authorization: Bearer <key>` (supabase/_async/client.py
 `_get_auth_headers`), so a plain `create_client(url, "sb_secret_…")` gets PGRST301 here,
 as in the issues; the service sends a new key only as `apikey` (app/core/keys.py), which
-works under both. Storage sees the same forwarded header; storage-api refuses a non-JWT
+works under both. postgrest-py and storage3 send the headers supabase-py hands them
+unchanged (postgrest base_request_builder.py `send` adds `Authorization` only from them or
+`.auth()`; storage3 `AsyncStorageClient(url, headers)`), so app/main.py sets them once.
+Storage sees the same forwarded header; storage-api refuses a non-JWT
 with AccessDenied "Invalid Compact JWS" (jose's message; supabase/agent-skills#280).
 
 The body of the browser refusal is not documented; the stand-in's message is its own. K
