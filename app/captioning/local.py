@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from app.captioning.description import DescribeRequest, Description
+from app.core import metrics
 from app.core.batching import MicroBatcher
 from app.core.config import CaptionSettings
 from app.core.errors import ConfigurationError, RetryableError
@@ -274,9 +275,11 @@ class LocalModel(ABC, Generic[Item, Result]):
 
     async def _run_batch(self, items: list[Item]) -> list[Result]:
         try:
-            return await self._in_thread(self.run_blocking, self._loaded, items)
+            results = await self._in_thread(self.run_blocking, self._loaded, items)
         except Exception as exc:
             raise RetryableError(f"local model failed: {type(exc).__name__}: {exc}") from None
+        metrics.LOCAL_BATCH_SIZE.observe(len(items))
+        return results
 
     async def aclose(self) -> None:
         """Fail what has not started, let running batches finish, free the model."""

@@ -23,6 +23,11 @@ CAPTION_SECONDS = Histogram(
     "Time the captioner took per image",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+LOCAL_BATCH_SIZE = Histogram(
+    "captioner_local_batch_size",
+    "Images per batch of the local model (one generate call each)",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+)
 CAPTION_ERRORS = Counter("captioner_caption_errors_total", "Captioner errors, by kind", ["kind"])
 SCHEMA_MISSES = Counter(
     "captioner_schema_misses_total",
