@@ -1,6 +1,7 @@
 """Decode an untrusted image safely and shrink it to what a captioning model needs."""
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -45,6 +46,7 @@ MIMETYPES = tuple(FORMAT_BY_MIMETYPE)
 SAFE_FORMATS = tuple(dict.fromkeys(FORMAT_BY_MIMETYPE.values()))
 SUPPORTED = ", ".join(SAFE_FORMATS)
 JPEG_QUALITY = 90
+NATIVE_I16 = "I;16" if sys.byteorder == "little" else "I;16B"
 EXAMPLES = Path(__file__).parent / "examples"
 # Pillow only warns between its pixel limit and twice that: refuse instead, like above it.
 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -87,11 +89,11 @@ def prepare_image(data: bytes, *, max_side: int, max_pixels: int) -> PreparedIma
         raise _too_many_pixels(None, max_pixels) from None
     except OSError as exc:
         raise PermanentError(f"corrupt image: {exc}") from None
-    source_format = image.format or "unknown"
+    source_format = str(image.format)  # always set by Image.open
     if image.width * image.height > max_pixels:
         raise _too_many_pixels(image.size, max_pixels)
     try:
-        image.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced scale, much faster
+        image.draft(None, (max_side, max_side))  # JPEG: decode at reduced scale, much faster
         ImageOps.exif_transpose(image, in_place=True)
         image = _to_rgb(image)
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
@@ -121,15 +123,16 @@ def probe_image() -> PreparedImage:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Flatten any mode to 8-bit RGB; transparency becomes white."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
-    elif image.mode == "F":
-        image = image.convert("L")
-    if image.mode == "P" and "transparency" in image.info:
+    """Flatten any mode to 8-bit RGB; transparency (alpha or a transparent colour) becomes
+    white."""
+    if image.mode == "I;16N":  # Pillow converts it to I clipped at 255: read it as what it is
+        image = Image.frombytes(NATIVE_I16, image.size, image.tobytes())
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        image = image.convert("I").point(lambda value: value * (1 / 256))
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        background = Image.new("RGB", image.size, "#fff")
+        background.paste(image, mask=image.getchannel("A"))
         return background
     return image.convert("RGB")

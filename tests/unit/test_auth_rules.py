@@ -170,3 +170,277 @@ def test_a_connected_page_without_credentials_is_locked_with_the_reason():
 )
 def test_parse_basic(header, expected):
     assert parse_basic(header) == expected
+
+
+def response(
+    app: FastAPI, method: str, path: str, headers: list[tuple[str, str]]
+) -> httpx.Response:
+    import asyncio
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, headers=headers)
+
+    return asyncio.run(go())
+
+
+def refused_webhooks() -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("captioner_webhooks_total", {"outcome": "refused_401"})
+    return value or 0.0
+
+
+def test_a_refused_webhook_says_why_asks_for_a_bearer_and_is_counted():
+    before = refused_webhooks()
+
+    answer = response(WEBHOOK, "POST", "/hook", [("authorization", "Bearer wrong")])
+
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.json() == {
+        "detail": "missing or wrong webhook secret (Authorization: Bearer <WEBHOOK_SECRET>)"
+    }
+    assert refused_webhooks() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        (f"Bearer {SECRETS[0]}", True),
+        (f"bearer {SECRETS[1]}", True),
+        (f"BEARER  {SECRETS[0]} ", True),
+        (f"Bearer{SECRETS[0]}", False),
+        (f"Bearer {SECRETS[0]}x", False),
+        (f"Bearer x{SECRETS[0]}", False),
+        (f"Bearer {SECRETS[0][:-1]}", False),
+        (f"Basic {SECRETS[0]}", False),
+        (f"Bearer {SECRETS[0]} {SECRETS[1]}", False),
+        ("Bearer", False),
+        ("", False),
+    ],
+)
+def test_the_webhook_bearer_cases(header, accepted):
+    assert status(WEBHOOK, "POST", "/hook", [("authorization", header)]) == (
+        200 if accepted else 401
+    )
+
+
+def test_a_wrong_api_key_is_refused_with_401_and_a_bearer_challenge():
+    app = app_for(settings(api_keys=["api-key", "other-key"]))
+
+    for header in ["Bearer api-key", "Bearer other-key", "bearer  other-key "]:
+        assert status(app, "GET", "/api", [("authorization", header)]) == 200
+    answer = response(app, "GET", "/api", [("authorization", "Bearer api-keyx")])
+
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    detail = "missing or wrong API key (Authorization: Bearer <API_KEYS>)"
+    assert answer.json() == {"detail": detail}
+    assert status(app, "GET", "/api", []) == 401
+    assert status(app, "GET", "/api", [("authorization", "Bearer api-key")] * 2) == 401
+
+
+def test_an_api_without_any_key_on_a_public_address_is_locked_with_403_and_the_reason():
+    app = app_for(Settings(_env_file=None, host="0.0.0.0"))  # type: ignore[call-arg]
+
+    answer = response(app, "GET", "/api", [("authorization", "Bearer anything")])
+
+    assert answer.status_code == 403
+    assert "www-authenticate" not in answer.headers
+    assert answer.json() == {
+        "detail": "the API needs a key on a non-loopback address (HOST=0.0.0.0): set API_KEYS "
+        "and send Authorization: Bearer <key> (or API_PUBLIC=true to open it to anyone)"
+    }
+
+
+def test_api_public_opens_a_keyless_api_on_a_public_address():
+    app = app_for(Settings(_env_file=None, host="0.0.0.0", api_public=True))  # type: ignore[call-arg]
+
+    assert status(app, "GET", "/api", []) == 200
+    assert status(app, "GET", "/api", [("authorization", "Bearer anything")]) == 200
+
+
+def test_the_page_login_challenge_is_basic_with_a_plain_text_reason():
+    app = app_for(settings(ui_username="alice", ui_password="pw"))
+
+    answer = response(app, "GET", "/ui/x", [])
+
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == 'Basic realm="captioner", charset="UTF-8"'
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    assert answer.headers["content-length"] == str(len(b"authentication required"))
+    assert answer.content == b"authentication required"
+
+
+def test_a_locked_page_answers_403_without_a_challenge():
+    answer = response(app_for(settings()), "GET", "/ui", [basic("alice", "pw")])
+
+    assert answer.status_code == 403
+    assert "www-authenticate" not in answer.headers
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    assert answer.headers["content-length"] == str(len(UI_LOCKED_REASON.encode()))
+    assert answer.text == UI_LOCKED_REASON
+
+
+def test_a_page_on_a_public_address_without_credentials_is_locked_naming_host():
+    config = Settings(_env_file=None, host="0.0.0.0")  # type: ignore[call-arg]
+
+    answer = response(app_for(config), "GET", "/ui/", [])
+
+    assert answer.status_code == 403
+    assert answer.text == (
+        "the web page needs credentials on a non-loopback address (HOST=0.0.0.0): set "
+        "UI_USERNAME and UI_PASSWORD (or UI_PUBLIC=true to open it to anyone)"
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        Settings(_env_file=None),  # type: ignore[call-arg]  # a local demo
+        Settings(_env_file=None, host="0.0.0.0", ui_public=True),  # type: ignore[call-arg]
+    ],
+)
+def test_an_open_page_needs_no_login(config):
+    assert config.ui_auth == "open"
+
+    assert status(app_for(config), "GET", "/ui/x", []) == 200
+    assert status(app_for(config), "GET", "/ui/x", [basic("x", "y")]) == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic " + base64.b64encode(b"alice:pw").decode(),
+        "basic " + base64.b64encode(b"alice:pw").decode(),
+        "BASIC  " + base64.b64encode(b"alice:pw").decode() + " ",
+    ],
+)
+def test_the_basic_scheme_is_case_insensitive(header):
+    app = app_for(settings(ui_username="alice", ui_password="pw"))
+
+    assert status(app, "GET", "/ui/x", [("authorization", header)]) == 200
+
+
+@pytest.mark.parametrize(
+    "credentials", [b"alice:pwx", b"alicex:pw", b"alice", b"alice:", b":pw", b"pw:alice"]
+)
+def test_near_miss_credentials_are_refused(credentials):
+    app = app_for(settings(ui_username="alice", ui_password="pw"))
+    header = ("authorization", "Basic " + base64.b64encode(credentials).decode())
+
+    assert status(app, "GET", "/ui/x", [header]) == 401
+
+
+def test_a_password_with_a_colon_is_kept_whole():
+    app = app_for(settings(ui_username="alice", ui_password="p:w"))
+
+    assert status(app, "GET", "/ui/x", [basic("alice", "p:w")]) == 200
+    assert status(app, "GET", "/ui/x", [basic("alice", "p")]) == 401
+
+
+class Recorder:
+    """A raw ASGI app behind the middleware: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict] = []
+        self.received: list[dict] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.scopes.append(scope)
+        self.received.append(await receive())
+
+
+def drive(guard: WebPageAuth, scope: dict) -> list[dict]:
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(guard(scope, receive, send))
+    return sent
+
+
+def websocket(path: str, headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"type": "websocket", "path": path, "headers": headers}
+
+
+@pytest.mark.parametrize("config", [settings(ui_username="alice", ui_password="pw"), settings()])
+def test_a_refused_websocket_is_closed_with_policy_violation(config):
+    inner = Recorder()
+    guard = WebPageAuth(inner, config, "/ui")
+
+    sent = drive(guard, websocket("/ui/queue/join", []))
+
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert inner.scopes == []
+
+
+def test_an_authorized_websocket_and_unguarded_paths_reach_the_app():
+    inner = Recorder()
+    guard = WebPageAuth(inner, settings(ui_username="alice", ui_password="pw"), "/ui")
+    good = [(b"authorization", basic("alice", "pw")[1].encode())]
+
+    assert drive(guard, websocket("/ui/queue/join", good)) == []
+    assert drive(guard, websocket("/other", [])) == []
+    assert [scope["path"] for scope in inner.scopes] == ["/ui/queue/join", "/other"]
+    assert inner.received == [{"type": "websocket.connect"}] * 2
+
+
+def test_non_http_scopes_pass_through_untouched():
+    inner = Recorder()
+    guard = WebPageAuth(inner, settings(), "/ui")  # locked: every http request refused
+    lifespan = {"type": "lifespan"}  # no path, no headers
+
+    assert drive(guard, lifespan) == []
+    assert inner.scopes == [lifespan]
+
+
+def http(path: str) -> dict:
+    return {"type": "http", "method": "GET", "path": path, "headers": []}
+
+
+def test_the_refusals_are_asgi_messages_with_lowercase_header_names():
+    """ASGI: header names in http.response.start must be lowercased."""
+    challenge = WebPageAuth(Recorder(), settings(ui_username="alice", ui_password="pw"), "/ui")
+    locked = WebPageAuth(Recorder(), settings(), "/ui")
+    plain = (b"content-type", b"text/plain; charset=utf-8")
+
+    assert drive(challenge, http("/ui")) == [
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"www-authenticate", b'Basic realm="captioner", charset="UTF-8"'),
+                plain,
+                (b"content-length", b"23"),
+            ],
+        },
+        {"type": "http.response.body", "body": b"authentication required"},
+    ]
+    reason = UI_LOCKED_REASON.encode()
+    assert drive(locked, http("/ui/x")) == [
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [plain, (b"content-length", str(len(reason)).encode())],
+        },
+        {"type": "http.response.body", "body": reason},
+    ]
+
+
+@pytest.mark.parametrize("junk", ["!", "*", " x", "#"])
+def test_basic_credentials_must_be_strict_base64(junk):
+    token = base64.b64encode(b"alice:pw").decode()
+    app = app_for(settings(ui_username="alice", ui_password="pw"))
+
+    assert parse_basic(f"Basic {token}{junk}") == ("", "")
+    assert parse_basic(f"Basic {token[:4]}{junk}{token[4:]}") == ("", "")
+    assert status(app, "GET", "/ui/x", [("authorization", f"Basic {token[:4]}!{token[4:]}")]) == 401
