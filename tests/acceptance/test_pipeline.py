@@ -206,7 +206,12 @@ def test_local_model_captions_uploads_end_to_end(service_factory, supabase, pgne
     create_bucket(supabase.db_url, "images")
     service = service_factory(caption_backend="auto", hf_token=None, local_model=str(tiny_blip),
                               max_new_tokens=8)
-    assert httpx.get(service.url + "/readyz").json()["checks"]["captioner"] == "ok"  # loadable
+    def captioner_state() -> str:
+        return str(httpx.get(service.url + "/readyz").json()["checks"]["captioner"])
+
+    # the model loads at start: /readyz says "loading" until it is ready, then "ok"
+    assert captioner_state().startswith(("loading", "ok"))
+    wait_until(lambda: captioner_state() == "ok", timeout=60, message="the model never loaded")
     object_id = upload(supabase, "local.png", make_image((200, 120, 40), size=(96, 64)))
 
     row = wait_for_caption(supabase.db_url, object_id, timeout=60)
