@@ -23,6 +23,7 @@ from app.captioning.local import (
     Placement,
     load_model,
     resolve_source,
+    to_device,
 )
 from app.captioning.structured import checked
 from app.core.config import CaptionSettings
@@ -78,7 +79,7 @@ def run_tasks(
         indices = [i for i, item in enumerate(items) if task in item.tasks]
         images = [items[i].image for i in indices]
         inputs = loaded.processor(images=images, text=[task] * len(indices), return_tensors="pt")
-        tensors = {key: _move(value, loaded) for key, value in inputs.items()}
+        tensors = {key: to_device(value, loaded) for key, value in inputs.items()}
         with torch.inference_mode():
             ids = loaded.model.generate(
                 **tensors, max_new_tokens=budgets[task], num_beams=num_beams
@@ -133,11 +134,3 @@ class FlorenceCaptioner(LocalModel[TaskItem, dict[str, str]]):
     async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
         outputs = await self.run(TaskItem(image.pil, tasks_for(request)))
         return description_from(outputs, request, self._settings.alt_text_max_chars)
-
-
-def _move(value: Any, loaded: LoadedModel) -> Any:
-    if not hasattr(value, "to"):
-        return value
-    if value.is_floating_point():
-        return value.to(device=loaded.device, dtype=loaded.dtype)
-    return value.to(device=loaded.device)

@@ -423,14 +423,15 @@ def generate_captions(
     import torch
 
     inputs = loaded.processor(images=images, return_tensors="pt")
-    tensors = {key: _move(value, loaded) for key, value in inputs.items()}
+    tensors = {key: to_device(value, loaded) for key, value in inputs.items()}
     with torch.inference_mode():
         ids = loaded.model.generate(**tensors, max_new_tokens=max_new_tokens, num_beams=num_beams)
     texts = loaded.decoder.batch_decode(ids, skip_special_tokens=True)
     return [text.strip() for text in texts]
 
 
-def _move(value: Any, loaded: LoadedModel) -> Any:
+def to_device(value: Any, loaded: LoadedModel) -> Any:
+    """A processor output on the model's device, floating point in the model's dtype."""
     if not hasattr(value, "to"):
         return value
     if value.is_floating_point():

@@ -189,33 +189,34 @@ def test_a_partial_batch_runs_after_the_wait(
 def test_the_event_loop_keeps_running_during_load_and_generate(
     tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Load and generate block until the event loop itself releases them: had either run on
+    the loop's thread, the loop could not have, and the wait would time out (no clock bound)."""
     real_load, real_generate = local.load_model, local.generate_captions
+    started = {stage: threading.Event() for stage in ("load", "generate")}
+    released = {stage: threading.Event() for stage in ("load", "generate")}
+    seen: dict[str, bool] = {}
 
-    def slow_load(*args: Any) -> Any:
-        time.sleep(0.3)
-        return real_load(*args)
+    def held(stage: str, real: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            started[stage].set()
+            seen[stage] = released[stage].wait(30)
+            return real(*args)
 
-    def slow_generate(*args: Any) -> list[str]:
-        time.sleep(0.3)
-        return real_generate(*args)
+        return wrapper
 
-    monkeypatch.setattr(local, "load_model", slow_load)
-    monkeypatch.setattr(local, "generate_captions", slow_generate)
+    monkeypatch.setattr(local, "load_model", held("load", real_load))
+    monkeypatch.setattr(local, "generate_captions", held("generate", real_generate))
     captioner = LocalCaptioner(make_settings(tiny_blip))
 
-    async def scenario() -> list[float]:
-        ticks: list[float] = []
+    async def scenario() -> str:
         task = asyncio.create_task(captioner.caption(IMAGES[0]))
-        while not task.done():
-            ticks.append(time.perf_counter())
-            await asyncio.sleep(0.01)
-        await task
-        return ticks
+        for stage in ("load", "generate"):
+            await asyncio.to_thread(started[stage].wait, 30)  # the loop runs meanwhile
+            released[stage].set()
+        return await task
 
-    ticks = run(captioner, scenario)
-    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
-    assert len(ticks) > 20
-    assert max(gaps) < 0.2
+    assert run(captioner, scenario)
+    assert seen == {"load": True, "generate": True}
 
 
 def test_an_exception_in_a_batch_reaches_every_caller(
@@ -245,7 +246,11 @@ def test_close_fails_waiting_callers(tiny_blip: Path) -> None:
     async def scenario() -> list[BaseException | str]:
         await captioner.load()
         tasks = [asyncio.create_task(captioner.caption(i)) for i in IMAGES[:2]]
-        await asyncio.sleep(0.05)
+        for _ in range(1000):  # until both wait in the batch (no clock involved)
+            if len(captioner._batcher._pending) == 2:
+                break
+            await asyncio.sleep(0)
+        assert len(captioner._batcher._pending) == 2
         await captioner.aclose()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
