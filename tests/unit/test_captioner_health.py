@@ -342,3 +342,50 @@ def test_the_default_probe_captions_the_probe_image_resolving_the_route_on_a_rec
 
     assert captioner.images == [probe_image(), probe_image()]
     assert captioner.resolved == 1 and state.problem is None
+
+
+def test_the_wait_doubles_each_failed_round_and_starts_over_after_a_success():
+    away = CaptionerAway("refused", kind="unreachable")
+    state, _ = health([away, away, None], base=100.0, ceiling=1e6)
+    run(state.judge(away, 0.0))
+
+    waits = rounds_of_recovery(state, 3)  # two failed probes, then one that captions
+
+    assert 49 <= waits[0] <= 100 and 99 <= waits[1] <= 200 and 199 <= waits[2] <= 400
+    assert state.problem is None
+    run(state.judge(away, 0.0))  # a new outage starts from the first round again
+    assert 49 <= delay_of(state) <= 100
+
+
+def test_one_pause_is_counted_per_outage_and_another_when_its_class_changes():
+    def pauses() -> dict[str, float]:
+        return {f: metrics.PAUSES.labels(f)._value.get() for f in ("away", "configuration")}
+
+    before = pauses()
+    away = CaptionerAway("refused")
+    config = ConfigurationError("401", "HF_TOKEN")
+    state, _ = health([away, away, config, config, None])
+    run(state.judge(away, 0.0))
+    rounds_of_recovery(state, 5)
+
+    after = pauses()
+    assert {f: after[f] - before[f] for f in after} == {"away": 1, "configuration": 1}
+
+
+@pytest.mark.parametrize(
+    ("probe_says", "reason", "setting"),
+    [
+        (ValueError("x" * 900), "the probe failed: ValueError: " + "x" * 470, None),
+        (
+            PermanentError("415 unsupported"),
+            "the captioner refuses the probe image: 415 unsupported",
+            "CAPTION_MODEL",
+        ),
+    ],
+)
+def test_what_a_failed_probe_says(probe_says, reason, setting):
+    verdict, state, _ = judged([probe_says], RetryableError("timed out"))
+
+    assert verdict is not None and verdict.reason.startswith(reason)  # type: ignore[attr-defined]
+    assert len(verdict.reason) <= 520  # type: ignore[attr-defined]
+    assert getattr(verdict, "setting", None) == setting

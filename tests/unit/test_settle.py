@@ -35,17 +35,21 @@ class Queue:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     completed: list[tuple[Any, ...]] = field(default_factory=list)  # every argument
     held: bool = True  # False: the lease was lost meanwhile
+    jobs: list[Job] = field(default_factory=list)  # the job each call named
 
     async def complete(self, job: Job, caption: str, *args: Any, **kwargs: Any) -> bool:
+        self.jobs.append(job)
         self.calls.append(("complete", caption))
         self.completed.append((caption, *args, *kwargs.values()))
         return self.held
 
     async def retry(self, job: Job, error: str | None, delay: float, refund: bool = False) -> bool:
+        self.jobs.append(job)
         self.calls.append(("refund" if refund else "retry", (error, delay)))
         return self.held
 
     async def fail(self, job: Job, error: str) -> bool:
+        self.jobs.append(job)
         self.calls.append(("fail", error))
         return self.held
 
@@ -282,3 +286,48 @@ def test_the_pauses_of_the_oldest_jobs_are_forgotten_beyond_the_limit(monkeypatc
     settle(settler, None)
 
     assert queue.calls[-1] == ("complete", "a red square")
+
+
+def test_every_queue_call_names_the_job_it_settles():
+    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
+    for _ in range(MAX_ATTEMPTS + 1):
+        settle(settler, RetryableError("timed out"))  # given back, then without progress
+    health.problem = None
+    settle(settler, None)  # no progress: failed
+    other, queue2, _ = make()
+    for error in (None, PermanentError("gone"), RetryableError("HTTP 500"), KeyError("bug")):
+        settle(other, error)
+
+    assert queue.jobs and all(job is JOB for job in queue.jobs + queue2.jobs)
+    assert len(queue2.jobs) == 4
+
+
+def test_the_descriptions_are_stored_with_the_caption():
+    settler, queue, _ = make()
+    descriptions = [{"language": "en", "alt_text": "A boat."}]
+
+    settle(settler, None, result=Captioned("a boat", "md5:x:1", 5, descriptions=descriptions))
+
+    assert any(arg == descriptions for arg in queue.completed[0])
+
+
+def test_a_bug_outside_the_captioner_is_retried_counted_too():
+    settler, queue, _ = make()
+
+    async def work() -> Captioned:
+        raise OSError("disk full")  # storage, decoding: not the captioner's call
+
+    asyncio.run(settler.settle(JOB, work))
+
+    assert queue.calls == [("retry", ("unexpected OSError: disk full", queue.calls[0][1][1]))]
+    assert queue.jobs == [JOB]
+
+
+def test_a_new_job_never_starts_as_if_it_had_been_paused():
+    settler, queue, _ = make(probe_fails_with=CaptionerAway("503"))
+    for _ in range(MAX_ATTEMPTS - 1):
+        settle(settler, RetryableError("timed out"))
+
+    settle(settler, RetryableError("timed out"))  # the MAX_ATTEMPTS-th give-back, not a failure
+
+    assert [call[0] for call in queue.calls] == ["refund"] * MAX_ATTEMPTS
