@@ -15,6 +15,7 @@ from app.core.errors import Failure, failure_of
 from app.core.images import prepare_image
 from tests.harness.hf_stub import Content, ServerError, caption_for
 from tests.harness.openai_server import OpenAICompatibleServer
+from tests.integration.test_hf_routes import settings_for as hub_settings
 from tests.support import make_image
 
 VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -32,14 +33,8 @@ GOOD = {
 
 
 def settings_for(hf, model: str = VLM, backend: str = "chat", **overrides) -> CaptionSettings:
-    values = {
-        "hf_token": "hf_test_token",
-        "caption_backend": backend,
-        "caption_model": model,
-        "hf_endpoint": hf.url,
-        "hf_router_url": hf.url,
-    }
-    return CaptionSettings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+    """test_hf_routes' settings (a token, the stand-in Hub and router), a chat VLM by default."""
+    return hub_settings(hf, model, backend, **overrides)
 
 
 def describe(settings: CaptionSettings, request: DescribeRequest | None = None) -> Description:
