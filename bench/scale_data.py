@@ -91,7 +91,7 @@ create policy bench_owner_reads_own on storage.objects for select to authenticat
 # what a run adds, removed before the next (and after it): uploads, the un-queued objects
 # and the backlog; the other bucket's jobs pending and due again, its captions gone
 RESET = """
-select set_config('storage.can_delete', 'true', false);
+select set_config('storage.allow_delete_query', 'true', false);  -- storage-api's own switch
 delete from storage.objects
  where bucket_id = 'images' and name !~ '^photos/';
 delete from public.image_caption ic using storage.objects o
