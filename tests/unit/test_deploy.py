@@ -12,8 +12,11 @@ import copy
 import fnmatch
 import importlib
 import json
+import os
 import re
 import shlex
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 KONG_CONFIG = ROOT / "docker" / "kong" / "kong.yml"
+KONG_ENTRYPOINT = ROOT / "docker" / "kong" / "kong-entrypoint.sh"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
@@ -362,6 +366,87 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def demo_defaults() -> dict[str, str]:
+    """The `${VAR:-default}` defaults of docker-compose.yml: the demo values."""
+    uses = variable_uses(COMPOSE_FILE.read_text())
+    return {u.name: u.default or "" for u in uses if u.op == ":-"}
+
+
+def kong_environment(doc: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, str]:
+    """The kong container's environment, with `env` as the compose variables."""
+    return dict(interpolate(environment_of(doc["services"]["kong"]), env))
+
+
+def run_gateway_entrypoint(
+    env: dict[str, str], tmp_path: Path, template: Path = KONG_CONFIG
+) -> subprocess.CompletedProcess[str]:
+    """docker/kong/kong-entrypoint.sh run here with the container's `env`, rendering
+    `template` into tmp_path/kong.yml and running `true` instead of Kong."""
+    rendered = tmp_path / "kong.yml"
+    rendered.unlink(missing_ok=True)
+    paths = {"KONG_CONFIG_TEMPLATE": str(template), "KONG_DECLARATIVE_CONFIG": str(rendered)}
+    return subprocess.run(
+        ["sh", str(KONG_ENTRYPOINT), "true"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env, **paths},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def render_gateway(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
+    """The declarative config Kong loads, as the entrypoint renders it for `env`."""
+    done = run_gateway_entrypoint(env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load((tmp_path / "kong.yml").read_text())
+    return config
+
+
+def credentials(config: dict[str, Any]) -> dict[str, set[str]]:
+    """Each consumer's key-auth keys."""
+    return {
+        c["username"]: {k["key"] for k in c["keyauth_credentials"]} for c in config["consumers"]
+    }
+
+
+def plugins_of(config: dict[str, Any], service: str) -> dict[str, dict[str, Any]]:
+    (found,) = [s for s in config["services"] if s["name"] == service]
+    return {p["name"]: p.get("config") or {} for p in found["plugins"]}
+
+
+def lua_authorization(template: str) -> Callable[[dict[str, str]], str | None]:
+    """A request-transformer value `$(<Lua expression>)` as a function of the request's
+    headers (lower-case names). The expression's Lua (and/or, ==, ~=, nil, .., s:sub(1, 10))
+    is translated to the Python that means the same for non-empty strings."""
+    assert template.startswith("$(") and template.endswith(")"), template
+    python = re.sub(r"headers\.(\w+)", r"headers.get('\1')", template[2:-1])
+    for lua, py in ((":sub(1, 10)", "[:10]"), ("~=", "!="), (" nil", " None"), (" .. ", " + ")):
+        python = python.replace(lua, py)
+    code = compile(python, "LUA_AUTH_EXPR", "eval")
+
+    def authorization(headers: dict[str, str]) -> str | None:
+        value = eval(code, {"__builtins__": {}}, {"headers": headers})
+        return value or None
+
+    return authorization
+
+
+def bearer_role(authorization: str | None) -> str | None:
+    """The role of `Bearer <JWT>` signed with the demo JWT_SECRET; None for anything else."""
+    if authorization is None or not authorization.startswith("Bearer "):
+        return None
+    try:
+        claims = jwt.decode(authorization[7:], demo_defaults()["JWT_SECRET"], algorithms=["HS256"])
+    except jwt.InvalidTokenError:
+        return None
+    return str(claims["role"])
+
+
+def _without(env: dict[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in names}
+
+
 # ---------------------------------------------------------------------------------------------
 # Dockerfile parsing and checks
 
@@ -550,8 +635,11 @@ def cmd_problems(df: Dockerfile) -> list[str]:
     except ImportError as exc:
         return [f"CMD runs captioner but app.commands.cli does not import: {exc}"]
     problems = []
-    if "serve" not in {command.name or command.callback.__name__
-                       for command in cli.cli.registered_commands if command.callback}:
+    if "serve" not in {
+        command.name or command.callback.__name__
+        for command in cli.cli.registered_commands
+        if command.callback
+    }:
         problems.append("the CLI has no `serve` command")
     for option in ("--host", "--port", "--forwarded-allow-ips"):
         if option in argv:
@@ -582,10 +670,15 @@ def image_problems_of(df: Dockerfile) -> list[str]:
     for needed in ("README.md", "migrations", "app"):
         if needed not in copied:
             problems.append(f"the builder does not COPY {needed}")
-    stable = max(i for i, ins in enumerate(builder.instructions)
-                 if ins.name == "RUN" and ("apt-get" in ins.args or " venv " in ins.args))
-    first_arg = min((i for i, ins in enumerate(builder.instructions) if ins.name == "ARG"),
-                    default=len(builder.instructions))
+    stable = max(
+        i
+        for i, ins in enumerate(builder.instructions)
+        if ins.name == "RUN" and ("apt-get" in ins.args or " venv " in ins.args)
+    )
+    first_arg = min(
+        (i for i, ins in enumerate(builder.instructions) if ins.name == "ARG"),
+        default=len(builder.instructions),
+    )
     if first_arg < stable:
         problems.append("a build ARG sits above the apt and venv layers (rebuilt on each change)")
     if not any("uninstall -y pip setuptools wheel" in run for run in runs[-1:]):
@@ -729,12 +822,11 @@ def test_demo_keys_are_signed_with_the_demo_secret() -> None:
     assert jwt.decode(defaults["ANON_KEY"], secret, algorithms=["HS256"])["role"] == "anon"
 
 
-def test_gateway_config_routes_rest_and_storage(compose: dict[str, Any]) -> None:
-    raw = KONG_CONFIG.read_text()
-    # the kong entrypoint renders the file with `eval "echo \"...\""`
-    assert '"' not in raw and "`" not in raw
-    assert {u.name for u in variable_uses(raw)} <= set(environment_of(compose["services"]["kong"]))
-    config = yaml.safe_load(raw)
+def test_gateway_config_routes_rest_and_storage(compose: dict[str, Any], tmp_path: Path) -> None:
+    # every $NAME in kong.yml is the kong service's or one the entrypoint sets
+    names = {u.name for u in variable_uses(KONG_CONFIG.read_text())}
+    assert names <= set(environment_of(compose["services"]["kong"])) | {"LUA_AUTH_EXPR"}
+    config = render_gateway(kong_environment(compose), tmp_path)
     routes = {
         path: service["url"]
         for service in config["services"]
@@ -745,6 +837,153 @@ def test_gateway_config_routes_rest_and_storage(compose: dict[str, Any]) -> None
     assert routes["/storage/v1/"] == "http://storage:5000/"
     for url in routes.values():
         assert re.match(r"http://([\w-]+):", url).group(1) in compose["services"]  # type: ignore[union-attr]
+
+
+def test_kong_runs_the_entrypoint_on_its_mounted_files(compose: dict[str, Any]) -> None:
+    kong = compose["services"]["kong"]
+    mounts = {(ROOT / s).resolve(): t for s, t, _ in map(split_volume, kong["volumes"]) if s}
+    script = mounts[KONG_ENTRYPOINT.resolve()]
+    assert kong["entrypoint"] == ["sh", script]
+    assert kong["command"] == ["/docker-entrypoint.sh", "kong", "docker-start"]
+    text = KONG_ENTRYPOINT.read_text()
+    default = re.search(r"template=\$\{KONG_CONFIG_TEMPLATE:-(\S+)\}", text)
+    assert default and mounts[KONG_CONFIG.resolve()] == default.group(1)
+    assert environment_of(kong)["KONG_DECLARATIVE_CONFIG"].startswith("/home/kong/")
+
+
+def test_gateway_accepts_both_kinds_of_key_for_each_role(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    env = kong_environment(compose)
+    assert env["SUPABASE_SECRET_KEY"].startswith("sb_secret_")
+    assert env["SUPABASE_PUBLISHABLE_KEY"].startswith("sb_publishable_")
+    config = render_gateway(env, tmp_path)
+    assert credentials(config) == {
+        "service_role": {env["SUPABASE_SERVICE_KEY"], env["SUPABASE_SECRET_KEY"]},
+        "anon": {env["SUPABASE_ANON_KEY"], env["SUPABASE_PUBLISHABLE_KEY"]},
+    }
+    groups = {a["consumer"]: a["group"] for a in config["acls"]}
+    assert groups == {"service_role": "admin", "anon": "anon"}
+    rest = plugins_of(config, "rest-v1")
+    assert set(rest["acl"]["allow"]) == {"admin", "anon"}
+    # the request-transformer reads the apikey header after key-auth: it must stay
+    assert rest["key-auth"]["hide_credentials"] is False
+
+
+def test_gateway_swaps_opaque_keys_for_their_roles_jwts(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    env = kong_environment(compose)
+    secret, publishable = env["SUPABASE_SECRET_KEY"], env["SUPABASE_PUBLISHABLE_KEY"]
+    config = render_gateway(env, tmp_path)
+    for service in ("rest-v1", "storage-v1"):
+        transformer = plugins_of(config, service)["request-transformer"]
+        # `add` where the request has no Authorization, `replace` where it has one
+        assert transformer["add"]["headers"] == transformer["replace"]["headers"]
+        (header,) = transformer["add"]["headers"]
+        name, _, expression = header.partition(": ")
+        assert name == "Authorization"
+        authorization = lua_authorization(expression)
+        roles = {
+            "service_role": {"apikey": secret},
+            "anon": {"apikey": publishable},
+            # a key sent both ways (supabase-py does) is swapped too
+            "service_role too": {"apikey": secret, "authorization": f"Bearer {secret}"},
+            # a legacy key goes down as a Bearer token
+            "anon too": {"apikey": env["SUPABASE_ANON_KEY"]},
+        }
+        for expected, headers in roles.items():
+            assert bearer_role(authorization(headers)) == expected.removesuffix(" too"), headers
+        # a user's JWT is left as it is
+        user = "Bearer eyJ.user.token"
+        assert authorization({"apikey": secret, "authorization": user}) == user
+        # a key the gateway does not know goes down as it is, for the service to refuse
+        # (key-auth refuses it first on /rest/v1)
+        assert authorization({"apikey": "sb_secret_unknown"}) == "Bearer sb_secret_unknown"
+        assert authorization({}) is None  # a signed URL: nothing added
+
+
+def test_captioner_uses_the_gateways_secret_key(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    captioner = environment_of(services["captioner"])
+    kong = environment_of(services["kong"])
+    assert captioner["SUPABASE_SECRET_KEY"] == kong["SUPABASE_SECRET_KEY"]
+    assert "SUPABASE_SERVICE_ROLE_KEY" not in captioner  # it would be ignored (doctor says so)
+    own = {"SUPABASE_SECRET_KEY": "sb_secret_own"}
+    assert interpolate(captioner, own)["SUPABASE_SECRET_KEY"] == "sb_secret_own"
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for key, value in interpolate(captioner).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.service_key is not None
+    setting, key = settings.service_key
+    assert (setting, key.kind, key.has_service_rights) == ("SUPABASE_SECRET_KEY", "secret", True)
+
+
+def test_gateway_entrypoint_refuses_unsafe_keys(compose: dict[str, Any], tmp_path: Path) -> None:
+    own_secret = "your-own-jwt-secret-with-at-least-32-characters"
+    own_jwts = {
+        "SERVICE_ROLE_KEY": jwt.encode({"role": "service_role"}, own_secret, algorithm="HS256"),
+        "ANON_KEY": jwt.encode({"role": "anon"}, own_secret, algorithm="HS256"),
+    }
+    demo = kong_environment(compose)
+    refused = {
+        # your own JWTs with the published opaque keys would let anyone in
+        "public demo": kong_environment(compose, own_jwts),
+        "together (or neither)": _without(demo, "SUPABASE_PUBLISHABLE_KEY"),
+        "SUPABASE_SECRET_KEY does not start": {**demo, "SUPABASE_SECRET_KEY": "sb_publishable_x"},
+        "SUPABASE_PUBLISHABLE_KEY does not start": {
+            **demo,
+            "SUPABASE_PUBLISHABLE_KEY": "sb_secret_x",
+        },
+        "has a character": {**demo, "SUPABASE_SECRET_KEY": "sb_secret_x') or ('"},
+        "SUPABASE_SERVICE_KEY (SERVICE_ROLE_KEY) is not set": _without(
+            demo, "SUPABASE_SERVICE_KEY"
+        ),
+    }
+    for expected, env in refused.items():
+        done = run_gateway_entrypoint(env, tmp_path)
+        assert done.returncode == 1, expected
+        assert expected in done.stderr, (expected, done.stderr)
+    # a name the template uses but nobody set is not left in as a key
+    template = tmp_path / "template.yml"
+    template.write_text("consumers:\n  - keyauth_credentials:\n      - key: $NOT_SET_ANYWHERE\n")
+    done = run_gateway_entrypoint(demo, tmp_path, template)
+    assert done.returncode == 1 and "$NOT_SET_ANYWHERE, which is not set" in done.stderr
+    # your own keys all round: accepted
+    own = {
+        **own_jwts,
+        "SUPABASE_SECRET_KEY": "sb_secret_own",
+        "SUPABASE_PUBLISHABLE_KEY": "sb_publishable_own",
+    }
+    config = render_gateway(kong_environment(compose, own), tmp_path)
+    assert credentials(config)["service_role"] == {own_jwts["SERVICE_ROLE_KEY"], "sb_secret_own"}
+    # no opaque keys at all: the legacy keys only, the opaque keys' credential lines dropped
+    legacy = _without(demo, "SUPABASE_SECRET_KEY", "SUPABASE_PUBLISHABLE_KEY")
+    config = render_gateway(legacy, tmp_path)
+    assert credentials(config) == {
+        "service_role": {demo["SUPABASE_SERVICE_KEY"]},
+        "anon": {demo["SUPABASE_ANON_KEY"]},
+    }
+    (header,) = plugins_of(config, "rest-v1")["request-transformer"]["add"]["headers"]
+    authorization = lua_authorization(header.partition(": ")[2])
+    secret = demo["SUPABASE_SECRET_KEY"]
+    assert authorization({"apikey": secret}) == f"Bearer {secret}"
+
+
+def test_gateway_entrypoint_knows_the_demo_keys() -> None:
+    text = KONG_ENTRYPOINT.read_text()
+    constants = dict(re.findall(r"^(DEMO_[A-Z_]+)=(\S+)$", text, re.MULTILINE))
+    defaults = demo_defaults()
+    assert constants == {
+        "DEMO_PUBLISHABLE_KEY": defaults["SUPABASE_PUBLISHABLE_KEY"],
+        "DEMO_SECRET_KEY": defaults["SUPABASE_SECRET_KEY"],
+        "DEMO_ANON_SIGNATURE": defaults["ANON_KEY"].rsplit(".", 1)[1],
+        "DEMO_SERVICE_SIGNATURE": defaults["SERVICE_ROLE_KEY"].rsplit(".", 1)[1],
+    }
 
 
 def test_dockerfile(dockerfile: Dockerfile) -> None:
