@@ -1229,10 +1229,10 @@ CREATE FUNCTION public.caption_jobs_failures(p_limit integer) RETURNS TABLE(obje
 $$;
 
 --
--- Name: caption_jobs_recaption(text, text, text, integer, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+-- Name: caption_jobs_recaption(text, text, text, integer, timestamp with time zone, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS integer
+CREATE FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone, p_languages text[] DEFAULT NULL::text[]) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1246,7 +1246,11 @@ begin
    where o.bucket_id = p_bucket
      and starts_with(o.name, coalesce(p_prefix, ''))
      and o.archived_at is null and not o.is_delete_marker
-     and ic.model is distinct from p_model
+     and (ic.model is distinct from p_model
+          or (select count(*) from public.image_description d
+               where d.id = o.id and d.language = any (p_languages)
+                 and d.model = p_model and d.machine is not null)
+             < (select count(distinct l) from unnest(p_languages) l))
      and not exists (
        select 1 from captioner.jobs q
         where q.object_id = o.id
@@ -1473,24 +1477,32 @@ CREATE FUNCTION public.caption_jobs_sweep_start(p_bucket text) RETURNS TABLE(buc
 $$;
 
 --
--- Name: caption_recaption_progress(text, text, text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: caption_recaption_progress(text, text, text, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text) RETURNS TABLE(captions bigint, done bigint, queued bigint, failed bigint)
+CREATE FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text, p_languages text[] DEFAULT NULL::text[]) RETURNS TABLE(captions bigint, done bigint, queued bigint, failed bigint)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO ''
+    SET jit TO 'off'
     AS $$
   select count(*),
-         count(*) filter (where ic.model is not distinct from p_model),
-         count(*) filter (where ic.model is distinct from p_model
-                            and j.state in ('pending', 'running')),
-         count(*) filter (where ic.model is distinct from p_model and j.state = 'failed')
-    from storage.objects o
-    join public.image_caption ic on ic.id = o.id
-    left join captioner.jobs j on j.object_id = o.id
-   where o.bucket_id = p_bucket
-     and starts_with(o.name, coalesce(p_prefix, ''))
-     and o.archived_at is null and not o.is_delete_marker;
+         count(*) filter (where s.done),
+         count(*) filter (where not s.done and s.state in ('pending', 'running')),
+         count(*) filter (where not s.done and s.state = 'failed')
+    from (select j.state,
+                 ic.model is not distinct from p_model
+                 and described.languages >= (select count(distinct l) from unnest(p_languages) l)
+                 as done
+            from storage.objects o
+            join public.image_caption ic on ic.id = o.id
+            left join captioner.jobs j on j.object_id = o.id
+            cross join lateral (
+              select count(*) as languages from public.image_description d
+               where p_languages is not null and d.id = o.id and d.language = any (p_languages)
+                 and d.model = p_model and d.machine is not null) described
+           where o.bucket_id = p_bucket
+             and starts_with(o.name, coalesce(p_prefix, ''))
+             and o.archived_at is null and not o.is_delete_marker) s;
 $$;
 
 --
@@ -2436,11 +2448,11 @@ REVOKE ALL ON FUNCTION public.caption_jobs_failures(p_limit integer) FROM PUBLIC
 GRANT ALL ON FUNCTION public.caption_jobs_failures(p_limit integer) TO service_role;
 
 --
--- Name: FUNCTION caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone, p_languages text[]); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone, p_languages text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_model text, p_limit integer, p_since timestamp with time zone, p_languages text[]) TO service_role;
 
 --
 -- Name: FUNCTION caption_jobs_recent(p_state text, p_limit integer); Type: ACL; Schema: public; Owner: -
@@ -2506,11 +2518,11 @@ REVOKE ALL ON FUNCTION public.caption_jobs_sweep_start(p_bucket text) FROM PUBLI
 GRANT ALL ON FUNCTION public.caption_jobs_sweep_start(p_bucket text) TO service_role;
 
 --
--- Name: FUNCTION caption_recaption_progress(p_bucket text, p_prefix text, p_model text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION caption_recaption_progress(p_bucket text, p_prefix text, p_model text, p_languages text[]); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text) TO service_role;
+REVOKE ALL ON FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text, p_languages text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_recaption_progress(p_bucket text, p_prefix text, p_model text, p_languages text[]) TO service_role;
 
 --
 -- Name: FUNCTION caption_schema_version(); Type: ACL; Schema: public; Owner: -

@@ -263,10 +263,14 @@ class Recaption(BaseModel):
 
 @router.post("/recaption", dependencies=[Depends(same_origin_json)])
 async def recaption(body: Recaption, runtime: RuntimeDep, queue: QueueDep) -> dict[str, Any]:
-    """Queue the bucket's (prefix's) captions that another model wrote, for this service's
-    model; the old captions stay until the new ones are written."""
+    """Queue the bucket's (prefix's) captions that another model wrote, or that lack a
+    description in one of the bucket's languages, for this service's model; the old captions
+    stay until the new ones are written."""
     bucket = watched(body.bucket, runtime)
-    model = runtime.settings.bucket_plan(bucket).model or runtime.captioner.model
+    plan = runtime.settings.bucket_plan(bucket)
+    model = plan.model or runtime.captioner.model
     since = datetime.now().astimezone()
-    queued = await queue.recaption(bucket, body.prefix, model, RECAPTION_BATCH, since)
+    queued = await queue.recaption(
+        bucket, body.prefix, model, RECAPTION_BATCH, since, plan.languages
+    )
     return {"queued": queued, "model": model}

@@ -376,18 +376,23 @@ def recaption(
     batch: Annotated[int, typer.Option(min=1, help="Images queued at a time.")] = 200,
 ) -> None:
     """Caption again, with the current (or given) model, the images whose caption another
-    model wrote: after you switch models.
+    model wrote or that lack a description in one of the bucket's languages: after you switch
+    models or add a language.
 
+    The bucket's languages are CAPTION_LANGUAGES, or its own in CAPTION_BUCKET_SETTINGS. An
+    image queued is described in every one of them; the fields a person corrected stay.
     Queues the work in the database a batch at a time and captions it in this process (the
-    service's workers help: give them the same model). Every image keeps its old caption
-    until the new one is written. Interrupted, it can simply be run again: it continues
-    where it stopped and retries what failed. Exit code 1 if some images still have a
-    caption by another model. Needs the Supabase settings.
+    service's workers help: give them the same model and languages). Every image keeps its
+    old caption until the new one is written. Interrupted, it can simply be run again: it
+    continues where it stopped and retries what failed. Exit code 1 if some images still have
+    a caption by another model or lack a language. Needs the Supabase settings.
 
-    Example: `captioner recaption --bucket images --prefix 2024/ --model
-    Salesforce/blip-image-captioning-large`
+    Examples: `captioner recaption --bucket images --prefix 2024/ --model
+    Salesforce/blip-image-captioning-large`; after adding German:
+    `CAPTION_LANGUAGES=en,de captioner recaption --bucket images`
     """
     settings = with_model(pipeline_settings_or_exit(), model)
+    languages = ", ".join(settings.bucket_plan(bucket).languages)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
@@ -401,13 +406,14 @@ def recaption(
         )
     others = final.captions - final.done
     typer.echo(
-        f"{bucket}/{prefix}: {final.done} of {final.captions} captions by {settings.model_name}; "
-        f"{final.failed} failed (their old captions kept)"
+        f"{bucket}/{prefix}: {final.done} of {final.captions} captions by {settings.model_name} "
+        f"in {languages}; {final.failed} failed (their old captions kept)"
     )
     if others:
         typer.echo(
-            f"{others} still by another model (failed, or captioned meanwhile by a worker "
-            "with a different model); run the command again to retry them",
+            f"{others} still by another model or without one of the languages (failed, or "
+            "captioned meanwhile by a worker with a different model or languages); run the "
+            "command again to retry them",
             err=True,
         )
         raise typer.Exit(1)

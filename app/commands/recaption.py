@@ -1,10 +1,14 @@
-"""`captioner recaption`: caption a bucket's images again after a change of model.
+"""`captioner recaption`: caption a bucket's images again after a change of model or of
+languages: those whose caption another model wrote, and those without a description by the
+model in one of the bucket's languages (CAPTION_LANGUAGES, CAPTION_BUCKET_SETTINGS).
 
-The work is queued in the database (caption_jobs_recaption, migration 000009) a batch at a
+The work is queued in the database (caption_jobs_recaption, migrations 000009 and
+20261126053804) a batch at a
 time, in name order, and captioned by a worker in this process (the service's workers help,
 and the jobs outlive this process). Each image keeps its old caption until the new one is
 written. A run queues each image once; running the command again continues where the last
-run stopped (what is done is by the new model already) and tries its failures again.
+run stopped (what is done is by the new model, in every language, already) and tries its
+failures again. A person's fields of a description stay (captioner.store_descriptions).
 """
 
 import asyncio
@@ -26,6 +30,7 @@ class Scope:
     bucket: str
     prefix: str
     model: str
+    languages: tuple[str, ...]
 
     def __str__(self) -> str:
         return f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
@@ -55,15 +60,17 @@ async def recaption_bucket(
     batch: int,
     report: Callable[[Scope, RecaptionProgress], None],
 ) -> RecaptionProgress:
-    """Re-caption everything under bucket/prefix not captioned by the settings' model; calls
-    `report` as the work goes on and returns where it ended. Raises ConfigurationError at
-    once when the model has no route."""
+    """Re-caption everything under bucket/prefix not captioned by the settings' model or not
+    described by it in each of the bucket's languages; calls `report` as the work goes on and
+    returns where it ended. Raises ConfigurationError at once when the model has no route."""
     since = datetime.now().astimezone()
-    model = settings.bucket_plan(bucket).model or settings.model_name
+    plan = settings.bucket_plan(bucket)
+    scope = Scope(bucket, prefix, plan.model or settings.model_name, plan.languages)
     async with running_worker(supabase, queue, settings) as worker:
-        scope = Scope(bucket, prefix, model)
         while True:
-            queued = await queue.recaption(bucket, prefix, model, batch, since)
+            queued = await queue.recaption(
+                bucket, prefix, scope.model, batch, since, scope.languages
+            )
             progress = await wait_for_batch(queue, worker, scope, report)
             if queued < batch:
                 return progress
@@ -78,7 +85,9 @@ async def wait_for_batch(
     while True:
         if worker.paused is not None:  # nothing gets done until a setting changes
             raise worker.paused
-        progress = await queue.recaption_progress(scope.bucket, scope.prefix, scope.model)
+        progress = await queue.recaption_progress(
+            scope.bucket, scope.prefix, scope.model, scope.languages
+        )
         report(scope, progress)
         if progress.queued == 0:
             return progress

@@ -1,6 +1,7 @@
 """The durable job queue: thin async wrappers over the rpc functions in migrations/."""
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,8 +45,8 @@ class QueueStats:
 
 @dataclass(frozen=True)
 class RecaptionProgress:
-    """Captions under a bucket/prefix: all, those by the target model, the others queued
-    or failed."""
+    """Captions under a bucket/prefix: all, those done (by the target model, described in
+    every language asked for), the others queued or failed."""
 
     captions: int
     done: int
@@ -231,10 +232,17 @@ class JobQueue:
         return int(await self._rpc("caption_jobs_requeue", p_object_ids=object_ids) or 0)
 
     async def recaption(
-        self, bucket: str, prefix: str, model: str, limit: int, since: datetime | None = None
+        self,
+        bucket: str,
+        prefix: str,
+        model: str,
+        limit: int,
+        since: datetime | None = None,
+        languages: Sequence[str] | None = None,
     ) -> int:
-        """Queue up to `limit` objects under bucket/prefix whose caption is not by `model`,
-        leaving out those whose job ended since `since` (this run's start)."""
+        """Queue up to `limit` objects under bucket/prefix whose caption is not by `model` or
+        that lack a description by it in one of `languages`, leaving out those whose job
+        ended since `since` (this run's start)."""
         return int(
             await self._rpc(
                 "caption_jobs_recaption",
@@ -243,13 +251,20 @@ class JobQueue:
                 p_model=model,
                 p_limit=limit,
                 p_since=since.isoformat() if since else None,
+                p_languages=list(languages) if languages is not None else None,
             )
             or 0
         )
 
-    async def recaption_progress(self, bucket: str, prefix: str, model: str) -> RecaptionProgress:
+    async def recaption_progress(
+        self, bucket: str, prefix: str, model: str, languages: Sequence[str] | None = None
+    ) -> RecaptionProgress:
         rows = await self._rpc(
-            "caption_recaption_progress", p_bucket=bucket, p_prefix=prefix, p_model=model
+            "caption_recaption_progress",
+            p_bucket=bucket,
+            p_prefix=prefix,
+            p_model=model,
+            p_languages=list(languages) if languages is not None else None,
         )
         return RecaptionProgress(**{key: int(value) for key, value in rows[0].items()})
 

@@ -37,7 +37,7 @@ def test_cli_recaptions_a_folder_keeps_failures_old_captions_and_a_rerun_retries
 
     assert first.returncode == 1, first.stderr
     assert first.stdout.splitlines()[-1] == (
-        f"images/a/: 2 of 3 captions by {new_model}; 1 failed (their old captions kept)"
+        f"images/a/: 2 of 3 captions by {new_model} in en; 1 failed (their old captions kept)"
     )
     assert "1 still by another model" in first.stderr
     rows = {name: caption_of(supabase.db_url, object_id) for name, object_id in ids.items()}
@@ -54,7 +54,7 @@ def test_cli_recaptions_a_folder_keeps_failures_old_captions_and_a_rerun_retries
 
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines()[-1] == (
-        f"images/a/: 3 of 3 captions by {new_model}; 0 failed (their old captions kept)"
+        f"images/a/: 3 of 3 captions by {new_model} in en; 0 failed (their old captions kept)"
     )
     assert caption_of(supabase.db_url, ids["b/4.png"])["caption"] == "old words"
     assert len([call for call in hf.calls if call["status"] == 200]) == 3

@@ -5,7 +5,9 @@ supabase-py through the PostgREST stand-in with their JWT (anon, another user, t
 and the service's API with its key."""
 
 import json
+import subprocess
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,7 @@ import pytest
 from postgrest.exceptions import APIError
 from supabase import Client, create_client
 
+from tests.acceptance.test_cli import captioner, supabase_env
 from tests.harness.postgres import SUPABASE_SQL, apply_sql_file, create_database, drop_database
 from tests.harness.supabase_stub import SupabaseStandIn, create_bucket
 from tests.harness.waiting import wait_until
@@ -183,6 +186,146 @@ def test_a_persons_text_survives_recaptions_and_moves_to_history_with_new_bytes(
     assert (
         as_user(supabase, bob).table("image_description_history").select("*").execute().data == []
     )
+
+
+def described_by(db_url: str, names: dict[str, list[tuple[str, str | None]]]) -> dict[str, str]:
+    """Captioned objects (their jobs done) whose descriptions are these (language, model)
+    pairs; model None: one a person wrote (no machine answer)."""
+    create_bucket(db_url, "images")
+    ids = {}
+    for name, languages in names.items():
+        ids[name] = upload_raw_image(db_url, name)
+        query(
+            db_url,
+            "insert into public.image_caption (id, caption, model, object_version, language)"
+            " select id, 'words', 'm', version, 'en' from storage.objects where id = %s",
+            ids[name],
+        )
+        for language, model in languages:
+            query(
+                db_url,
+                "insert into public.image_description (id, language, caption, model, machine)"
+                " values (%s, %s, 'words', %s, case when %s::text is null then null"
+                " else '{}'::jsonb end)",
+                ids[name],
+                language,
+                model,
+                model,
+            )
+    query(db_url, "update captioner.jobs set state = 'done'")
+    return ids
+
+
+def upload_raw_image(db_url: str, name: str) -> str:
+    row = query_one(
+        db_url,
+        "insert into storage.objects (bucket_id, name, version, metadata) values "
+        "('images', %s, 'v1', '{\"mimetype\": \"image/png\"}') returning id::text",
+        name,
+    )
+    assert row is not None
+    return row["id"]
+
+
+def test_recaption_queues_images_without_a_configured_language_once(supabase):
+    ids = described_by(
+        supabase.db_url,
+        {
+            "p/1-en.png": [("en", "m")],
+            "p/2-both.png": [("en", "m"), ("de", "m")],
+            "p/3-old-de.png": [("en", "m"), ("de", "old-model")],
+            "p/4-person-de.png": [("en", "m"), ("de", None)],
+        },
+    )
+    service = create_client(supabase.url, supabase.service_key)
+    since = datetime.now(UTC).isoformat()
+
+    def queue(languages: list[str] | None, limit: int = 10, run: str = since) -> int:
+        args = {"p_bucket": "images", "p_prefix": "p/", "p_model": "m", "p_limit": limit}
+        if languages is not None:
+            args |= {"p_since": run, "p_languages": languages}
+        return service.rpc("caption_jobs_recaption", args).execute().data
+
+    def progress(languages: list[str]) -> dict:
+        args = {"p_bucket": "images", "p_prefix": "p/", "p_model": "m", "p_languages": languages}
+        return service.rpc("caption_recaption_progress", args).execute().data[0]
+
+    def pending() -> list[str]:
+        rows = query(
+            supabase.db_url,
+            "select o.name from captioner.jobs j join storage.objects o on o.id = j.object_id"
+            " where j.state = 'pending' order by o.name",
+        )
+        return [row["name"] for row in rows]
+
+    assert queue(["en"]) == 0 and queue(None) == 0  # only en: nothing lacks a language
+    assert progress(["en"]) == {"captions": 4, "done": 4, "queued": 0, "failed": 0}
+    assert progress(["en", "de"]) == {"captions": 4, "done": 1, "queued": 0, "failed": 0}
+
+    assert queue(["en", "de"], limit=2) == 2  # in name order: 2-both has both
+    assert pending() == ["p/1-en.png", "p/3-old-de.png"]
+    assert queue(["en", "de"]) == 1
+    jobs = query(supabase.db_url, "select object_id, updated_at from captioner.jobs order by 1")
+    assert queue(["en", "de"]) == 0
+    assert queue(["en", "de"], run=datetime.now(UTC).isoformat()) == 0  # a new run: pending
+    assert (
+        query(supabase.db_url, "select object_id, updated_at from captioner.jobs order by 1")
+        == jobs
+    )
+    assert pending() == ["p/1-en.png", "p/3-old-de.png", "p/4-person-de.png"]
+    assert progress(["en", "de"]) == {"captions": 4, "done": 1, "queued": 3, "failed": 0}
+    assert ids["p/2-both.png"] not in {
+        str(job["object_id"])
+        for job in query(
+            supabase.db_url, "select object_id from captioner.jobs where state <> 'done'"
+        )
+    }
+
+
+def test_recaption_describes_images_in_an_added_language_and_keeps_a_persons_fields(
+    service_factory, supabase, hf, pgnet, people, tmp_path
+):
+    create_bucket(supabase.db_url, "images")
+    first = service_factory()  # CAPTION_LANGUAGES=en
+    alice, _ = people
+    photo = owned_upload(supabase, alice, "alice/photo.png", (10, 120, 10))
+    other = upload(supabase, "other.png", make_image((120, 10, 10)))
+    for object_id in (photo, other):
+        wait_for_caption(supabase.db_url, object_id)
+    edit(as_user(supabase, alice), photo, alt_text="Grandma's garden in May.")
+    first.stop()
+    model = first.settings.model_name
+    calls = len(hf.calls)
+
+    def recaption(languages: str) -> subprocess.CompletedProcess[str]:
+        env = supabase_env(supabase, hf, CAPTION_MODEL=model, CAPTION_LANGUAGES=languages)
+        return captioner("recaption", "--bucket", "images", env=env, cwd=tmp_path)
+
+    only_en = recaption("en")
+    assert only_en.returncode == 0, only_en.stderr
+    assert only_en.stdout.splitlines()[-1] == (
+        f"images/: 2 of 2 captions by {model} in en; 0 failed (their old captions kept)"
+    )
+    assert len(hf.calls) == calls
+
+    added = recaption("en,de")
+
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines()[-1] == (
+        f"images/: 2 of 2 captions by {model} in en, de; 0 failed (their old captions kept)"
+    )
+    assert len(hf.calls) == calls + 4  # each image, in each language
+    for object_id in (photo, other):
+        de = description(supabase.db_url, object_id, "de")
+        assert de["model"] == model and de["machine"] is not None
+    en = description(supabase.db_url, photo)
+    assert en["alt_text"] == "Grandma's garden in May."
+    assert en["sources"]["alt_text"]["source"] == "person"
+    assert en["sources"]["caption"]["source"] == "model"
+
+    again = recaption("en,de")
+    assert again.returncode == 0, again.stderr
+    assert len(hf.calls) == calls + 4  # nothing left to do
 
 
 def test_the_api_key_corrects_a_description(service, supabase):
