@@ -176,6 +176,33 @@ def test_recaption_queues_other_models_captions_and_keeps_them_until_replaced(
     assert caption_of(supabase.db_url, other)["caption"] == "old words"  # outside the prefix
 
 
+def test_recaption_describes_the_images_in_a_language_added_since(service_factory, supabase, pgnet):
+    create_bucket(supabase.db_url, "images")
+    first = service_factory()  # CAPTION_LANGUAGES=en
+    object_id = upload(supabase, "a/one.png", make_image())
+    wait_for_caption(supabase.db_url, object_id)
+    first.stop()
+    gallery = service_factory(
+        ui_username=USER, ui_password=PASSWORD, caption_languages=["en", "de"]
+    )
+    url = gallery.url + "/ui/gallery/recaption"
+
+    answer = httpx.post(url, json={"bucket": "images"}, auth=(USER, PASSWORD))
+
+    assert answer.status_code == 200 and answer.json()["queued"] == 1
+    wait_until(
+        lambda: query_one(
+            supabase.db_url,
+            "select 1 from public.image_description where id = %s and language = 'de'",
+            object_id,
+        ),
+        message="never described in German",
+    )
+    wait_for_job_state(supabase.db_url, object_id, "done")
+    again = httpx.post(url, json={"bucket": "images"}, auth=(USER, PASSWORD))
+    assert again.json()["queued"] == 0
+
+
 def test_gallery_is_behind_the_pages_credentials_and_refuses_cross_site_actions(
     gallery, supabase
 ):
