@@ -376,7 +376,7 @@ def table_section(m: dict[str, Any]) -> str:
 
 
 def run(env: Environment, quick: bool) -> list[Result]:
-    measured = measure(env.scratch, 1 if quick else 3, "cpu", 2 if quick else 4)
+    measured = measure(env.scratch, 1 if quick else 5, "cpu", 2 if quick else 4)
     env.cache["local_batching"] = measured
     return results(measured)
 
