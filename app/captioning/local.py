@@ -28,14 +28,12 @@ from app.core.errors import ConfigurationError, RetryableError
 from app.core.images import PreparedImage
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from PIL import Image
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Item = TypeVar("Item")
-Inputs = dict[str, "np.ndarray[Any, Any]"]  # a processor's output for one image
 Result = TypeVar("Result")
 
 # Tried in order; the first whose mapping knows the model's config wins.
@@ -150,8 +148,7 @@ class LocalModel(ABC, Generic[Item, Result]):
     """A local model behind a micro-batcher: loaded once (from `start()`, at the app's start),
     every load and batch run on one thread of its own, so batches never overlap.
 
-    Subclasses say how to load (`load_blocking`) and how to run one batch (`run_blocking`);
-    what each item needs before (`prepare_blocking`) runs on worker threads, in parallel."""
+    Subclasses say how to load (`load_blocking`) and how to run one batch (`run_blocking`)."""
 
     def __init__(self, settings: CaptionSettings, model: str) -> None:
         self.model = model
@@ -161,7 +158,7 @@ class LocalModel(ABC, Generic[Item, Result]):
         self._loading: asyncio.Task[Any] | None = None
         self._loaded: Any = None
         wait = settings.local_batch_wait_ms
-        self._batcher: MicroBatcher[Any, Result] = MicroBatcher(
+        self._batcher: MicroBatcher[Item, Result] = MicroBatcher(
             self._run_batch, settings.local_batch_size, None if wait is None else wait / 1000
         )
 
@@ -169,15 +166,9 @@ class LocalModel(ABC, Generic[Item, Result]):
     def load_blocking(self, placement: Placement) -> Any:
         """Load the model (never downloading); raise ModelNotAvailable when it cannot be."""
 
-    def prepare_blocking(self, loaded: Any, item: Item) -> Any:
-        """One item, before it joins a batch, on a worker thread rather than the model's (so
-        items are prepared in parallel, and while a batch runs): work that needs no torch.
-        The item as it is by default."""
-        return item
-
     @abstractmethod
-    def run_blocking(self, loaded: Any, items: list[Any]) -> list[Result]:
-        """One batch of prepared items, a result per item, in order."""
+    def run_blocking(self, loaded: Any, items: list[Item]) -> list[Result]:
+        """One batch, a result per item, in order."""
 
     def compile_blocking(self, loaded: Any) -> None:  # noqa: B027 (optional hook)
         """LOCAL_COMPILE=true: compile (and warm up) what pays for it; nothing by default."""
@@ -243,7 +234,6 @@ class LocalModel(ABC, Generic[Item, Result]):
             return
         sizes = {1, self._settings.local_batch_size} if self._settings.local_compile else {1}
         try:
-            sample = self.prepare_blocking(loaded, sample)
             for size in sorted(sizes):
                 self.run_blocking(loaded, [sample] * size)
             started = time.perf_counter()
@@ -273,9 +263,7 @@ class LocalModel(ABC, Generic[Item, Result]):
 
     async def run(self, item: Item) -> Result:
         await self.check()
-        with self._batcher.incoming():  # a batch being formed waits for it
-            prepared = await asyncio.to_thread(self.prepare_blocking, self._loaded, item)
-        return await self._batcher.submit(prepared)
+        return await self._batcher.submit(item)
 
     @property
     def batches_run(self) -> int:
@@ -285,7 +273,7 @@ class LocalModel(ABC, Generic[Item, Result]):
     def images_captioned(self) -> int:
         return self._batcher.items_done
 
-    async def _run_batch(self, items: list[Any]) -> list[Result]:
+    async def _run_batch(self, items: list[Item]) -> list[Result]:
         try:
             results = await self._in_thread(self.run_blocking, self._loaded, items)
         except Exception as exc:
@@ -324,10 +312,7 @@ class LocalCaptioner(LocalModel["Image.Image", str]):
     def load_blocking(self, placement: Placement) -> LoadedModel:
         return load_model(self.model, placement)
 
-    def prepare_blocking(self, loaded: LoadedModel, item: Image.Image) -> Inputs:
-        return model_inputs(loaded, item)
-
-    def run_blocking(self, loaded: LoadedModel, items: list[Inputs]) -> list[str]:
+    def run_blocking(self, loaded: LoadedModel, items: list[Image.Image]) -> list[str]:
         s = self._settings
         return generate_captions(loaded, items, s.max_new_tokens, s.num_beams)
 
@@ -431,22 +416,14 @@ def compile_vision_encoder(loaded: LoadedModel) -> None:
     setattr(owner, name, torch.compile(getattr(owner, name), dynamic=True))
 
 
-def model_inputs(loaded: LoadedModel, image: Image.Image) -> Inputs:
-    """Blocking, no torch: one image through the model's processor, as numpy arrays."""
-    return dict(loaded.processor(images=[image], return_tensors="np"))
-
-
 def generate_captions(
-    loaded: LoadedModel, items: list[Inputs], max_new_tokens: int, num_beams: int
+    loaded: LoadedModel, images: list[Image.Image], max_new_tokens: int, num_beams: int
 ) -> list[str]:
-    """Blocking: one `generate` call for the whole batch (model_inputs' arrays, stacked)."""
-    import numpy as np
+    """Blocking: one `generate` call for the whole batch."""
     import torch
 
-    tensors = {
-        key: to_device(torch.from_numpy(np.concatenate([item[key] for item in items])), loaded)
-        for key in items[0]
-    }
+    inputs = loaded.processor(images=images, return_tensors="pt")
+    tensors = {key: to_device(value, loaded) for key, value in inputs.items()}
     with torch.inference_mode():
         ids = loaded.model.generate(**tensors, max_new_tokens=max_new_tokens, num_beams=num_beams)
     texts = loaded.decoder.batch_decode(ids, skip_special_tokens=True)

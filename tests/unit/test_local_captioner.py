@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -79,15 +78,15 @@ def run(captioner: LocalCaptioner, coroutine_factory: Any) -> Any:
 
 
 def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of every batch the batcher runs (the warm-up at load is not one)."""
     sizes: list[int] = []
-    real = local.LocalModel._run_batch
+    real = local.generate_captions
 
-    async def spy(self: Any, items: list[Any]) -> Any:
-        sizes.append(len(items))
-        return await real(self, items)
+    def spy(loaded: Any, images: list[Any], *args: Any) -> list[str]:
+        if all(image.size == (32, 32) for image in images):  # not the warm-up's sample
+            sizes.append(len(images))
+        return real(loaded, images, *args)
 
-    monkeypatch.setattr(local.LocalModel, "_run_batch", spy)
+    monkeypatch.setattr(local, "generate_captions", spy)
     return sizes
 
 
@@ -332,8 +331,7 @@ def test_device_and_dtype(tiny_blip: Path) -> None:
     assert (bf16.dtype, bf16.reason) == (torch.bfloat16, "LOCAL_DTYPE=bfloat16")
     loaded = local.load_model(str(tiny_blip), bf16)
     assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
-    inputs = [local.model_inputs(loaded, image.pil) for image in IMAGES[:2]]
-    assert len(local.generate_captions(loaded, inputs, 3, 1)) == 2
+    assert len(local.generate_captions(loaded, [IMAGES[0].pil, IMAGES[1].pil], 3, 1)) == 2
     if not torch.cuda.is_available():
         with pytest.raises(ModelNotAvailable, match="LOCAL_DEVICE=cuda"):
             local.choose_placement("cuda", "auto", "m")
@@ -458,31 +456,3 @@ def test_every_torch_call_runs_on_the_one_model_thread(
     captioner = LocalCaptioner(make_settings(tiny_blip))
     run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3])))
     assert len(threads) == 1 and threading.get_ident() not in threads
-
-
-def test_images_are_prepared_off_the_model_thread_without_torch(
-    tiny_blip: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The processor runs per image on worker threads (in parallel, and while a batch runs),
-    giving numpy arrays: the model thread only stacks them and generates."""
-    model_threads: set[int] = set()
-    prepared: list[tuple[int, dict[str, Any]]] = []
-    real_generate, real_inputs = local.generate_captions, local.model_inputs
-
-    def generate(*args: Any) -> Any:
-        model_threads.add(threading.get_ident())
-        return real_generate(*args)
-
-    def inputs(*args: Any) -> Any:
-        result = real_inputs(*args)
-        prepared.append((threading.get_ident(), result))
-        return result
-
-    monkeypatch.setattr(local, "generate_captions", generate)
-    monkeypatch.setattr(local, "model_inputs", inputs)
-    captioner = LocalCaptioner(make_settings(tiny_blip))
-    captions = run(captioner, lambda: asyncio.gather(*(captioner.caption(i) for i in IMAGES[:3])))
-    assert len(captions) == 3 and all(captions)
-    requests = prepared[-3:]  # the first was the warm-up's, on the model thread
-    assert {thread for thread, _ in requests}.isdisjoint(model_threads)
-    assert all(isinstance(v, np.ndarray) for _, arrays in requests for v in arrays.values())
