@@ -16,10 +16,11 @@ Variants, interleaved in rounds (medians reported; the machine may be shared):
 - service, 8 clients: eight clients each sending their next image as soon as the last is
   answered (bursts of 8).
 
-`python -m bench.local_batching --device cuda --clients 64 --batch-size 64` runs the same on
-a GPU (the service in its half type, LOCAL_BATCH_SIZE 64; the seed in float32, as its
-pipeline does), and `--bare` adds the model's own ceiling: `generate` on ready-made batches
-in the service's dtype, no HTTP, no decoding.
+`python -m bench.local_batching --device cuda --clients 64 --env LOCAL_BATCH_SIZE=64` runs the
+same on a GPU (the service in its half type; the seed in float32, as its pipeline does), and
+`--bare 64` adds the model's own ceiling: `generate` on ready-made batches of 64 in the
+service's dtype, no HTTP, no decoding. `--env LOCAL_COMPILE=true` measures compilation
+(start-up in the table's text, throughput in its rows).
 """
 
 from __future__ import annotations
@@ -252,14 +253,13 @@ def measure(
     seed_images: int,
     each: int = 2,
     clients: int = CLIENTS,
-    batch_size: int | None = None,
+    service_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     directory = build_model()
     pictures = images(max(16, clients))
     loads = [os.getloadavg()[0]]
     seed = Seed(directory, device)
-    extra = {"LOCAL_BATCH_SIZE": str(batch_size)} if batch_size else {}
-    service, start_seconds = start_service(scratch, directory, device, **extra)
+    service, start_seconds = start_service(scratch, directory, device, **(service_env or {}))
     placement = httpx.get(service.url + "/readyz", timeout=30).json().get("placement", "?")
     runs: dict[str, list[float]] = {"seed": [], "one": [], "many": []}
     sizes: list[float] = []
@@ -393,7 +393,9 @@ def main() -> None:
     parser.add_argument("--seed-images", type=int, default=4, help="per round, and 1 client's")
     parser.add_argument("--each", type=int, default=2, help="images per client, many clients")
     parser.add_argument("--clients", type=int, default=CLIENTS, help="the many clients' count")
-    parser.add_argument("--batch-size", type=int, help="the service's LOCAL_BATCH_SIZE")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="for the service"
+    )
     parser.add_argument("--bare", type=int, metavar="BATCH", help="also the model's ceiling")
     parser.add_argument("--seed-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -408,7 +410,7 @@ def main() -> None:
         args.seed_images,
         args.each,
         args.clients,
-        args.batch_size,
+        dict(setting.split("=", 1) for setting in args.env),
     )
     for result in results(measured):
         print(f"{result.name}: {result.shown} ({result.verdict}) {result.notes}")

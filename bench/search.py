@@ -38,7 +38,7 @@ QUERIES = {
     "rare word (horse)": "horse",
     "very rare word (xylophone)": "xylophone",
     "two words (red car)": "red car",
-    "phrase (\"sitting on a beach\")": '"sitting on a beach"',
+    'phrase ("sitting on a beach")': '"sitting on a beach"',
     "or (cat or bird)": "cat or bird",
     "no match (submarine)": "submarine",
 }
