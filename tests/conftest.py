@@ -34,6 +34,17 @@ def service(service_factory, pgnet, supabase) -> RunningService:
     return service_factory()
 
 
+@pytest.fixture(scope="module")
+def offline() -> Iterator[None]:
+    """No Hub access for a module's tests (`pytestmark = pytest.mark.usefixtures("offline")`;
+    module scope: later modules use the HF stand-in, which huggingface_hub refuses to call
+    while HF_HUB_OFFLINE is set)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised BLIP, saved like a real one (tests/tiny_blip.py)."""

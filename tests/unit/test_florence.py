@@ -2,7 +2,6 @@
 its config (tests/tiny_blip.py): no token, no download, the tasks batched."""
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,7 @@ from app.core.config import Settings
 from tests.tiny_blip import FLORENCE_WORDS, build_tiny_florence2
 from tests.unit.test_local_captioner import IMAGES, make_settings
 
-
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture(scope="session")

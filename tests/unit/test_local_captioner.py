@@ -6,7 +6,6 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,7 @@ from app.core.images import PreparedImage, prepare_image
 from tests.harness.waiting import wait_until
 from tests.tiny_blip import build_tiny_vit_gpt2
 
-
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """No Hub access for this module's tests (module scope: later modules use the HF stand-in,
-    which huggingface_hub refuses to call while HF_HUB_OFFLINE is set)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture(scope="session")
