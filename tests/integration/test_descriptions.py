@@ -412,14 +412,7 @@ def bare_db(pg_server):
 
 def stored_object(db_url: str, name: str) -> str:
     create_bucket(db_url, "images")
-    row = query_one(
-        db_url,
-        "insert into storage.objects (bucket_id, name, version, metadata) values "
-        "('images', %s, 'v1', '{\"mimetype\": \"image/png\"}') returning id::text",
-        name,
-    )
-    assert row is not None
-    return row["id"]
+    return upload_raw_image(db_url, name)
 
 
 def test_todays_captions_become_descriptions_in_place(bare_db):
