@@ -178,7 +178,8 @@ def replay(db_url: str, count: int) -> list[float]:
                 "select * from caption_jobs_sweep(%s, '{images}')", (BATCH,)
             ).fetchall()
             leased = conn.execute(
-                "select object_id, lease_token from caption_jobs_claim('replay', %s, 60, 6)",
+                "select object_id, lease_token"
+                " from caption_jobs_claim('replay', %s, 60, 6, null, 6)",
                 (2 * CONCURRENCY,),
             ).fetchall()
             for object_id, token in leased:

@@ -285,7 +285,7 @@ def stages(conn: Conn, size: int, quick: bool) -> Iterator[list[Task]]:
     yield [constant(op, value) for op, value in swept.items()]
 
     leased: list[tuple[Any, ...]] = []
-    claim = "select object_id, lease_token from caption_jobs_claim('b', 8, 300, 6, 'bench')"
+    claim = "select object_id, lease_token from caption_jobs_claim('b', 8, 300, 6, 'bench', 6)"
     yield [("claim 8", lambda: timed_ms(lambda: leased.extend(service(conn, claim)), calls), min)]
 
     jobs = iter(leased)

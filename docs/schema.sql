@@ -355,6 +355,19 @@ begin
 end $$;
 
 --
+-- Name: job_pauses_reset(); Type: FUNCTION; Schema: captioner; Owner: -
+--
+
+CREATE FUNCTION captioner.job_pauses_reset() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  new.pauses := 0;
+  return new;
+end $$;
+
+--
 -- Name: language_regconfig(text); Type: FUNCTION; Schema: captioner; Owner: -
 --
 
@@ -1085,6 +1098,20 @@ end $$;
 --
 
 CREATE FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text DEFAULT NULL::text) RETURNS TABLE(object_id uuid, version text, bucket_id text, name text, mimetype text, size bigint, attempts integer, lease_token uuid, fingerprint text, reused_from uuid)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select c.object_id, c.version, c.bucket_id, c.name, c.mimetype, c.size, c.attempts,
+         c.lease_token, c.fingerprint, c.reused_from
+    from public.caption_jobs_claim(p_worker, p_limit, p_lease_seconds, p_max_attempts,
+                                   p_model, null) c;
+$$;
+
+--
+-- Name: caption_jobs_claim(text, integer, integer, integer, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text, p_max_pauses integer) RETURNS TABLE(object_id uuid, version text, bucket_id text, name text, mimetype text, size bigint, attempts integer, lease_token uuid, fingerprint text, reused_from uuid, no_progress text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1118,7 +1145,7 @@ begin
      where j.object_id = any (expired || due) and o.id = j.object_id
     returning j.object_id, j.version, o.bucket_id, o.name, o.metadata ->> 'mimetype' as mimetype,
               (o.metadata ->> 'size')::bigint as size, j.attempts, j.lease_token,
-              captioner.fingerprint(o.metadata) as fingerprint
+              captioner.fingerprint(o.metadata) as fingerprint, j.pauses, j.last_error
   loop
     object_id := leased.object_id;
     version := leased.version;
@@ -1131,6 +1158,9 @@ begin
     fingerprint := leased.fingerprint;
     reused_from := captioner.reuse_caption(
       leased.object_id, leased.lease_token, leased.fingerprint, p_model);
+    no_progress := case when reused_from is null and leased.pauses >= p_max_pauses then
+      format('gave up after %s pauses without progress: %s', leased.pauses,
+             coalesce(leased.last_error, 'no reason recorded')) end;
     return next;
   end loop;
 end $$;
@@ -1329,10 +1359,10 @@ begin
 end $$;
 
 --
--- Name: caption_jobs_retry(uuid, uuid, text, double precision, boolean); Type: FUNCTION; Schema: public; Owner: -
+-- Name: caption_jobs_retry(uuid, uuid, text, double precision, boolean, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean DEFAULT false) RETURNS boolean
+CREATE FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean DEFAULT false, p_pause boolean DEFAULT false) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1340,6 +1370,7 @@ begin
   update captioner.jobs
      set state = 'pending', run_after = now() + make_interval(secs => p_delay_seconds),
          attempts = attempts - case when p_refund then 1 else 0 end,
+         pauses = pauses + case when p_pause then 1 else 0 end,
          last_error = coalesce(p_error, last_error),
          lease_token = null, lease_until = null, updated_at = now()
    where object_id = p_object_id and lease_token = p_lease_token and state = 'running';
@@ -1512,7 +1543,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126054500 $$;
+    AS $$ select 20261126061643 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1681,8 +1712,15 @@ CREATE TABLE captioner.jobs (
     last_error text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    bucket_id text
+    bucket_id text,
+    pauses integer DEFAULT 0 NOT NULL
 );
+
+--
+-- Name: COLUMN jobs.pauses; Type: COMMENT; Schema: captioner; Owner: -
+--
+
+COMMENT ON COLUMN captioner.jobs.pauses IS 'Times the job was given back in a pause of the captioner since it was queued for its version.';
 
 --
 -- Name: search_languages; Type: TABLE; Schema: captioner; Owner: -
@@ -1974,6 +2012,12 @@ CREATE TRIGGER jobs_counted_truncate AFTER TRUNCATE ON captioner.jobs FOR EACH S
 CREATE TRIGGER jobs_counted_update AFTER UPDATE ON captioner.jobs REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION captioner.count_jobs();
 
 --
+-- Name: jobs jobs_pauses_reset; Type: TRIGGER; Schema: captioner; Owner: -
+--
+
+CREATE TRIGGER jobs_pauses_reset BEFORE UPDATE ON captioner.jobs FOR EACH ROW WHEN (((new.pauses <> 0) AND ((new.version IS DISTINCT FROM old.version) OR ((old.state = ANY (ARRAY['done'::captioner.job_state, 'failed'::captioner.job_state, 'skipped'::captioner.job_state])) AND (new.state = ANY (ARRAY['pending'::captioner.job_state, 'running'::captioner.job_state])))))) EXECUTE FUNCTION captioner.job_pauses_reset();
+
+--
 -- Name: image_caption caption_hide_reuse; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2206,6 +2250,12 @@ REVOKE ALL ON FUNCTION captioner.input_arguments(p regprocedure) FROM PUBLIC;
 REVOKE ALL ON FUNCTION captioner.job_bucket() FROM PUBLIC;
 
 --
+-- Name: FUNCTION job_pauses_reset(); Type: ACL; Schema: captioner; Owner: -
+--
+
+REVOKE ALL ON FUNCTION captioner.job_pauses_reset() FROM PUBLIC;
+
+--
 -- Name: FUNCTION language_regconfig(p_language text); Type: ACL; Schema: captioner; Owner: -
 --
 
@@ -2420,6 +2470,13 @@ REVOKE ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer,
 GRANT ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text) TO service_role;
 
 --
+-- Name: FUNCTION caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text, p_max_pauses integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text, p_max_pauses integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text, p_max_pauses integer) TO service_role;
+
+--
 -- Name: FUNCTION caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2476,11 +2533,11 @@ REVOKE ALL ON FUNCTION public.caption_jobs_requeue_failed(p_limit integer) FROM 
 GRANT ALL ON FUNCTION public.caption_jobs_requeue_failed(p_limit integer) TO service_role;
 
 --
--- Name: FUNCTION caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean, p_pause boolean); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean) TO service_role;
+REVOKE ALL ON FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean, p_pause boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_retry(p_object_id uuid, p_lease_token uuid, p_error text, p_delay_seconds double precision, p_refund boolean, p_pause boolean) TO service_role;
 
 --
 -- Name: FUNCTION caption_jobs_reuse(p_object_id uuid, p_lease_token uuid, p_fingerprint text, p_model text); Type: ACL; Schema: public; Owner: -

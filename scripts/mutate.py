@@ -66,6 +66,7 @@ class SqlMutation:
 SQL_TESTS = (
     "tests/integration/test_queue_guarantees.py",
     "tests/integration/test_scale.py",
+    "tests/integration/test_pause_bound.py",
 )
 SQL_MUTATIONS = (
     SqlMutation(
@@ -129,6 +130,16 @@ SQL_MUTATIONS = (
         "caption_jobs_retry: a refund not given back",
         "attempts = attempts - case when p_refund then 1 else 0 end,",
         "attempts = attempts,",
+    ),
+    SqlMutation(
+        "caption_jobs_retry: a give-back in a pause not counted",
+        "pauses = pauses + case when p_pause then 1 else 0 end,",
+        "pauses = pauses,",
+    ),
+    SqlMutation(
+        "caption_jobs_claim: no progress one pause early",
+        "leased.pauses >= p_max_pauses",
+        "leased.pauses >= p_max_pauses - 1",
     ),
     SqlMutation(
         "caption_jobs_fail: the lease token ignored",

@@ -44,6 +44,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "p_lease_seconds",
         "p_max_attempts",
         "p_model",
+        "p_max_pauses",
     ),
     "caption_jobs_reuse": ("p_object_id", "p_lease_token", "p_fingerprint", "p_model"),
     "caption_jobs_complete": (
@@ -61,6 +62,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "p_error",
         "p_delay_seconds",
         "p_refund",
+        "p_pause",
     ),
     "caption_jobs_fail": ("p_object_id", "p_lease_token", "p_error"),
     "caption_jobs_sweep": ("p_limit", "p_buckets", "p_full_every_seconds"),

@@ -88,6 +88,14 @@ class CaptionerHealth:
             return
         await self._start_probe(resolve=isinstance(self.problem, ConfigurationError)).task
 
+    async def confirm(self) -> CaptionError | None:
+        """Whether the captioner works now: the verdict of the probe in flight or of a new
+        one (None: it captions)."""
+        probing = self._probing
+        if probing is None or probing.task.done():
+            probing = self._start_probe(resolve=False)
+        return await asyncio.shield(probing.task) or self.problem
+
     async def aclose(self) -> None:
         if self._probing is not None and not self._probing.task.done():
             self._probing.task.cancel()

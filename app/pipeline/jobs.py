@@ -32,6 +32,7 @@ class Job:
     lease_token: str
     fingerprint: str | None = None  # the content's, when storage's metadata tells it
     reused_from: str | None = None  # set: finished at claim with this object's caption
+    no_progress: str | None = None  # set: given back in MAX_ATTEMPTS pauses; why it fails
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ class JobQueue:
         self, limit: int, lease_seconds: int, max_attempts: int, model: str | None = None
     ) -> list[Job]:
         """Lease due jobs. With `model`, those whose bytes that model already captioned come
-        back finished (`reused_from` set): the same bytes are captioned once."""
+        back finished (`reused_from` set): the same bytes are captioned once. A job given
+        back in `max_attempts` pauses (counted on its row, by every replica) comes with
+        `no_progress` set."""
         rows = await self._rpc(
             "caption_jobs_claim",
             p_worker=self.worker_id,
@@ -131,6 +134,7 @@ class JobQueue:
             p_lease_seconds=lease_seconds,
             p_max_attempts=max_attempts,
             p_model=model,
+            p_max_pauses=max_attempts,
         )
         return [Job(**row) for row in rows or []]
 
@@ -179,6 +183,21 @@ class JobQueue:
                 p_error=error,
                 p_delay_seconds=delay,
                 p_refund=refund,
+            )
+        )
+
+    async def give_back(self, job: Job, error: str, delay: float) -> bool:
+        """Back to pending after `delay`, refunded, while the captioner is at fault: one
+        more pause counted on the job's row."""
+        return bool(
+            await self._rpc(
+                "caption_jobs_retry",
+                p_object_id=job.object_id,
+                p_lease_token=job.lease_token,
+                p_error=error,
+                p_delay_seconds=delay,
+                p_refund=True,
+                p_pause=True,
             )
         )
 

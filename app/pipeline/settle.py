@@ -3,7 +3,6 @@ given back while the captioner is away or misconfigured (refunded), or failed.""
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ from app.pipeline.health import CaptionerHealth
 from app.pipeline.jobs import Job, JobQueue
 
 log = logging.getLogger(__name__)
-ROUNDS_REMEMBERED = 10_000  # jobs whose pauses this process counts (the oldest are forgotten)
 
 
 @dataclass(frozen=True)
@@ -53,14 +51,11 @@ class Settler:
         self._health = health
         self._settings = settings
         self.model = model  # the model the captions are recorded with
-        self._max_rounds = settings.max_attempts  # pauses a job may come back from
-        # (object, version) → times given back in a pause, and why the last time
-        self._rounds: OrderedDict[tuple[str, str | None], tuple[int, str]] = OrderedDict()
 
     async def settle(self, job: Job, work: Callable[[], Awaitable[Captioned]]) -> None:
         """Run `work` for the job and record how it ended."""
-        if self._rounds.get((job.object_id, job.version), (0, ""))[0] >= self._max_rounds:
-            await self._no_progress(job)
+        if job.no_progress is not None:
+            await self._no_progress(job, job.no_progress)
             return
         try:
             await self._done(job, await work())
@@ -76,7 +71,6 @@ class Settler:
             await self._the_images(job, exc)
 
     async def _done(self, job: Job, result: Captioned) -> None:
-        self._forget(job)
         if result.caption is None:
             self.reused(job, result.reused_from)
             return
@@ -125,7 +119,6 @@ class Settler:
 
     async def fail(self, job: Job, reason: str) -> None:
         """End the job as failed, counted and logged only if it was still ours to end."""
-        self._forget(job)
         held = await self._queue.fail(job, clipped(reason))
         metrics.JOB_OUTCOMES.labels("failed" if held else "discarded").inc()
         log.warning(
@@ -154,12 +147,8 @@ class Settler:
         await self._queue.retry(job, clipped(reason), delay)
 
     async def _give_back(self, job: Job, problem: CaptionError) -> None:
-        """The captioner's problem: back to pending until the probe captions, refunded."""
-        key = (job.object_id, job.version)
-        rounds = self._rounds.pop(key, (0, ""))[0] + 1
-        self._rounds[key] = (rounds, problem.reason)
-        while len(self._rounds) > ROUNDS_REMEMBERED:
-            self._rounds.popitem(last=False)
+        """The captioner's problem: back to pending until the probe captions, refunded, one
+        more pause counted on the job's row (MAX_ATTEMPTS of them: no progress)."""
         delay = self._health.resume_delay()
         metrics.JOB_OUTCOMES.labels("deferred").inc()
         log.info(
@@ -169,17 +158,14 @@ class Settler:
             clipped(problem.reason),
             extra={"object_id": job.object_id, "attempt": job.attempts},
         )
-        await self._queue.retry(job, clipped(problem.reason), delay, refund=True)
+        await self._queue.give_back(job, clipped(problem.reason), delay)
 
-    async def _no_progress(self, job: Job) -> None:
-        """A job given back MAX_ATTEMPTS times ends failed, without another model call, once
-        the captioner works (it keeps coming back from pauses without progress); until
-        then it is given back again."""
-        rounds, reason = self._rounds[(job.object_id, job.version)]
-        if self._health.problem is not None:
+    async def _no_progress(self, job: Job, reason: str) -> None:
+        """A job given back in MAX_ATTEMPTS pauses (by any replica) ends failed, without
+        another model call, once a probe captions (it keeps coming back from pauses without
+        progress); until then it is given back again, not counted."""
+        problem = self._health.problem or await self._health.confirm()
+        if problem is not None:
             await self._queue.retry(job, None, self._health.resume_delay(), refund=True)
             return
-        await self.fail(job, f"gave up after {rounds} pauses without progress: {reason}")
-
-    def _forget(self, job: Job) -> None:
-        self._rounds.pop((job.object_id, job.version), None)
+        await self.fail(job, reason)

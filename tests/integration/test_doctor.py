@@ -168,23 +168,18 @@ def test_a_disabled_trigger_is_named_disabled(healthy, hf):
     assert "is disabled" in check.detail
 
 
-# the signature the worker used before p_model (0003 dropped it): PostgREST answers the
-# worker's call, which sends p_model, with 404 PGRST202
-OLDER_CLAIM = """
-drop function public.caption_jobs_claim(text, integer, integer, integer, text);
-create function public.caption_jobs_claim(
-  p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer)
-returns table (object_id uuid) language sql as 'select null::uuid where false'
-"""
+# the database before p_max_pauses (migration 20261126061643): PostgREST answers the
+# worker's call, which sends p_max_pauses, with 404 PGRST202
+OLDER_CLAIM = "drop function public.caption_jobs_claim(text, int, int, int, text, int)"
 
 
 def test_a_function_with_an_older_signature(healthy, hf):
     query(healthy.db_url, OLDER_CLAIM)
     check = broken("migrations", checks_for(healthy, hf))
     assert check.detail == (
-        "caption_jobs_claim(p_worker, p_limit, p_lease_seconds, p_max_attempts, p_model) is "
-        "called, the database has caption_jobs_claim(p_worker, p_limit, p_lease_seconds, "
-        "p_max_attempts)"
+        "caption_jobs_claim(p_worker, p_limit, p_lease_seconds, p_max_attempts, p_model, "
+        "p_max_pauses) is called, the database has caption_jobs_claim(p_worker, p_limit, "
+        "p_lease_seconds, p_max_attempts, p_model)"
     )
     assert "captioner migrate" in check.fix
 

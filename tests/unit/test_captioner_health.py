@@ -389,3 +389,17 @@ def test_what_a_failed_probe_says(probe_says, reason, setting):
     assert verdict is not None and verdict.reason.startswith(reason)  # type: ignore[attr-defined]
     assert len(verdict.reason) <= 520  # type: ignore[attr-defined]
     assert getattr(verdict, "setting", None) == setting
+
+
+def test_confirming_shares_the_probe_in_flight_and_never_reuses_a_finished_one():
+    async def main() -> tuple[list[object], list[object], list[bool]]:
+        state, calls = health([None, RetryableError("timed out", kind="timeout")])
+        together = await asyncio.gather(*(state.confirm() for _ in range(3)))
+        later = [await state.confirm(), state.problem]
+        return list(together), later, calls
+
+    together, (later, problem), calls = asyncio.run(main())  # type: ignore[misc]
+
+    assert together == [None, None, None]
+    assert calls == [False, False]  # one probe for the three, a new one afterwards
+    assert later is problem and problem is not None  # its failure pauses the worker

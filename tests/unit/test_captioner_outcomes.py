@@ -1,10 +1,13 @@
 """The worker against a captioner that lies, hangs or answers nothing (issue 15), in process:
-random per-image outcome sequences and probe outcomes, an in-memory queue with the SQL
-functions' semantics (claim counts an attempt, a refund gives it back), real asyncio time.
+random per-image outcome sequences and probe outcomes, one worker or two sharing an
+in-memory queue with the SQL functions' semantics (claim counts an attempt, a refund gives
+it back, a give-back in a pause counts on the row and the claim says when there were
+MAX_ATTEMPTS of them), real asyncio time.
 
-Properties: every job ends done or failed within 2 × MAX_ATTEMPTS model calls; no job is
-failed while the probe shows the captioner away; the worker never stays paused once the
-probe captions again; an image that always captions is captioned."""
+Properties: every job ends done or failed within 2 × MAX_ATTEMPTS model calls, however
+many workers took it; no job is failed while the probe shows the captioner away; no worker
+stays paused once the probe captions again; an image that always captions is captioned.
+The same bound against the real database: tests/integration/test_pause_bound.py."""
 
 import asyncio
 import io
@@ -116,6 +119,7 @@ class Row:
     token: str | None = None
     caption: str | None = None
     last_error: str | None = None
+    pauses: int = 0
 
 
 class FakeQueue:
@@ -140,9 +144,25 @@ class FakeQueue:
         for _, row in due:
             row.state, row.attempts, row.token = "running", row.attempts + 1, str(uuid.uuid4())
         return [
-            Job(i, "v1", "b", f"{i}.png", "image/png", None, r.attempts, r.token or "")
+            Job(
+                i,
+                "v1",
+                "b",
+                f"{i}.png",
+                "image/png",
+                None,
+                r.attempts,
+                r.token or "",
+                no_progress=self._no_progress(r, max_attempts),
+            )
             for i, r in due
         ]
+
+    @staticmethod
+    def _no_progress(row: Row, max_pauses: int) -> str | None:
+        if row.pauses < max_pauses:
+            return None
+        return f"gave up after {row.pauses} pauses without progress: {row.last_error}"
 
     def _held(self, job: Job) -> Row | None:
         row = self.rows[job.object_id]
@@ -164,6 +184,11 @@ class FakeQueue:
         row.attempts -= 1 if refund else 0
         row.last_error = error or row.last_error
         return True
+
+    async def give_back(self, job: Job, error: str, delay: float) -> bool:
+        held = await self.retry(job, error, delay, refund=True)
+        self.rows[job.object_id].pauses += held
+        return held
 
     async def fail(self, job: Job, error: str) -> bool:
         if (row := self._held(job)) is None:
@@ -188,21 +213,26 @@ def worker_settings(max_attempts: int) -> Settings:
 
 
 async def run_scenario(
-    plans: list[Plan], probe_failures: list[str], max_attempts: int
+    plans: list[Plan], probe_failures: list[str], max_attempts: int, workers: int = 1
 ) -> tuple[FakeQueue, FakeCaptioner, Worker]:
+    """`workers` workers (replicas, each its own health and settler) on one queue."""
     captioner = FakeCaptioner(plans, probe_failures)
     queue = FakeQueue(len(plans), captioner)
-    worker = Worker(queue, FakeFetcher(), captioner, worker_settings(max_attempts))  # type: ignore[arg-type]
-    running = asyncio.create_task(worker.run())
+    config = worker_settings(max_attempts)
+    replicas = [Worker(queue, FakeFetcher(), captioner, config) for _ in range(workers)]  # type: ignore[arg-type]
+    running = [asyncio.create_task(worker.run()) for worker in replicas]
     try:
         await eventually(lambda: queue.rows_ended(), DEADLINE, message="jobs never ended")
         # a pause that began last ends at the next probe, which captions
-        await eventually(lambda: worker.health.problem is None, DEADLINE, message="paused")
+        await eventually(
+            lambda: all(w.health.problem is None for w in replicas), DEADLINE, message="paused"
+        )
     finally:
-        await worker.stop(1.0)
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-    return queue, captioner, worker
+        await asyncio.gather(*(worker.stop(1.0) for worker in replicas))
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    return queue, captioner, replicas[0]
 
 
 plans = st.builds(Plan, st.lists(st.sampled_from(OUTCOMES), max_size=5), st.sampled_from(OUTCOMES))
@@ -217,9 +247,10 @@ plans = st.builds(Plan, st.lists(st.sampled_from(OUTCOMES), max_size=5), st.samp
     plans=st.lists(plans, min_size=1, max_size=5),
     probe_failures=st.lists(st.sampled_from(FAILURES), max_size=4),
     max_attempts=st.integers(min_value=1, max_value=4),
+    workers=st.integers(min_value=1, max_value=2),
 )
-def test_every_job_ends_within_the_bound(plans, probe_failures, max_attempts):
-    queue, captioner, _ = asyncio.run(run_scenario(plans, probe_failures, max_attempts))
+def test_every_job_ends_within_the_bound(plans, probe_failures, max_attempts, workers):
+    queue, captioner, _ = asyncio.run(run_scenario(plans, probe_failures, max_attempts, workers))
 
     assert {row.state for row in queue.rows.values()} <= {"done", "failed"}
     bound = 2 * max_attempts
@@ -233,8 +264,8 @@ def test_every_job_ends_within_the_bound(plans, probe_failures, max_attempts):
 
 def test_a_job_that_keeps_coming_back_from_pauses_ends_failed():
     """503 for this image for ever while the probe captions: each 503 pauses the worker and
-    gives the job back, refunded; after MAX_ATTEMPTS such rounds it is failed, with no
-    further call."""
+    gives the job back, refunded; after MAX_ATTEMPTS such rounds it is failed once a probe
+    captions, with no further call."""
     queue, captioner, worker = asyncio.run(run_scenario([Plan([], "503")], [], 3))
 
     row = queue.rows["0"]
@@ -242,7 +273,7 @@ def test_a_job_that_keeps_coming_back_from_pauses_ends_failed():
     assert row.last_error == "gave up after 3 pauses without progress: captioner loading (HTTP 503)"
     assert row.attempts == 1  # every round was refunded; the last claim ended it
     assert captioner.calls[0] == 3
-    assert captioner.probes == ["ok"] * 3
+    assert captioner.probes == ["ok"] * 4  # one after each pause, one before the failure
 
 
 def test_a_hang_on_every_image_and_the_probe_fails_nothing():

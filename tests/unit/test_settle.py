@@ -1,7 +1,8 @@
 """How a job ends, by the class of what happened (app/pipeline/settle.py), in process with a
 recording queue and a scripted probe: failed now, retried counted with backoff, retried
-once for an unusable answer, given back refunded while the captioner is at fault, and
-failed after MAX_ATTEMPTS pauses without progress."""
+once for an unusable answer, given back refunded (a pause counted) while the captioner is
+at fault, and failed once a probe captions when the claim says it made no progress (the
+pauses are counted on the job's row: tests/integration/test_pause_bound.py)."""
 
 import asyncio
 from collections.abc import Callable
@@ -19,13 +20,13 @@ from app.core.errors import (
     RetryableError,
     empty_caption,
 )
-from app.pipeline import settle as settle_module
 from app.pipeline.health import CaptionerHealth
 from app.pipeline.jobs import Job
 from app.pipeline.settle import Captioned, CaptionerFailed, Settler
 
 JOB = Job("obj-1", "v1", "images", "a.png", "image/png", 10, 1, "token")
 MAX_ATTEMPTS = 3
+STUCK = replace(JOB, no_progress="gave up after 3 pauses without progress: 401 (change HF_TOKEN)")
 
 
 @dataclass
@@ -48,29 +49,49 @@ class Queue:
         self.calls.append(("refund" if refund else "retry", (error, delay)))
         return self.held
 
+    async def give_back(self, job: Job, error: str, delay: float) -> bool:
+        self.jobs.append(job)
+        self.calls.append(("pause", (error, delay)))
+        return self.held
+
     async def fail(self, job: Job, error: str) -> bool:
         self.jobs.append(job)
         self.calls.append(("fail", error))
         return self.held
 
 
+@dataclass
+class Probe:
+    """What the probe does now (None: it captions), and how often it ran."""
+
+    fails_with: Exception | None = None
+    runs: int = 0
+
+
 def make(probe_fails_with: Exception | None = None) -> tuple[Settler, Queue, CaptionerHealth]:
+    settler, queue, health, _ = make_probed(Probe(probe_fails_with))
+    return settler, queue, health
+
+
+def make_probed(scripted: Probe) -> tuple[Settler, Queue, CaptionerHealth, Probe]:
     async def probe(resolve: bool) -> None:
-        if probe_fails_with is not None:
-            raise probe_fails_with
+        scripted.runs += 1
+        if scripted.fails_with is not None:
+            raise scripted.fails_with
 
     config = Settings(  # type: ignore[call-arg]
         _env_file=None, max_attempts=MAX_ATTEMPTS, retry_base_seconds=10, retry_max_seconds=1000
     )
     health = CaptionerHealth(object(), config, probe)  # type: ignore[arg-type]
     queue = Queue()
-    return Settler(queue, health, config, "model"), queue, health  # type: ignore[arg-type]
+    return Settler(queue, health, config, "model"), queue, health, scripted  # type: ignore[arg-type]
 
 
 def settle(
     settler: Settler, error: Exception | None, job: Job = JOB, result: Captioned | None = None
 ) -> None:
     async def work() -> Captioned:
+        assert job.no_progress is None, "a job without progress was sent to the captioner"
         if error is not None:
             raise CaptionerFailed(error, asyncio.get_running_loop().time() - 1)
         return result or Captioned("a red square", "md5:x:10", 12)
@@ -164,36 +185,49 @@ def test_the_captioners_fault_gives_the_job_back_refunded(problem):
     settle(settler, RetryableError("timed out", kind="timeout"))
 
     ((what, (error, delay)),) = queue.calls
-    assert what == "refund" and error == problem.reason and delay > 0
+    assert what == "pause" and error == problem.reason and delay > 0
 
 
-def test_a_job_that_keeps_coming_back_from_pauses_fails_once_the_captioner_works():
-    settler, queue, health = make(probe_fails_with=ConfigurationError("401", "HF_TOKEN"))
-    for _ in range(MAX_ATTEMPTS):
-        settle(settler, RetryableError("timed out"))
-    assert [call[0] for call in queue.calls] == ["refund"] * MAX_ATTEMPTS
+def test_a_job_without_progress_fails_with_its_reason_once_a_probe_captions():
+    probe = Probe(ConfigurationError("401", "HF_TOKEN"))
+    settler, queue, health, _ = make_probed(probe)
+    settle(settler, RetryableError("timed out"))  # pauses the worker
+    runs = probe.runs
 
-    settle(settler, None)  # still paused: given back again, no model call
-    health.problem = None  # the probe captions now
-    settle(settler, None)
+    settle(settler, None, STUCK)  # still paused: given back again, not counted, no probe
+    probe.fails_with = None
+    health.problem = None  # resumed
+    settle(settler, None, STUCK)
 
-    assert [call[0] for call in queue.calls] == ["refund"] * (MAX_ATTEMPTS + 1) + ["fail"]
-    assert (
-        queue.calls[-1][1]
-        == f"gave up after {MAX_ATTEMPTS} pauses without progress: 401 (change HF_TOKEN)"
-    )
+    assert [call[0] for call in queue.calls] == ["pause", "refund", "fail"]
+    assert queue.calls[1][1][0] is None  # its reason stays
+    assert queue.calls[-1][1] == STUCK.no_progress
+    assert probe.runs == runs + 1  # the failure waited for a probe of its own
 
 
-def test_progress_forgets_the_pauses():
+def test_a_job_without_progress_is_given_back_when_the_probe_fails_before_its_end():
     settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
-    for _ in range(2):
-        for _ in range(MAX_ATTEMPTS - 1):
-            settle(settler, RetryableError("timed out"))
-        health.problem = None
-        settle(settler, None)  # captioned after all: the pauses are forgotten
 
-    expected = (["refund"] * (MAX_ATTEMPTS - 1) + ["complete"]) * 2
-    assert [call[0] for call in queue.calls] == expected
+    settle(settler, None, STUCK)  # the worker thought the captioner worked
+
+    assert [call[0] for call in queue.calls] == ["refund"]
+    assert health.problem is not None  # the probe's failure pauses the worker
+
+
+def test_jobs_without_progress_settled_together_share_one_probe():
+    settler, queue, _, probe = make_probed(Probe())
+
+    async def together() -> None:
+        stuck = [replace(STUCK, object_id=f"obj-{n}") for n in range(4)]
+        await asyncio.gather(*(settler.settle(job, never_called) for job in stuck))
+
+    asyncio.run(together())
+
+    assert [call[0] for call in queue.calls] == ["fail"] * 4 and probe.runs == 1
+
+
+async def never_called() -> Captioned:
+    raise AssertionError("a job without progress was sent to the captioner")
 
 
 OUTCOMES = ("done", "discarded", "retried", "failed", "deferred", "reused")
@@ -265,41 +299,19 @@ def test_a_job_is_given_back_until_the_next_probe_is_due():
     assert 5 <= delay <= 10  # the first round's backoff: RETRY_BASE_SECONDS / 2 .. base
 
 
-def test_a_job_without_progress_is_given_back_silently_while_still_paused():
-    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
-    for _ in range(MAX_ATTEMPTS):
-        settle(settler, RetryableError("timed out"))
-
-    settle(settler, None)
-
-    assert queue.calls[-1][0] == "refund" and queue.calls[-1][1][0] is None
-
-
-def test_the_pauses_of_the_oldest_jobs_are_forgotten_beyond_the_limit(monkeypatch):
-    monkeypatch.setattr(settle_module, "ROUNDS_REMEMBERED", 1)
-    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
-    for _ in range(MAX_ATTEMPTS):
-        settle(settler, RetryableError("timed out"))
-    settle(settler, RetryableError("timed out"), replace(JOB, object_id="obj-2"))  # evicts obj-1
-    health.problem = None
-
-    settle(settler, None)
-
-    assert queue.calls[-1] == ("complete", "a red square")
-
-
 def test_every_queue_call_names_the_job_it_settles():
-    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
-    for _ in range(MAX_ATTEMPTS + 1):
-        settle(settler, RetryableError("timed out"))  # given back, then without progress
-    health.problem = None
-    settle(settler, None)  # no progress: failed
+    probe = Probe(CaptionerAway("503"))
+    settler, queue, health, _ = make_probed(probe)
+    settle(settler, RetryableError("timed out"))  # given back
+    settle(settler, None, STUCK)  # no progress, paused: given back again
+    probe.fails_with, health.problem = None, None
+    settle(settler, None, STUCK)  # no progress: failed
     other, queue2, _ = make()
     for error in (None, PermanentError("gone"), RetryableError("HTTP 500"), KeyError("bug")):
         settle(other, error)
 
-    assert queue.jobs and all(job is JOB for job in queue.jobs + queue2.jobs)
-    assert len(queue2.jobs) == 4
+    assert queue.jobs == [JOB, STUCK, STUCK] and queue.jobs[1] is STUCK
+    assert all(job is JOB for job in queue2.jobs) and len(queue2.jobs) == 4
 
 
 def test_the_descriptions_are_stored_with_the_caption():
@@ -323,11 +335,14 @@ def test_a_bug_outside_the_captioner_is_retried_counted_too():
     assert queue.jobs == [JOB]
 
 
-def test_a_new_job_never_starts_as_if_it_had_been_paused():
-    settler, queue, _ = make(probe_fails_with=CaptionerAway("503"))
-    for _ in range(MAX_ATTEMPTS - 1):
+def test_the_settler_counts_no_pauses_of_its_own():
+    """However often this process gave a job back, only the claim's word (no_progress, from
+    the count on the job's row) ends it without a model call."""
+    settler, queue, health = make(probe_fails_with=CaptionerAway("503"))
+    for _ in range(MAX_ATTEMPTS + 1):
         settle(settler, RetryableError("timed out"))
+    health.problem = None
 
-    settle(settler, RetryableError("timed out"))  # the MAX_ATTEMPTS-th give-back, not a failure
+    settle(settler, None)
 
-    assert [call[0] for call in queue.calls] == ["refund"] * MAX_ATTEMPTS
+    assert [call[0] for call in queue.calls] == ["pause"] * (MAX_ATTEMPTS + 1) + ["complete"]
