@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from app.captioning.deadline import description_time
 from app.captioning.description import DescribeRequest, Description
 from app.core import metrics
 from app.core.config import CaptionSettings
@@ -16,6 +17,9 @@ from app.core.text import clean_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A describe that overruns its deadline is cut this much later: a backend's own cut comes
+# first, and its failure says more than this one.
+BACKSTOP_SECONDS = 1.0
 
 
 class Captioner(Protocol):
@@ -28,9 +32,13 @@ class Captioner(Protocol):
 
     async def caption(self, image: PreparedImage) -> str: ...
 
-    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
-        """Every field of `request` the model can fill, the others named in `missing`. An
-        answer that misses the schema is retried once, then falls back: never raised."""
+    async def describe(
+        self, image: PreparedImage, request: DescribeRequest, deadline: float
+    ) -> Description:
+        """Every field of `request` the model can fill, the others named in `missing`. Each
+        request to the model ends within CAPTION_TIMEOUT, all of them by `deadline` (event-loop
+        time; app/captioning/deadline.py). An answer that misses the schema is retried once,
+        then falls back: raised only when the deadline leaves no time for the fallback."""
         ...
 
     async def check(self) -> None:
@@ -149,7 +157,7 @@ async def ask_captioner(
     CAPTION_MAX_CHARS: app/core/text.py), an empty one refused; and the call's time in ms.
     `slots` bounds the calls at once (the wait is not timed)."""
     raw, elapsed_ms = await _call(
-        lambda: captioner.caption(image), settings.caption_timeout, slots
+        lambda _: captioner.caption(image), settings.caption_timeout, slots
     )
     caption = clean_text(raw, settings.caption_max_chars)
     if not caption:
@@ -165,11 +173,15 @@ async def ask_description(
     request: DescribeRequest | None = None,
     slots: asyncio.Semaphore | None = None,
 ) -> tuple[Description, int]:
-    """`ask_captioner` for every field: each text cleaned alike; the limit is two calls'
-    (a describe may ask the model once more)."""
+    """`ask_captioner` for every field: each text cleaned alike; each request to the model
+    within CAPTION_TIMEOUT, all of them (a retry, a fallback) by one deadline, 2 ×
+    CAPTION_TIMEOUT after the first (app/captioning/deadline.py)."""
     wanted = request or DescribeRequest()
     raw, elapsed_ms = await _call(
-        lambda: captioner.describe(image, wanted), 2 * settings.caption_timeout, slots
+        lambda deadline: captioner.describe(image, wanted, deadline),
+        description_time(settings.caption_timeout),
+        slots,
+        BACKSTOP_SECONDS,
     )
     description = clean_description(raw, settings.caption_max_chars)
     if not description.caption:
@@ -189,17 +201,24 @@ def clean_description(description: Description, max_chars: int) -> Description:
 
 
 async def _call(
-    call: Callable[[], Awaitable[T]], limit_s: float, slots: asyncio.Semaphore | None
+    call: Callable[[float], Awaitable[T]],
+    limit_s: float,
+    slots: asyncio.Semaphore | None,
+    backstop_s: float = 0.0,
 ) -> tuple[T, int]:
-    """`call()` within a slot, cut at `limit_s` seconds (a timeout, transient), timed."""
+    """`call(deadline)` within a slot, the deadline (event-loop time) `limit_s` seconds after
+    it starts, cut `backstop_s` after it (a timeout, transient, as a TimeoutError it raises
+    itself), timed."""
     async with slots or contextlib.nullcontext():
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + limit_s
         try:
             with metrics.CAPTION_SECONDS.time():
-                async with asyncio.timeout(limit_s):
-                    result = await call()
-        except TimeoutError:
-            error = RetryableError(f"captioner timed out after {limit_s:g}s", kind="timeout")
+                async with asyncio.timeout_at(deadline + backstop_s):
+                    result = await call(deadline)
+        except TimeoutError as exc:
+            said = str(exc) or f"captioner timed out after {limit_s:g}s"
+            error = RetryableError(said, kind="timeout")
             metrics.CAPTION_ERRORS.labels(error.kind).inc()
             raise error from None
         except CaptionError as exc:

@@ -10,6 +10,7 @@ images of the batch that asked for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,10 @@ class FlorenceCaptioner(LocalModel[TaskItem, dict[str, str]]):
         outputs = await self.run(TaskItem(image.pil, (CAPTION,)))
         return outputs[CAPTION]
 
-    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
-        outputs = await self.run(TaskItem(image.pil, tasks_for(request)))
+    async def describe(
+        self, image: PreparedImage, request: DescribeRequest, deadline: float
+    ) -> Description:
+        """The fields' tasks in one request, which has the description's whole time."""
+        async with asyncio.timeout_at(deadline):
+            outputs = await self.run(TaskItem(image.pil, tasks_for(request)))
         return description_from(outputs, request, self._settings.alt_text_max_chars)

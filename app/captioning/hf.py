@@ -16,6 +16,7 @@ from huggingface_hub import AsyncInferenceClient, ChatCompletionOutput
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
+from app.captioning.deadline import OutOfTime, within
 from app.captioning.description import DescribeRequest, Description
 from app.captioning.routes import IMAGE_TO_TEXT, Route, resolve_route
 from app.captioning.structured import describe_with_retry, response_format
@@ -97,35 +98,45 @@ class HuggingFaceCaptioner:
     async def caption(self, image: PreparedImage) -> str:
         route, client = await self._ready_client()
         if route.task == IMAGE_TO_TEXT:
-            return await self._classified(route, lambda: self._image_to_text(client, image))
-        return await self._classified(route, lambda: self._chat(client, route, image, self._prompt))
+            return await self._request(route, lambda: self._image_to_text(client, image))
+        return await self._request(route, lambda: self._chat(client, route, image, self._prompt))
 
-    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
+    async def describe(
+        self, image: PreparedImage, request: DescribeRequest, deadline: float
+    ) -> Description:
         """Every field in one chat call (structured output where the route takes it); an
-        image-to-text model's sentence is the caption and the alt text."""
+        image-to-text model's sentence is the caption and the alt text. Each request within
+        CAPTION_TIMEOUT and by `deadline` (app/captioning/deadline.py)."""
         route, client = await self._ready_client()
         limit = self._settings.alt_text_max_chars
-        if route.task == IMAGE_TO_TEXT:
+        if route.task == IMAGE_TO_TEXT:  # one request, the first: a CAPTION_TIMEOUT of its own
             caption = (await self.caption(image)).strip()
             return Description.from_caption(caption, request, alt_text_max_chars=limit)
 
         async def ask(prompt: Callable[[bool], str]) -> str:
             return await self._classified(
-                route, lambda: self._ask_json(route, image, prompt, request)
+                route, lambda: self._ask_json(route, image, prompt, request, deadline)
             )
 
         async def plain() -> str:
             sentence = f"{self._settings.caption_prompt} {_in_language(request.language)}"
-            return await self._classified(route, lambda: self._chat(client, route, image, sentence))
+            return await self._request(
+                route, lambda: self._chat(client, route, image, sentence), deadline
+            )
 
         return await describe_with_retry(ask, plain, request, limit)
 
+    async def _request(
+        self, route: Route, call: Callable[[], Awaitable[T]], deadline: float | None = None
+    ) -> T:
+        """One request within CAPTION_TIMEOUT (and by `deadline`), its failure classified."""
+        return await self._classified(route, lambda: within(call, self._timeout, deadline))
+
     async def _classified(self, route: Route, call: Callable[[], Awaitable[T]]) -> T:
-        """One call within CAPTION_TIMEOUT, its failure given its class."""
+        """`call()`, its failure given its class; the description's OutOfTime passed on."""
         try:
-            async with asyncio.timeout(self._timeout):
-                return await call()
-        except CaptionError:
+            return await call()
+        except (CaptionError, OutOfTime):
             raise
         except Exception as exc:
             raise classify(exc, route) from None
@@ -154,22 +165,32 @@ class HuggingFaceCaptioner:
         image: PreparedImage,
         prompt: Callable[[bool], str],
         request: DescribeRequest,
+        deadline: float,
     ) -> str:
         """The JSON answer: with the schema as `response_format` while the route takes it,
         else with the schema in the prompt. A 400/422 to the structured call is asked again
         without `response_format`: when that answers, the route refused the parameter (or a
         keyword of the schema) and is asked without it from then on; when it does not, the
-        second refusal is classified as any other (the image's fault)."""
+        second refusal is classified as any other (the image's fault). Each request within
+        CAPTION_TIMEOUT and by `deadline`."""
+
+        def ask(schema: dict[str, Any] | None) -> Awaitable[str]:
+            with_schema = schema is None  # no response_format: the schema in the prompt
+            return within(
+                lambda: self._chat_json(route, image, prompt(with_schema), schema),
+                self._timeout,
+                deadline,
+            )
+
         if not self._takes_response_format:
-            return await self._chat_json(route, image, prompt(True), None)
-        schema = response_format(request, self._settings.alt_text_max_chars)
+            return await ask(None)
         try:
-            return await self._chat_json(route, image, prompt(False), schema)
+            return await ask(response_format(request, self._settings.alt_text_max_chars))
         except HfHubHTTPError as exc:
             if exc.response is None or exc.response.status_code not in (400, 422):
                 raise
             refusal = _error_detail(exc)
-        content = await self._chat_json(route, image, prompt(True), None)
+        content = await ask(None)
         self._takes_response_format = False
         log.warning(
             "%s refused response_format (%s): the schema goes in the prompt from now on",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from app.captioning.deadline import within
 from app.captioning.description import DescribeRequest, Description
 from app.core import metrics
 from app.core.batching import MicroBatcher
@@ -327,9 +328,13 @@ class LocalCaptioner(LocalModel["Image.Image", str]):
     async def caption(self, image: PreparedImage) -> str:
         return await self.run(image.pil)
 
-    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
-        """An image-to-text model's sentence: the caption and the alt text, nothing more."""
-        caption = (await self.caption(image)).strip()
+    async def describe(
+        self, image: PreparedImage, request: DescribeRequest, deadline: float
+    ) -> Description:
+        """An image-to-text model's sentence: the caption and the alt text, nothing more (one
+        request: within CAPTION_TIMEOUT, as a caption)."""
+        timeout = self._settings.caption_timeout
+        caption = (await within(lambda: self.caption(image), timeout, deadline)).strip()
         limit = self._settings.alt_text_max_chars
         return Description.from_caption(caption, request, alt_text_max_chars=limit)
 

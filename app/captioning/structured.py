@@ -5,7 +5,10 @@ An answer that misses the schema (prose, broken JSON, a field too long) is asked
 with a stricter instruction naming what was wrong; what still misses is dropped field by field
 and named in `Description.missing`, and when nothing usable is left the backend's plain
 sentence stands in (`describe_with_retry`). It never loops and never raises for the answer's
-shape: a miss is not the image's fault, nor a setting's, nor an outage.
+shape: a miss is not the image's fault, nor a setting's, nor an outage. Only when the
+description's deadline (app/captioning/deadline.py) leaves no time for the retry are the fields
+that fitted kept at once; when none did and no time is left for the plain sentence either, the
+answer is unusable (`out_of_time`).
 """
 
 import json
@@ -17,8 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
+from app.captioning.deadline import OutOfTime
 from app.captioning.description import DescribeRequest, Description, FieldName
 from app.core import metrics
+from app.core.errors import UnusableAnswer
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +236,19 @@ async def describe_with_retry(
 ) -> Description:
     """Ask, once more with a stricter instruction if the answer misses, then keep what fitted
     or fall back to `plain()`'s sentence: three calls at most. `ask` gets the prompt as a
-    function of whether it must carry the schema (no `response_format` on the route)."""
+    function of whether it must carry the schema (no `response_format` on the route). A retry
+    the deadline leaves no time for (OutOfTime) counts as a miss; a plain sentence it leaves
+    no time for is an UnusableAnswer."""
     problem: str | None = None
     last = SchemaMiss("not asked", "empty")
     for attempt in (1, 2):
-        content = await ask(partial(instruction, request, max_chars, problem=problem))
+        try:
+            content = await ask(partial(instruction, request, max_chars, problem=problem))
+        except OutOfTime as exc:
+            if attempt == 1:
+                raise
+            log.info("no retry: %s", exc)
+            break
         try:
             return read_answer(content, request, max_chars)
         except SchemaMiss as exc:
@@ -246,7 +259,22 @@ async def describe_with_retry(
     metrics.SCHEMA_FALLBACKS.labels("kept_fields" if kept else "plain_sentence").inc()
     if kept is not None:
         return kept
-    return Description.from_caption((await plain()).strip(), request, alt_text_max_chars=max_chars)
+    try:
+        sentence = await plain()
+    except OutOfTime as exc:
+        raise no_time_for_the_plain_sentence(last, exc) from None
+    return Description.from_caption(sentence.strip(), request, alt_text_max_chars=max_chars)
+
+
+def no_time_for_the_plain_sentence(miss: SchemaMiss, out: OutOfTime) -> UnusableAnswer:
+    """The answers missed the schema and the deadline came before the plain sentence."""
+    return UnusableAnswer(
+        f"the model's answers miss the schema and leave no time for the plain sentence ({out})",
+        "CAPTION_TIMEOUT or CAPTION_MODEL",
+        f"the model's answer for this image missed the schema ({miss.reason[:200]}); no plain "
+        f"sentence: {out}",
+        kind="out_of_time",
+    )
 
 
 def _json_object(content: str) -> dict[str, Any]:

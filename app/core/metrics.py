@@ -36,7 +36,8 @@ SCHEMA_MISSES = Counter(
 )
 SCHEMA_FALLBACKS = Counter(
     "captioner_schema_fallbacks_total",
-    "Descriptions written after two misses: the fields that fitted, or the plain sentence",
+    "Descriptions after two misses (or one and no time left): the fields that fitted, or the "
+    "plain sentence",
     ["outcome"],
 )
 BYTES_DOWNLOADED = Counter("captioner_downloaded_bytes_total", "Image bytes read from storage")

@@ -52,12 +52,13 @@ What it answers, and where each behaviour comes from:
   Authorization header"}``; ``credits = False`` → 402 ``{"error": "You have exceeded your
   monthly included credits for Inference Providers. ..."}`` (the message users report:
   huggingface/agents-course#386); scripted ``Loading`` (503 + ``estimated_time``),
-  ``RateLimited`` (429 + ``Retry-After``), ``ServerError``, ``Hang``, ``BadBody`` (a 200
-  whose body is not what the task returns), ``Content`` (a chat completion whose message is
-  the given text: prose, broken JSON, a field too long) and ``Answer`` (a 200 with that text
-  as the caption, JSON-escaped so that a lone surrogate travels as ``\\udXXX``: JSON's
-  grammar allows it, RFC 8259 section 8.2, and Python's ``json``, which huggingface_hub
-  parses with, decodes it as it is); ``refuse_connections()``. The same outcomes as
+  ``RateLimited`` (429 + ``Retry-After``), ``ServerError``, ``Hang`` (then an answer or another
+  outcome), ``BadBody`` (a 200 whose body is not what the task returns), ``Content`` (a chat
+  completion whose message is the given text: prose, broken JSON, a field too long) and
+  ``Answer`` (a 200 with that text as the caption, JSON-escaped so that a lone surrogate
+  travels as ``\\udXXX``: JSON's grammar allows it, RFC 8259 section 8.2, and Python's
+  ``json``, which huggingface_hub parses with, decodes it as it is);
+  ``refuse_connections()``. The same outcomes as
   ``outage`` (every request while it is set: a provider on a bad day) or ``by_size`` (the
   requests whose image has that size: one image the model chokes on).
 - Structured output (``response_format``), route by route as the real ones read it: the router
@@ -119,8 +120,10 @@ class ServerError:
 
 @dataclass
 class Hang:
-    """Sleep ``seconds`` then answer normally (to trigger client timeouts)."""
+    """Sleep ``seconds`` then answer normally, or with ``then`` (another outcome: a slow
+    answer that misses the schema, a slow refusal); to trigger client timeouts."""
     seconds: float = 30.0
+    then: Any = None
 
 
 @dataclass
@@ -382,7 +385,8 @@ class HuggingFaceStandIn:
         outcome = self.outage or self._next_scripted() or self._by_size(path, body)
         if isinstance(outcome, Hang):
             await asyncio.sleep(outcome.seconds)
-        elif outcome is not None:
+            outcome = outcome.then
+        if outcome is not None:
             return _answer(outcome, model, path, body)
         try:
             if path.endswith("/chat/completions"):

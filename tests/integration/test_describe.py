@@ -4,16 +4,17 @@ and what happens when the answer misses the schema (README "What you get for eac
 
 import asyncio
 import json
+import time
 
 import pytest
 
-from app.captioning import describe_image
+from app.captioning import ask_description, describe_image
 from app.captioning.description import DescribeRequest, Description
 from app.captioning.hf import HuggingFaceCaptioner
 from app.core.config import CaptionSettings
-from app.core.errors import Failure, failure_of
+from app.core.errors import CaptionError, Failure, RetryableError, UnusableAnswer, failure_of
 from app.core.images import prepare_image
-from tests.harness.hf_stub import Content, ServerError, caption_for
+from tests.harness.hf_stub import Content, Hang, ServerError, caption_for
 from tests.harness.openai_server import OpenAICompatibleServer
 from tests.integration.test_hf_routes import settings_for as hub_settings
 from tests.support import make_image
@@ -209,6 +210,75 @@ def test_a_refusal_repeated_without_response_format_is_the_images_fault(router):
     assert failure_of(error) == Failure.IMAGE
     bodies = chat_bodies(router)
     assert ["response_format" in body for body in bodies] == [True, False, True]
+
+
+TIMEOUT = 0.5  # CAPTION_TIMEOUT in the tests of a description's time
+BOUND = 2 * TIMEOUT  # a description's requests together (README, CAPTION_TIMEOUT)
+SLACK = 0.2  # what the event loop and HTTP on a busy shared machine may add after a cut
+
+
+def describe_timed(settings: CaptionSettings) -> tuple[Description | CaptionError, float]:
+    """A description's outcome and the seconds it took, the route resolved beforehand (as
+    the service does at start)."""
+    captioner = HuggingFaceCaptioner(settings)
+
+    async def run() -> tuple[Description | CaptionError, float]:
+        try:
+            await captioner.resolve()
+            started = time.perf_counter()
+            try:
+                outcome: Description | CaptionError = (
+                    await ask_description(IMAGE, captioner, settings)
+                )[0]
+            except CaptionError as exc:
+                outcome = exc
+            return outcome, time.perf_counter() - started
+        finally:
+            await captioner.aclose()
+
+    return asyncio.run(run())
+
+
+def test_slow_misses_leave_the_plain_sentence_only_the_time_left_then_it_is_unusable(router):
+    # two answers that miss, each near CAPTION_TIMEOUT: the plain sentence gets the 0.4 s left
+    # of the description's time, not a CAPTION_TIMEOUT of its own (it would answer at 2.55 T)
+    slow_prose = Hang(0.8 * TIMEOUT, Content(PROSE))
+    router.script(slow_prose, slow_prose, Hang(0.95 * TIMEOUT))
+
+    outcome, took = describe_timed(settings_for(router, caption_timeout=TIMEOUT))
+
+    assert BOUND - 0.01 <= took <= BOUND + SLACK
+    assert isinstance(outcome, UnusableAnswer) and outcome.kind == "out_of_time"
+    assert "missed the schema (the answer is not JSON" in outcome.image_reason
+    assert "CAPTION_TIMEOUT" in outcome.reason
+    assert len(chat_bodies(router)) == 2  # the stand-in never answered the plain sentence
+
+
+def test_a_retry_the_descriptions_time_cuts_keeps_the_fields_the_first_answer_had(router):
+    # the route refuses response_format slowly, so the first answer comes at 1.2 T and the
+    # retry has 0.8 T: it would answer (every field) at 2.15 T
+    router.script(
+        Hang(0.6 * TIMEOUT, ServerError(400, "response_format is not supported")),
+        Hang(0.6 * TIMEOUT, Content(TOO_LONG)),
+        Hang(0.95 * TIMEOUT, Content(json.dumps(GOOD))),
+    )
+
+    outcome, took = describe_timed(settings_for(router, caption_timeout=TIMEOUT))
+
+    assert BOUND - 0.01 <= took <= BOUND + SLACK
+    assert isinstance(outcome, Description)
+    assert outcome.missing == ["alt_text"] and outcome.caption == GOOD["caption"]
+    assert [c["status"] for c in router.calls] == [400, 200]  # the retry never answered
+
+
+def test_a_request_past_caption_timeout_is_a_timeout_though_the_description_has_time(router):
+    router.script(Content(PROSE), Hang(3 * TIMEOUT))
+
+    outcome, took = describe_timed(settings_for(router, caption_timeout=TIMEOUT))
+
+    assert TIMEOUT <= took <= TIMEOUT + SLACK
+    assert isinstance(outcome, RetryableError) and outcome.kind == "timeout"
+    assert failure_of(outcome) == Failure.TRANSIENT
 
 
 def test_an_image_to_text_model_fills_the_caption_and_the_alt_text(hf):

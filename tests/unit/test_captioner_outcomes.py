@@ -79,9 +79,12 @@ class FakeCaptioner:
         self.calls[index] = self.calls.get(index, 0) + 1
         return await answer(next(self._plans[index]))
 
-    async def describe(self, image: PreparedImage, request: DescribeRequest) -> Description:
-        """The worker asks for descriptions: this fake's sentence, as BLIP's."""
-        return Description.from_caption(await self.caption(image), request)
+    async def describe(
+        self, image: PreparedImage, request: DescribeRequest, deadline: float
+    ) -> Description:
+        """The worker asks for descriptions: this fake's sentence, as BLIP's, by `deadline`."""
+        async with asyncio.timeout_at(deadline):
+            return Description.from_caption(await self.caption(image), request)
 
     async def check(self) -> None:
         return None

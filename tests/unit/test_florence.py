@@ -85,8 +85,9 @@ def test_concurrent_requests_share_one_generate_per_task(florence_dir, monkeypat
     async def many() -> list[Any]:
         await captioner.check()
         calls.clear()  # the warm-up at load
-        everything = [captioner.describe(image, DescribeRequest()) for image in IMAGES[:3]]
-        return await asyncio.gather(*everything, captioner.describe(IMAGES[3], only_alt))
+        deadline = asyncio.get_running_loop().time() + 60
+        everything = [captioner.describe(i, DescribeRequest(), deadline) for i in IMAGES[:3]]
+        return await asyncio.gather(*everything, captioner.describe(IMAGES[3], only_alt, deadline))
 
     results = run(captioner, many)
 
