@@ -136,7 +136,11 @@ def test_a_model_that_answers_empty_captions_pauses_for_configuration(
 
     reason = wait_until(paused, timeout=15, message="never paused").json()["checks"]["captioner"]
     assert "the model returns empty captions" in reason and "(change CAPTION_MODEL" in reason
-    assert all(job_of(supabase.db_url, oid)["attempts"] == 0 for oid in ids)
+
+    def refunded() -> bool:  # the pause comes first, then each job is given back
+        return all(job_of(supabase.db_url, oid)["attempts"] == 0 for oid in ids)
+
+    wait_until(refunded, timeout=10, message="jobs kept an attempt while paused")
     assert "failed" not in states(supabase, ids)
     hf.outage = None
     for object_id in ids:
