@@ -51,13 +51,14 @@ model: $(VENV)/.run-installed
 test: $(VENV)/.dev-installed
 	scripts/install-browser.sh
 	$(BIN)/ruff check app tests bench scripts
+	$(BIN)/ruff format --check app tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app tests bench scripts
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff format --check app tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

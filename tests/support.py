@@ -131,8 +131,10 @@ def upload_raw(
     answer = httpx.post(
         f"{supabase.url}/storage/v1/object/{bucket}/{quote(path, safe='/')}",
         content=data,
-        headers={"Authorization": f"Bearer {key or supabase.service_key}",
-                 "Content-Type": content_type},
+        headers={
+            "Authorization": f"Bearer {key or supabase.service_key}",
+            "Content-Type": content_type,
+        },
     )
     assert answer.status_code == 200, answer.text
     return object_id(supabase, bucket, path)
@@ -152,16 +154,25 @@ def upload_tus(
     auth = {"Authorization": f"Bearer {key or supabase.service_key}", "Tus-Resumable": "1.0.0"}
     created = httpx.post(
         f"{supabase.url}/storage/v1/upload/resumable",
-        headers={**auth, "Upload-Length": str(len(data)), "x-upsert": str(upsert).lower(),
-                 "Upload-Metadata": tus_metadata(bucketName=bucket, objectName=path,
-                                                 contentType=content_type, cacheControl=3600)},
+        headers={
+            **auth,
+            "Upload-Length": str(len(data)),
+            "x-upsert": str(upsert).lower(),
+            "Upload-Metadata": tus_metadata(
+                bucketName=bucket, objectName=path, contentType=content_type, cacheControl=3600
+            ),
+        },
     )
     assert created.status_code == 201, created.text
     for offset in range(0, len(data), chunk):
         sent = httpx.patch(
-            created.headers["location"], content=data[offset : offset + chunk],
-            headers={**auth, "Upload-Offset": str(offset),
-                     "Content-Type": "application/offset+octet-stream"},
+            created.headers["location"],
+            content=data[offset : offset + chunk],
+            headers={
+                **auth,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            },
         )
         assert sent.status_code == 204, sent.text
     return object_id(supabase, bucket, path)

@@ -153,8 +153,18 @@ def test_caption_json_carries_every_field_of_a_vision_language_model(hf, picture
 
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout)
-    assert set(row) == {"source", "language", "caption", "alt_text", "description", "tags",
-                        "text_in_image", "missing", "model", "elapsed_ms"}
+    assert set(row) == {
+        "source",
+        "language",
+        "caption",
+        "alt_text",
+        "description",
+        "tags",
+        "text_in_image",
+        "missing",
+        "model",
+        "elapsed_ms",
+    }
     assert row["language"] == "de" and row["missing"] == []
     assert row["alt_text"] == "[de] A 120x80 picture, mostly red."
     assert row["tags"] == ["red", "picture"]
@@ -292,8 +302,10 @@ def test_status_shows_skipped_uploads_per_bucket_with_their_reason(supabase, hf,
     assert "bucket docs" not in status.stdout
     assert "recently skipped:" in status.stdout
     assert "images/notes/todo.txt  (0 attempts): not an image (text/plain)" in status.stdout
-    assert "images/print.eps  (0 attempts): image/x-eps is not a format the captioner decodes" \
+    assert (
+        "images/print.eps  (0 attempts): image/x-eps is not a format the captioner decodes"
         in status.stdout
+    )
 
 
 def test_serve_runs_the_service_behind_a_proxy(supabase, hf, tmp_path):
@@ -334,8 +346,12 @@ def test_caption_with_only_a_token_and_no_route_exits_at_once(hf, tmp_path):
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith("captioner: Hugging Face offers no image-to-text or conversational")
-    for way_out in ("Inference Endpoint URL", "CAPTION_BACKEND=chat", "CAPTION_BACKEND=local",
-                    "(change CAPTION_MODEL or CAPTION_BACKEND)"):
+    for way_out in (
+        "Inference Endpoint URL",
+        "CAPTION_BACKEND=chat",
+        "CAPTION_BACKEND=local",
+        "(change CAPTION_MODEL or CAPTION_BACKEND)",
+    ):
         assert way_out in line
     assert hf.calls == []
 

@@ -35,10 +35,18 @@ from tests.support import (
 
 # Colours the HF stand-in names reliably (its caption is "a WxH picture, mostly <colour>").
 PALETTE = {
-    "red": (220, 30, 30), "green": (30, 160, 60), "blue": (30, 60, 220),
-    "yellow": (240, 220, 40), "orange": (250, 140, 20), "purple": (130, 50, 160),
-    "black": (0, 0, 0), "white": (255, 255, 255), "cyan": (40, 200, 220),
-    "brown": (120, 80, 40), "pink": (250, 160, 190), "gray": (128, 128, 128),
+    "red": (220, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 40),
+    "orange": (250, 140, 20),
+    "purple": (130, 50, 160),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "cyan": (40, 200, 220),
+    "brown": (120, 80, 40),
+    "pink": (250, 160, 190),
+    "gray": (128, 128, 128),
 }
 COLOURS = list(PALETTE)
 
@@ -57,7 +65,8 @@ class CountingHF(HuggingFaceStandIn):
 
     async def _respond(self, request: Request, path: str, body: bytes) -> Response:
         entry: dict[str, Any] = {
-            "start": time.time(), "digest": hashlib.sha1(body).hexdigest()[:16],
+            "start": time.time(),
+            "digest": hashlib.sha1(body).hexdigest()[:16],
         }
         with self._count_lock:
             self.in_flight += 1
@@ -117,9 +126,7 @@ def captions(db_url: str) -> dict[str, dict[str, Any]]:
 
 
 def current_version(db_url: str, object_id: str) -> str:
-    return query(db_url, "select version from storage.objects where id=%s", object_id)[0][
-        "version"
-    ]
+    return query(db_url, "select version from storage.objects where id=%s", object_id)[0]["version"]
 
 
 def upload_colours(supabase, n: int, prefix: str = "img", first: int = 0) -> dict[str, str]:
@@ -159,8 +166,11 @@ def test_sigkill_mid_job_then_restart_captions_everything_once(procs, supabase, 
     hf.latency = 0.0
     procs(worker_concurrency=4, lease_seconds=5)
     # pending jobs go at once; the leased ones once their lease (5 s) expires
-    wait_until(lambda: all_done(supabase.db_url, 6), timeout=20,
-               message=f"jobs stuck after restart: {states(supabase.db_url)}")
+    wait_until(
+        lambda: all_done(supabase.db_url, 6),
+        timeout=20,
+        message=f"jobs stuck after restart: {states(supabase.db_url)}",
+    )
     assert_one_caption_each(supabase.db_url, images)
     by_id = {str(j["object_id"]): j for j in jobs(supabase.db_url)}
     assert {by_id[str(j["object_id"])]["attempts"] for j in stuck} == {2}
@@ -168,8 +178,9 @@ def test_sigkill_mid_job_then_restart_captions_everything_once(procs, supabase, 
 
 
 # 2. Captioner outage ---------------------------------------------------------------------
-def test_captioner_outage_backs_off_honours_hints_and_recovers(service_factory, bucket,
-                                                                supabase, hf):
+def test_captioner_outage_backs_off_honours_hints_and_recovers(
+    service_factory, bucket, supabase, hf
+):
     service = service_factory(max_attempts=3, retry_base_seconds=0.1, retry_max_seconds=1.0)
     health = service.app.state.runtime.worker.health
     hf.refuse_connections(True)
@@ -182,10 +193,14 @@ def test_captioner_outage_backs_off_honours_hints_and_recovers(service_factory, 
     # Connection refused: the outage is not the images' fault, so no attempt is spent and no
     # job fails; the worker pauses, and one probe a round (backing off) looks for the
     # captioner: the jobs are not sent again meanwhile.
-    wait_until(lambda: deferrals() >= 1 and health.probes >= 4, timeout=20,
-               message="the captioner was not probed while it was down")
+    wait_until(
+        lambda: deferrals() >= 1 and health.probes >= 4,
+        timeout=20,
+        message="the captioner was not probed while it was down",
+    )
     elapsed = time.monotonic() - started
     assert elapsed >= 0.05 + 0.1 + 0.2 + 0.4 - 0.05, f"4 probes in {elapsed:.2f}s: no backoff"
+
     def claims() -> int:
         return sum(1 for route, _ in supabase.calls if route == "rpc:caption_jobs_claim")
 
@@ -201,8 +216,11 @@ def test_captioner_outage_backs_off_honours_hints_and_recovers(service_factory, 
     # Back, but loading: 503 with estimated_time to the next 6 probes, then answers.
     hf.script(*[Loading(estimated_time=0.4)] * 6)
     hf.refuse_connections(False)
-    wait_until(lambda: all_done(supabase.db_url, 3), timeout=20,
-               message=f"not all captioned after the outage: {states(supabase.db_url)}")
+    wait_until(
+        lambda: all_done(supabase.db_url, 3),
+        timeout=20,
+        message=f"not all captioned after the outage: {states(supabase.db_url)}",
+    )
 
     assert_one_caption_each(supabase.db_url, images)
     per_image = hf.by_image()
@@ -239,12 +257,16 @@ def test_lossy_webhooks_and_overwrites_end_with_latest_caption(service, supabase
     latest = dict(images)
     for i, object_id in enumerate(list(images)[:4]):
         colour = COLOURS[(i + 6) % len(COLOURS)]
-        upload(supabase, names[object_id], make_image(PALETTE[colour], size=(90 + i, 50)),
-               upsert=True)
+        upload(
+            supabase, names[object_id], make_image(PALETTE[colour], size=(90 + i, 50)), upsert=True
+        )
         latest[object_id] = colour
 
-    wait_until(lambda: all_done(supabase.db_url, 8) and len(captions(supabase.db_url)) == 8,
-               timeout=20, message=f"not all captioned: {states(supabase.db_url)}")
+    wait_until(
+        lambda: all_done(supabase.db_url, 8) and len(captions(supabase.db_url)) == 8,
+        timeout=20,
+        message=f"not all captioned: {states(supabase.db_url)}",
+    )
     pgnet.wait_idle()
     assert pgnet.dropped >= 1 and pgnet.delivered > pgnet.dropped
     assert_one_caption_each(supabase.db_url, latest)
@@ -255,18 +277,30 @@ def test_lossy_webhooks_and_overwrites_end_with_latest_caption(service, supabase
 def test_update_for_v2_delivered_before_insert_of_v1(service, supabase, hf, pgnet):
     pgnet.drop_rate = 1.0  # only the hand-sent deliveries below reach the service
     object_id = upload(supabase, "order.png", make_image(PALETTE["red"]))
-    v1 = query(supabase.db_url, "select to_jsonb(o) as r from storage.objects o where id=%s",
-               object_id)[0]["r"]
+    v1 = query(
+        supabase.db_url, "select to_jsonb(o) as r from storage.objects o where id=%s", object_id
+    )[0]["r"]
     wait_for_caption(supabase.db_url, object_id)
     upload(supabase, "order.png", make_image(PALETTE["blue"], size=(70, 50)), upsert=True)
-    v2 = query(supabase.db_url, "select to_jsonb(o) as r from storage.objects o where id=%s",
-               object_id)[0]["r"]
+    v2 = query(
+        supabase.db_url, "select to_jsonb(o) as r from storage.objects o where id=%s", object_id
+    )[0]["r"]
     assert v1["version"] != v2["version"]
     auth = {"Authorization": f"Bearer {TEST_SECRET}"}
-    update = {"type": "UPDATE", "table": "objects", "schema": "storage", "record": v2,
-              "old_record": v1}
-    insert = {"type": "INSERT", "table": "objects", "schema": "storage", "record": v1,
-              "old_record": None}
+    update = {
+        "type": "UPDATE",
+        "table": "objects",
+        "schema": "storage",
+        "record": v2,
+        "old_record": v1,
+    }
+    insert = {
+        "type": "INSERT",
+        "table": "objects",
+        "schema": "storage",
+        "record": v1,
+        "old_record": None,
+    }
 
     first = httpx.post(service.webhook_url, json=update, headers=auth)
     late = httpx.post(service.webhook_url, json=insert, headers=auth)
@@ -274,8 +308,12 @@ def test_update_for_v2_delivered_before_insert_of_v1(service, supabase, hf, pgne
     assert first.status_code == late.status_code == 200
     assert first.json()["status"] == "duplicate"  # the trigger had already queued v2
     assert late.json()["status"] == "duplicate"  # a stale v1 event cannot reset the job
-    wait_until(lambda: (caption_of(supabase.db_url, object_id) or {}).get("object_version")
-               == v2["version"], message="v2 never captioned")
+    wait_until(
+        lambda: (
+            (caption_of(supabase.db_url, object_id) or {}).get("object_version") == v2["version"]
+        ),
+        message="v2 never captioned",
+    )
     row = caption_of(supabase.db_url, object_id)
     assert "mostly blue" in row["caption"] and row["caption"].startswith("a 70x50")
     again = httpx.post(service.webhook_url, json=insert, headers=auth)
@@ -311,8 +349,7 @@ def test_download_error_and_timeout_are_retried(service_factory, bucket, supabas
     assert len(hf.requests) == 1
 
 
-def test_object_deleted_while_captioning_leaves_no_caption(service_factory, bucket,
-                                                          supabase, hf):
+def test_object_deleted_while_captioning_leaves_no_caption(service_factory, bucket, supabase, hf):
     service_factory()
     hf.latency = 1.0
     object_id = upload(supabase, "vanish.png", make_image(PALETTE["red"]))
@@ -320,8 +357,10 @@ def test_object_deleted_while_captioning_leaves_no_caption(service_factory, buck
 
     storage_client(supabase).storage.from_("images").remove(["vanish.png"])
 
-    wait_until(lambda: any(r == "rpc:caption_jobs_complete" for r, _ in supabase.calls),
-               message="worker never tried to complete")
+    wait_until(
+        lambda: any(r == "rpc:caption_jobs_complete" for r, _ in supabase.calls),
+        message="worker never tried to complete",
+    )
     assert caption_of(supabase.db_url, object_id) is None
     assert job_of(supabase.db_url, object_id) is None
     hf.latency = 0.0
@@ -329,8 +368,7 @@ def test_object_deleted_while_captioning_leaves_no_caption(service_factory, buck
     assert "green" in wait_for_caption(supabase.db_url, after)["caption"]
 
 
-def test_object_bytes_gone_before_processing_fail_cleanly(service_factory, bucket,
-                                                          supabase, hf):
+def test_object_bytes_gone_before_processing_fail_cleanly(service_factory, bucket, supabase, hf):
     object_id = upload(supabase, "lost.png", make_image(PALETTE["red"]))
     for blob in supabase.storage_dir.glob(f"{object_id}.*"):
         blob.unlink()  # the row is there, the bytes are not (service not running yet)
@@ -358,15 +396,17 @@ def test_object_deleted_before_processing_drops_its_job(service_factory, bucket,
     assert len(hf.requests) == 1
 
 
-def test_postgrest_errors_on_claim_and_complete_are_retried(service_factory, bucket,
-                                                             supabase, hf):
+def test_postgrest_errors_on_claim_and_complete_are_retried(service_factory, bucket, supabase, hf):
     supabase.faults.add("rpc:caption_jobs_claim", 503, times=3)
     supabase.faults.add("rpc:caption_jobs_complete", 500, times=2)
     service_factory()
     images = upload_colours(supabase, 2)
 
-    wait_until(lambda: all_done(supabase.db_url, 2), timeout=20,
-               message=f"not done: {states(supabase.db_url)}")
+    wait_until(
+        lambda: all_done(supabase.db_url, 2),
+        timeout=20,
+        message=f"not done: {states(supabase.db_url)}",
+    )
 
     assert_one_caption_each(supabase.db_url, images)
     claims = [s for r, s in supabase.calls if r == "rpc:caption_jobs_claim"]
@@ -384,8 +424,11 @@ def test_three_replicas_caption_a_burst_once_each(procs, supabase, hf):
     n = 30
     images = upload_colours(supabase, n, prefix="burst")
 
-    wait_until(lambda: all_done(supabase.db_url, n), timeout=30,
-               message=f"burst not done: {states(supabase.db_url)}")
+    wait_until(
+        lambda: all_done(supabase.db_url, n),
+        timeout=30,
+        message=f"burst not done: {states(supabase.db_url)}",
+    )
 
     assert all(replica.alive for replica in replicas)
     assert_one_caption_each(supabase.db_url, images)
@@ -453,16 +496,18 @@ def test_shutdown_during_a_claim_releases_what_it_leased(service_factory, bucket
 
     running.stop()
 
-    wait_until(lambda: states(supabase.db_url) == Counter({"pending": 3}), timeout=5,
-               message=f"leased jobs not released: {states(supabase.db_url)}")
+    wait_until(
+        lambda: states(supabase.db_url) == Counter({"pending": 3}),
+        timeout=5,
+        message=f"leased jobs not released: {states(supabase.db_url)}",
+    )
     assert all(j["attempts"] == 0 and j["lease_token"] is None for j in jobs(supabase.db_url))
     assert ("rpc:caption_jobs_claim", 200) in supabase.calls
     assert hf.requests == []
 
 
 # 7. Backfill / reconcile ---------------------------------------------------------------------
-def test_sweep_backfills_old_images_and_lost_jobs_in_batches(service_factory, bucket,
-                                                             supabase, hf):
+def test_sweep_backfills_old_images_and_lost_jobs_in_batches(service_factory, bucket, supabase, hf):
     db = supabase.db_url
     query(db, "alter table storage.objects disable trigger caption_on_object_change")
     old = upload_colours(supabase, 9, prefix="before-install")
@@ -474,8 +519,9 @@ def test_sweep_backfills_old_images_and_lost_jobs_in_batches(service_factory, bu
 
     service_factory(sweep_interval=0.3, sweep_batch=5, worker_concurrency=2)
 
-    wait_until(lambda: len(captions(db)) == 12, timeout=30,
-               message=f"backfill incomplete: {states(db)}")
+    wait_until(
+        lambda: len(captions(db)) == 12, timeout=30, message=f"backfill incomplete: {states(db)}"
+    )
     assert all_done(db, 12)
     assert_one_caption_each(db, {**old, **lost})
     assert hf.max_in_flight <= 2, hf.max_in_flight

@@ -33,7 +33,9 @@ def bare_env(**values: str) -> dict[str, str]:
     env = {key: os.environ[key] for key in keep if key in os.environ}
     # MAX_NEW_TOKENS: the tiny random model writes a few words, as in test_cli
     fixed = {
-        "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "MAX_NEW_TOKENS": "5",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MAX_NEW_TOKENS": "5",
         "DESCRIBE_MAX_TOKENS": "5",  # a tiny random Florence-2 would write 512 for each task
     }
     return {**env, **fixed, **values}
@@ -222,8 +224,11 @@ def test_on_any_other_address_nothing_is_open_without_credentials(serve, tiny_bl
     assert locked_page.status_code == 403 and "UI_USERNAME" in locked_page.text
 
     guarded = serve(
-        HOST="0.0.0.0", LOCAL_MODEL=str(tiny_blip), API_KEYS="key-0123456789",
-        UI_USERNAME="alice", UI_PASSWORD="correct horse",
+        HOST="0.0.0.0",
+        LOCAL_MODEL=str(tiny_blip),
+        API_KEYS="key-0123456789",
+        UI_USERNAME="alice",
+        UI_PASSWORD="correct horse",
     )
     assert "is locked" not in guarded.log
     assert caption(guarded.url, Authorization="Bearer key-0123456789").status_code == 200

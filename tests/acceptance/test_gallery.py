@@ -64,8 +64,10 @@ def test_gallery_shows_thumbnails_captions_and_search_narrows_it(gallery, supaba
     hf.script(ServerError(400, "the model could not read this image"))
     broken = upload(supabase, "photos/unreadable.jpg", make_image((90, 90, 90), (320, 240), "JPEG"))
     wait_for_job_state(supabase.db_url, broken, "failed")
-    ids = {path.stem: upload(supabase, f"drawings/{path.name}", path.read_bytes(), "image/jpeg")
-           for path in example_images()}
+    ids = {
+        path.stem: upload(supabase, f"drawings/{path.name}", path.read_bytes(), "image/jpeg")
+        for path in example_images()
+    }
     ids["red"] = upload(supabase, "photos/red.jpg", make_image((200, 30, 30), (640, 480), "JPEG"))
     for object_id in ids.values():
         wait_for_caption(supabase.db_url, object_id)
@@ -73,8 +75,9 @@ def test_gallery_shows_thumbnails_captions_and_search_narrows_it(gallery, supaba
     storage_client(supabase).storage.from_("images").copy("drawings/house.jpg", "copies/house.jpg")
     copy = object_id_of(supabase, "images", "copies/house.jpg")
     wait_for_caption(supabase.db_url, copy)
-    reuse = query_one(supabase.db_url, "select source_id from captioner.caption_reuses"
-                      " where object_id = %s", copy)  # the row itself does not name it
+    reuse = query_one(
+        supabase.db_url, "select source_id from captioner.caption_reuses where object_id = %s", copy
+    )  # the row itself does not name it
     assert reuse and str(reuse["source_id"]) == ids["house"]
 
     page.goto(gallery.url + "/ui/gallery")
@@ -203,9 +206,7 @@ def test_recaption_describes_the_images_in_a_language_added_since(service_factor
     assert again.json()["queued"] == 0
 
 
-def test_gallery_is_behind_the_pages_credentials_and_refuses_cross_site_actions(
-    gallery, supabase
-):
+def test_gallery_is_behind_the_pages_credentials_and_refuses_cross_site_actions(gallery, supabase):
     base = gallery.url + "/ui/gallery"
     for path in ("", "/data"):
         assert httpx.get(base + path).status_code == 401
@@ -244,9 +245,12 @@ def test_gallery_data_lists_watched_buckets_model_and_every_state(gallery, supab
     data = httpx.get(gallery.url + "/ui/gallery/data", auth=(USER, PASSWORD)).json()
     assert data["bucket"] == "images" and data["buckets"] == ["images"]
     assert data["model"] == gallery.settings.caption_model
-    states = {row["state"] for row in query(
-        supabase.db_url, "select unnest(enum_range(null::captioner.job_state))::text state"
-    )}
+    states = {
+        row["state"]
+        for row in query(
+            supabase.db_url, "select unnest(enum_range(null::captioner.job_state))::text state"
+        )
+    }
     assert set(data["counts"]) == states
     assert data["items"] == data["failures"] == data["skipped"] == []
 
@@ -256,8 +260,12 @@ def test_only_the_service_may_call_the_gallerys_functions(supabase):
         "caption_gallery_captions": {"p_bucket": "images", "p_limit": 5},
         "caption_gallery_jobs": {"p_bucket": "images", "p_state": "failed", "p_limit": 5},
         "caption_jobs_requeue": {"p_object_ids": [str(uuid.uuid4())]},
-        "caption_jobs_recaption": {"p_bucket": "images", "p_prefix": "", "p_model": "m",
-                                   "p_limit": 5},
+        "caption_jobs_recaption": {
+            "p_bucket": "images",
+            "p_prefix": "",
+            "p_model": "m",
+            "p_limit": 5,
+        },
         "caption_recaption_progress": {"p_bucket": "images", "p_prefix": "", "p_model": "m"},
     }
     for key in (supabase.anon_key, supabase.user_key(str(uuid.uuid4()))):
@@ -315,18 +323,24 @@ def test_the_gallery_shows_every_field_and_a_persons_edit_survives_its_recaption
     hf.text_in_image = "OPEN 9-17"
     create_bucket(supabase.db_url, "images")
     gallery = service_factory(
-        ui_username=USER, ui_password=PASSWORD, caption_backend="chat", caption_model=VLM,
+        ui_username=USER,
+        ui_password=PASSWORD,
+        caption_backend="chat",
+        caption_model=VLM,
         caption_languages=["en", "de"],
     )
-    ids = {path.stem: upload(supabase, f"drawings/{path.name}", path.read_bytes(), "image/jpeg")
-           for path in example_images()}
+    ids = {
+        path.stem: upload(supabase, f"drawings/{path.name}", path.read_bytes(), "image/jpeg")
+        for path in example_images()
+    }
     for object_id in ids.values():
         wait_for_caption(supabase.db_url, object_id)
 
     page.goto(gallery.url + "/ui/gallery")
     card = page.locator(f"#grid .card[data-id='{ids['house']}']")
     field = lambda name, language="en": card.locator(  # noqa: E731
-        f"dd[data-field={name}][data-language={language}]")
+        f"dd[data-field={name}][data-language={language}]"
+    )
     expect(field("text_in_image")).to_have_text("OPEN 9-17", timeout=15_000)
     expect(field("tags").locator(".tag")).to_have_count(2)
     expect(field("description", "de")).to_contain_text("[de] ")
@@ -335,15 +349,23 @@ def test_the_gallery_shows_every_field_and_a_persons_edit_survives_its_recaption
     card.get_by_role("button", name="Save").click()
     expect(field("alt_text")).to_have_text("A small house under a blue sky.")
     expect(field("alt_text")).to_have_class("person")
-    [row] = query(supabase.db_url, "select sources, updated_at from public.image_description "
-                  "where id = %s and language = 'en'", ids["house"])
+    [row] = query(
+        supabase.db_url,
+        "select sources, updated_at from public.image_description "
+        "where id = %s and language = 'en'",
+        ids["house"],
+    )
     assert row["sources"]["alt_text"]["by"] == f"gallery:{USER}"
 
     card.get_by_role("button", name="Re-caption").click()
     wait_until(
-        lambda: query(supabase.db_url, "select 1 from public.image_description where id = %s "
-                      "and language = 'en' and (sources -> 'caption' ->> 'at')::timestamptz > %s",
-                      ids["house"], row["updated_at"]),
+        lambda: query(
+            supabase.db_url,
+            "select 1 from public.image_description where id = %s "
+            "and language = 'en' and (sources -> 'caption' ->> 'at')::timestamptz > %s",
+            ids["house"],
+            row["updated_at"],
+        ),
         message="never re-captioned",
     )
     page.reload()

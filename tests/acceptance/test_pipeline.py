@@ -204,8 +204,10 @@ def test_local_model_captions_uploads_end_to_end(service_factory, supabase, pgne
     from tests.harness.supabase_stub import create_bucket
 
     create_bucket(supabase.db_url, "images")
-    service = service_factory(caption_backend="auto", hf_token=None, local_model=str(tiny_blip),
-                              max_new_tokens=8)
+    service = service_factory(
+        caption_backend="auto", hf_token=None, local_model=str(tiny_blip), max_new_tokens=8
+    )
+
     def captioner_state() -> str:
         return str(httpx.get(service.url + "/readyz").json()["checks"]["captioner"])
 

@@ -76,7 +76,11 @@ def test_recaption_queue_goes_on_where_it_stopped_and_keeps_old_captions(supabas
     assert queue(2) == 2
     assert queue(2) == 2  # the next two, in name order: the first two are queued already
     assert [job_of(supabase.db_url, ids[f"p/{n}.png"])["state"] for n in range(5)] == [
-        "pending", "pending", "pending", "pending", "done"
+        "pending",
+        "pending",
+        "pending",
+        "pending",
+        "done",
     ]
     assert all(caption_of(supabase.db_url, i)["caption"] == "old words" for i in ids.values())
     assert progress() == {"captions": 5, "done": 0, "queued": 4, "failed": 0}

@@ -124,8 +124,9 @@ class Gateway:
             raise GatewayRefusal(401, {"message": "Legacy API keys are disabled"})
         role = self._role_of(apikey)
         if role == "service_role" and agent.startswith(BROWSER_MARK):
-            raise GatewayRefusal(401, {"message": "Unauthorized: secret API keys cannot be "
-                                       "used in a browser"})
+            raise GatewayRefusal(
+                401, {"message": "Unauthorized: secret API keys cannot be used in a browser"}
+            )
         if sent is not None and not sent.startswith("Bearer sb_"):
             return sent
         if sent is not None:
@@ -149,8 +150,11 @@ class Gateway:
     def non_jwt_authorizations(self) -> list[Forwarded]:
         """Requests whose own `Authorization` held something other than a JWT."""
         with self._lock:
-            return [f for f in self.forwarded
-                    if f.sent_authorization is not None and not _is_jwt(f.sent_authorization)]
+            return [
+                f
+                for f in self.forwarded
+                if f.sent_authorization is not None and not _is_jwt(f.sent_authorization)
+            ]
 
     def clear(self) -> None:
         with self._lock:

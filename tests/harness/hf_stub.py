@@ -93,22 +93,32 @@ from . import structured_output
 from .servers import ThreadedServer, serve_in_thread
 
 COLOURS = {
-    "black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128),
-    "red": (220, 30, 30), "green": (30, 160, 60), "blue": (30, 60, 220),
-    "yellow": (240, 220, 40), "orange": (250, 140, 20), "purple": (130, 50, 160),
-    "brown": (120, 80, 40), "pink": (250, 160, 190), "cyan": (40, 200, 220),
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "gray": (128, 128, 128),
+    "red": (220, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 40),
+    "orange": (250, 140, 20),
+    "purple": (130, 50, 160),
+    "brown": (120, 80, 40),
+    "pink": (250, 160, 190),
+    "cyan": (40, 200, 220),
 }
 
 
 @dataclass
 class Loading:
     """503 "model is loading"."""
+
     estimated_time: float = 20.0
 
 
 @dataclass
 class RateLimited:
     """429 with a Retry-After header."""
+
     retry_after: int = 1
 
 
@@ -122,6 +132,7 @@ class ServerError:
 class Hang:
     """Sleep ``seconds`` then answer normally, or with ``then`` (another outcome: a slow
     answer that misses the schema, a slow refusal); to trigger client timeouts."""
+
     seconds: float = 30.0
     then: Any = None
 
@@ -129,6 +140,7 @@ class Hang:
 @dataclass
 class BadBody:
     """200 with a body that is not what the task returns."""
+
     body: bytes = b'{"generated_text": "not in a list"}'
     content_type: str = "application/json"
 
@@ -136,6 +148,7 @@ class BadBody:
 @dataclass
 class Content:
     """200 chat completion whose message content is ``text`` (what a model may answer)."""
+
     text: str
     finish_reason: str = "stop"
 
@@ -143,12 +156,14 @@ class Content:
 @dataclass
 class Answer:
     """200 with ``text`` as the caption (whatever it holds: empty, NUL, huge)."""
+
     text: str = ""
 
 
 @dataclass
 class HubModel:
     """A model on the stand-in Hub: ``providers`` maps provider → task (status ``live``)."""
+
     providers: dict[str, str]
     pipeline_tag: str = "image-to-text"
     status: str = "live"
@@ -167,8 +182,10 @@ class HubModel:
         return self.status == "live" and self.providers.get(provider) == task
 
 
-NO_CREDITS = ("You have exceeded your monthly included credits for Inference Providers. "
-              "Subscribe to PRO to get 20x more monthly included credits.")
+NO_CREDITS = (
+    "You have exceeded your monthly included credits for Inference Providers. "
+    "Subscribe to PRO to get 20x more monthly included credits."
+)
 BAD_TOKEN = "Invalid credentials in Authorization header"
 # Stored with Git LFS by the Hub's default .gitattributes (weights and archives)
 LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".onnx", ".pt", ".pth", ".ot")
@@ -193,8 +210,9 @@ def caption_for(data: bytes) -> str:
             mean = ImageStat.Stat(small).mean
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot identify image file: {exc}") from exc
-    colour = min(COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], mean,
-                                                                          strict=True)))
+    colour = min(
+        COLOURS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLOURS[c], mean, strict=True))
+    )
     return f"a {w}x{h} picture, mostly {colour}"
 
 
@@ -220,16 +238,19 @@ class HuggingFaceStandIn:
         self._lock = threading.Lock()
         self._server: ThreadedServer | None = None
         self._port = 0
-        self.app = Starlette(routes=[
-            Route("/api/whoami-v2", self._whoami, methods=["GET"]),
-            Route("/api/models/{model:path}", self._model_info, methods=["GET"]),
-            Route("/cdn/{sha256}", self._cdn, methods=["GET", "HEAD"]),
-            Route("/{path:path}", self._handle, methods=["POST"]),
-            Route("/{path:path}", self._resolve, methods=["GET", "HEAD"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/api/whoami-v2", self._whoami, methods=["GET"]),
+                Route("/api/models/{model:path}", self._model_info, methods=["GET"]),
+                Route("/cdn/{sha256}", self._cdn, methods=["GET", "HEAD"]),
+                Route("/{path:path}", self._handle, methods=["POST"]),
+                Route("/{path:path}", self._resolve, methods=["GET", "HEAD"]),
+            ]
+        )
 
-    def add_model(self, model: str, providers: dict[str, str] | None = None,
-                  **fields: Any) -> HubModel:
+    def add_model(
+        self, model: str, providers: dict[str, str] | None = None, **fields: Any
+    ) -> HubModel:
         """Put a model on the Hub, served by ``providers`` ({provider: task})."""
         self.hub[model] = HubModel(dict(providers or {}), **fields)
         return self.hub[model]
@@ -281,24 +302,38 @@ class HuggingFaceStandIn:
     async def _model_info(self, request: Request) -> Response:
         model_id, kind, _ = _split_api_path(request.path_params["model"])
         with self._lock:
-            self.hub_calls.append({"path": request.url.path, "query": str(request.url.query),
-                                   "authorization": request.headers.get("authorization")})
+            self.hub_calls.append(
+                {
+                    "path": request.url.path,
+                    "query": str(request.url.query),
+                    "authorization": request.headers.get("authorization"),
+                }
+            )
         if self._token_refused(request):
             return JSONResponse({"error": BAD_TOKEN}, 401, headers={"X-Error-Message": BAD_TOKEN})
         model = self.hub.get(model_id)
         if model is None:
-            return JSONResponse({"error": "Repository not found"}, 404,
-                                headers={"X-Error-Code": "RepoNotFound",
-                                         "X-Error-Message": "Repository not found"})
+            return JSONResponse(
+                {"error": "Repository not found"},
+                404,
+                headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"},
+            )
         if model.gated and not request.headers.get("authorization"):
-            return JSONResponse({"error": "Access to this model is restricted"}, 403,
-                                headers={"X-Error-Code": "GatedRepo"})
+            return JSONResponse(
+                {"error": "Access to this model is restricted"},
+                403,
+                headers={"X-Error-Code": "GatedRepo"},
+            )
         if kind == "tree":
-            return JSONResponse([_tree_entry(path, data) for path, data in
-                                 sorted(model.files.items())])
-        body: dict[str, Any] = {"_id": f"hub-{abs(hash(model_id))}", "id": model_id,
-                                "sha": model.sha,
-                                "siblings": [{"rfilename": path} for path in sorted(model.files)]}
+            return JSONResponse(
+                [_tree_entry(path, data) for path, data in sorted(model.files.items())]
+            )
+        body: dict[str, Any] = {
+            "_id": f"hub-{abs(hash(model_id))}",
+            "id": model_id,
+            "sha": model.sha,
+            "siblings": [{"rfilename": path} for path in sorted(model.files)],
+        }
         if "inferenceProviderMapping" in request.url.query:
             body["inferenceProviderMapping"] = {
                 provider: {"status": model.status, "providerId": model_id, "task": task}
@@ -320,8 +355,13 @@ class HuggingFaceStandIn:
         headers = {"X-Repo-Commit": model.sha, "ETag": f'"{git_blob_id(data)}"'}
         if is_lfs(path):
             sha256 = hashlib.sha256(data).hexdigest()
-            headers.update({"X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data)),
-                            "Location": f"http://localhost:{self._port}/cdn/{sha256}"})
+            headers.update(
+                {
+                    "X-Linked-Etag": f'"{sha256}"',
+                    "X-Linked-Size": str(len(data)),
+                    "Location": f"http://localhost:{self._port}/cdn/{sha256}",
+                }
+            )
             self._cdn_files[sha256] = (f"{model_id}/{path}", data)
             return Response(status_code=302, headers=headers)
         if request.method == "GET":
@@ -338,20 +378,29 @@ class HuggingFaceStandIn:
         if request.method == "GET":
             with self._lock:
                 self.downloads.append(name)
-        return Response(data if request.method == "GET" else b"",
-                        headers={"Content-Length": str(len(data))},
-                        media_type="application/octet-stream")
+        return Response(
+            data if request.method == "GET" else b"",
+            headers={"Content-Length": str(len(data))},
+            media_type="application/octet-stream",
+        )
 
     async def _whoami(self, request: Request) -> Response:
         sent = request.headers.get("authorization")
         if not sent or self._token_refused(request):
             return JSONResponse({"error": BAD_TOKEN}, 401, headers={"X-Error-Message": BAD_TOKEN})
-        return JSONResponse({
-            "type": "user", "id": "standin-user-id", "name": "standin-user",
-            "fullname": "Stand-in User", "orgs": [],
-            "auth": {"type": "access_token",
-                     "accessToken": {"displayName": "captioner", "role": "fineGrained"}},
-        })
+        return JSONResponse(
+            {
+                "type": "user",
+                "id": "standin-user-id",
+                "name": "standin-user",
+                "fullname": "Stand-in User",
+                "orgs": [],
+                "auth": {
+                    "type": "access_token",
+                    "accessToken": {"displayName": "captioner", "role": "fineGrained"},
+                },
+            }
+        )
 
     # inference -------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
@@ -360,20 +409,27 @@ class HuggingFaceStandIn:
         path = "/" + request.path_params["path"]
         response = await self._respond(request, path, body)
         with self._lock:
-            self.calls.append({
-                "started": started, "time": time.time(), "path": path,
-                "content_type": request.headers.get("content-type"), "n_bytes": len(body),
-                "status": response.status_code,
-                "authorization": request.headers.get("authorization"),
-                "body": body,
-            })
+            self.calls.append(
+                {
+                    "started": started,
+                    "time": time.time(),
+                    "path": path,
+                    "content_type": request.headers.get("content-type"),
+                    "n_bytes": len(body),
+                    "status": response.status_code,
+                    "authorization": request.headers.get("authorization"),
+                    "body": body,
+                }
+            )
         return response
 
     async def _respond(self, request: Request, path: str, body: bytes) -> Response:
         if self.latency:
             await asyncio.sleep(self.latency)
-        if self.require_token and \
-                request.headers.get("authorization") != f"Bearer {self.require_token}":
+        if (
+            self.require_token
+            and request.headers.get("authorization") != f"Bearer {self.require_token}"
+        ):
             return JSONResponse({"error": BAD_TOKEN}, 401)
         refused, model = self._route(path, body)
         if refused is None and path.endswith("/chat/completions"):
@@ -415,14 +471,20 @@ class HuggingFaceStandIn:
             model = _payload_model(body)
             if model in self.served_model_names:
                 return None, model
-            return JSONResponse({"object": "error", "message": f"The model `{model}` does not "
-                                 "exist.", "type": "NotFoundError", "param": None, "code": 404},
-                                404), model
+            return JSONResponse(
+                {
+                    "object": "error",
+                    "message": f"The model `{model}` does not exist.",
+                    "type": "NotFoundError",
+                    "param": None,
+                    "code": 404,
+                },
+                404,
+            ), model
         if path.startswith("/models/"):  # an Inference Endpoint / TGI: serves anything
             return None, path.removeprefix("/models/").removesuffix("/v1/chat/completions")
         if path.startswith("/hf-inference/models/"):
-            model = path.removeprefix("/hf-inference/models/").removesuffix(
-                "/v1/chat/completions")
+            model = path.removeprefix("/hf-inference/models/").removesuffix("/v1/chat/completions")
             task = "conversational" if chat else "image-to-text"
             served = model in self.hub and self.hub[model].serves("hf-inference", task)
             return (None if served else PlainTextResponse("Not Found", 404)), model
@@ -469,17 +531,32 @@ class HuggingFaceStandIn:
         return _completion(payload, model, content)
 
 
-def _completion(payload: dict[str, Any], model: str, content: str,
-                finish_reason: str = "stop") -> Response:
+def _completion(
+    payload: dict[str, Any], model: str, content: str, finish_reason: str = "stop"
+) -> Response:
     """An OpenAI chat.completion object (huggingface_hub's ChatCompletionOutput reads it)."""
-    return JSONResponse({
-        "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
-        "model": payload.get("model") or model, "system_fingerprint": "hf-standin",
-        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": len(content.split()),
-                  "total_tokens": 10 + len(content.split())},
-    })
+    return JSONResponse(
+        {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": payload.get("model") or model,
+            "system_fingerprint": "hf-standin",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": len(content.split()),
+                "total_tokens": 10 + len(content.split()),
+            },
+        }
+    )
 
 
 def _answer(outcome: Any, model: str, path: str, request: bytes) -> Response:
@@ -487,20 +564,38 @@ def _answer(outcome: Any, model: str, path: str, request: bytes) -> Response:
     if isinstance(outcome, Content):
         return _completion(json.loads(request), model, outcome.text, outcome.finish_reason)
     if isinstance(outcome, Loading):
-        return JSONResponse({"error": f"Model {model} is currently loading",
-                             "estimated_time": outcome.estimated_time}, 503)
+        return JSONResponse(
+            {
+                "error": f"Model {model} is currently loading",
+                "estimated_time": outcome.estimated_time,
+            },
+            503,
+        )
     if isinstance(outcome, RateLimited):
-        return JSONResponse({"error": "Rate limit reached. Please retry later."}, 429,
-                            headers={"Retry-After": str(outcome.retry_after)})
+        return JSONResponse(
+            {"error": "Rate limit reached. Please retry later."},
+            429,
+            headers={"Retry-After": str(outcome.retry_after)},
+        )
     if isinstance(outcome, ServerError):
         return JSONResponse({"error": outcome.message}, outcome.status)
     if isinstance(outcome, BadBody):
         return Response(outcome.body, 200, media_type=outcome.content_type)
     if path.endswith("/chat/completions"):
-        body: Any = {"id": "chatcmpl-standin", "object": "chat.completion", "model": model,
-                     "created": int(time.time()), "choices": [{
-                         "index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": outcome.text}}]}
+        body: Any = {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "model": model,
+            "created": int(time.time()),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": outcome.text},
+                }
+            ],
+        }
     else:
         body = [{"generated_text": outcome.text}]
     return Response(json.dumps(body, ensure_ascii=True), 200, media_type="application/json")
@@ -516,11 +611,18 @@ def _split_api_path(path: str) -> tuple[str, str, str]:
 
 
 def _tree_entry(path: str, data: bytes) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": "file", "oid": git_blob_id(data), "size": len(data),
-                             "path": path}
+    entry: dict[str, Any] = {
+        "type": "file",
+        "oid": git_blob_id(data),
+        "size": len(data),
+        "path": path,
+    }
     if is_lfs(path):
-        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
-                        "pointerSize": 134}
+        entry["lfs"] = {
+            "oid": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "pointerSize": 134,
+        }
     return entry
 
 
@@ -533,10 +635,18 @@ def _payload_model(body: bytes) -> str:
 
 
 def _not_supported(model: str) -> Response:
-    return JSONResponse({"error": {
-        "message": f"The requested model '{model}' is not supported by any provider you have "
-                   "enabled.",
-        "type": "invalid_request_error", "param": "model", "code": "model_not_supported"}}, 400)
+    return JSONResponse(
+        {
+            "error": {
+                "message": f"The requested model '{model}' is not supported by any provider "
+                "you have enabled.",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_supported",
+            }
+        },
+        400,
+    )
 
 
 def _image_bytes(request: Request, body: bytes) -> bytes:

@@ -47,10 +47,12 @@ class OpenAICompatibleServer:
         self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server: ThreadedServer | None = None
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self._chat, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
 
     def start(self) -> OpenAICompatibleServer:
         self._server = serve_in_thread(self.app)
@@ -72,14 +74,19 @@ class OpenAICompatibleServer:
         self.stop()
 
     def _authorized(self, request: Request) -> bool:
-        return self.api_key is None or \
-            request.headers.get("authorization") == f"Bearer {self.api_key}"
+        return (
+            self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
+        )
 
     async def _models(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"error": "Unauthorized"}, 401)
-        return JSONResponse({"object": "list", "data": [
-            {"id": self.served_model, "object": "model", "owned_by": "vllm"}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": self.served_model, "object": "model", "owned_by": "vllm"}],
+            }
+        )
 
     async def _chat(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -92,8 +99,16 @@ class OpenAICompatibleServer:
         try:
             if payload.get("model") != self.served_model:
                 message = f"The model `{payload.get('model')}` does not exist."
-                return JSONResponse({"object": "error", "message": message,
-                                     "type": "NotFoundError", "param": None, "code": 404}, 404)
+                return JSONResponse(
+                    {
+                        "object": "error",
+                        "message": message,
+                        "type": "NotFoundError",
+                        "param": None,
+                        "code": 404,
+                    },
+                    404,
+                )
             refused = structured_output.vllm_refusal(payload.get("response_format"))
             if refused is not None:
                 return refused
@@ -101,16 +116,37 @@ class OpenAICompatibleServer:
                 await asyncio.sleep(self.latency)
             caption = structured_output.answer(caption_for(_chat_image(payload)), payload)
         except ValueError as exc:
-            return JSONResponse({"object": "error", "message": str(exc), "type": "BadRequestError",
-                                 "param": None, "code": 400}, 400)
+            return JSONResponse(
+                {
+                    "object": "error",
+                    "message": str(exc),
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                },
+                400,
+            )
         finally:
             with self._lock:
                 self.in_flight -= 1
-        return JSONResponse({
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion",
-            "created": int(time.time()), "model": self.served_model,
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": caption}}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": len(caption.split()),
-                      "total_tokens": 20 + len(caption.split())},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.served_model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": caption},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": 20,
+                    "completion_tokens": len(caption.split()),
+                    "total_tokens": 20 + len(caption.split()),
+                },
+            }
+        )

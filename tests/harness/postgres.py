@@ -58,16 +58,35 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self._dir, "postgres", "postgres")
         self._run(
-            [f"{bin_dir}/initdb", "-D", self._data, "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--locale=C", "--no-sync"]
+            [
+                f"{bin_dir}/initdb",
+                "-D",
+                self._data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
         )
         opts = (
             f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         self._run(
-            [f"{bin_dir}/pg_ctl", "-D", self._data, "-l", os.path.join(self._dir, "log"),
-             "-o", opts, "-w", "start"]
+            [
+                f"{bin_dir}/pg_ctl",
+                "-D",
+                self._data,
+                "-l",
+                os.path.join(self._dir, "log"),
+                "-o",
+                opts,
+                "-w",
+                "start",
+            ]
         )
         self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         return self
@@ -140,11 +159,14 @@ def create_database(admin_url: str, template: str) -> str:
     """A fresh database cloned from ``template``; returns its URL."""
     name = f"captioner_test_{uuid.uuid4().hex[:12]}"
     ident = sql.Identifier(name)
-    _admin(admin_url, sql.SQL("create database {} template {}").format(
-        ident, sql.Identifier(template)))
+    _admin(
+        admin_url, sql.SQL("create database {} template {}").format(ident, sql.Identifier(template))
+    )
     # Database-level settings are not copied from the template.
-    _admin(admin_url, sql.SQL("alter database {} set search_path to {}").format(
-        ident, sql.SQL(SEARCH_PATH)))
+    _admin(
+        admin_url,
+        sql.SQL("alter database {} set search_path to {}").format(ident, sql.SQL(SEARCH_PATH)),
+    )
     return database_url(admin_url, name)
 
 
@@ -162,9 +184,17 @@ def dump_schema(url: str) -> str:
     """What the migrations make, as pg_dump writes it: schemas captioner and public (tables,
     indexes, functions, policies, grants) and the triggers they put on storage.objects."""
     dump = subprocess.run(
-        [f"{find_bin_dir()}/pg_dump", "--schema-only", "--no-owner", "--schema=captioner",
-         "--schema=public", url],
-        capture_output=True, text=True, check=True,
+        [
+            f"{find_bin_dir()}/pg_dump",
+            "--schema-only",
+            "--no-owner",
+            "--schema=captioner",
+            "--schema=public",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     lines = [line for line in dump.splitlines() if not line.startswith(_DUMP_NOISE)]
     with psycopg.connect(url) as conn:

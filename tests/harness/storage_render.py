@@ -12,6 +12,7 @@ IMG_SIZE_LIMITS = (1, 2500)  # storage-api's IMG_LIMITS_MIN_SIZE / IMG_LIMITS_MA
 def transformations(transform: dict[str, Any]) -> str:
     """ImageRenderer.applyTransformation(transform, keepOriginal=true): the string kept in
     the signed token, e.g. "height:200,width:200,resize:cover"."""
+
     def clamp(value: Any) -> int:
         return min(max(int(value), IMG_SIZE_LIMITS[0]), IMG_SIZE_LIMITS[1])
 

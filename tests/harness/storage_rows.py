@@ -28,8 +28,10 @@ from psycopg.types.json import Jsonb
 
 from .stub_common import storage_error
 
-ROW = ("id::text, bucket_id, name, owner_id, version, metadata, user_metadata, is_delete_marker,"
-       " is_versioned, created_at, updated_at, last_accessed_at")
+ROW = (
+    "id::text, bucket_id, name, owner_id, version, metadata, user_metadata, is_delete_marker,"
+    " is_versioned, created_at, updated_at, last_accessed_at"
+)
 
 
 @dataclass
@@ -66,27 +68,31 @@ def resource_exists() -> Exception:
 
 
 async def versioning(conn: psycopg.AsyncConnection[Any], bucket: str) -> str:
-    row = await (await conn.execute(
-        "select versioning_status from storage.buckets where id = %s", (bucket,))).fetchone()
+    row = await (
+        await conn.execute("select versioning_status from storage.buckets where id = %s", (bucket,))
+    ).fetchone()
     if row is None:
         raise storage_error("NoSuchBucket", "Bucket not found", 404, "Bucket not found")
     return str(row[0])
 
 
-async def current(conn: psycopg.AsyncConnection[Any], bucket: str, name: str,
-                  lock: bool = False) -> Row | None:
+async def current(
+    conn: psycopg.AsyncConnection[Any], bucket: str, name: str, lock: bool = False
+) -> Row | None:
     """The key's current row (a delete marker included)."""
-    query = (f"select {ROW} from storage.objects"
-             " where bucket_id = %s and name = %s and archived_at is null")
-    row = await (await conn.execute(query + (" for update" if lock else ""),
-                                    (bucket, name))).fetchone()
+    query = (
+        f"select {ROW} from storage.objects"
+        " where bucket_id = %s and name = %s and archived_at is null"
+    )
+    row = await (
+        await conn.execute(query + (" for update" if lock else ""), (bucket, name))
+    ).fetchone()
     return Row(*row) if row else None
 
 
 async def archive(conn: psycopg.AsyncConnection[Any], object_id: str) -> None:
     """The row stops being current: it is kept as the key's history."""
-    await conn.execute("update storage.objects set archived_at = now() where id = %s",
-                       (object_id,))
+    await conn.execute("update storage.objects set archived_at = now() where id = %s", (object_id,))
 
 
 async def allow_delete(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -94,38 +100,59 @@ async def allow_delete(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("select set_config('storage.allow_delete_query', 'true', true)")
 
 
-async def write_version(conn: psycopg.AsyncConnection[Any], bucket: str, name: str,
-                        owner: str | None, version: str, metadata: dict[str, Any] | None,
-                        user_metadata: Any, upsert: bool) -> str:
+async def write_version(
+    conn: psycopg.AsyncConnection[Any],
+    bucket: str,
+    name: str,
+    owner: str | None,
+    version: str,
+    metadata: dict[str, Any] | None,
+    user_metadata: Any,
+    upsert: bool,
+) -> str:
     """An upload's row (storage-api's upsertObject); returns the current row's id."""
     status = await versioning(conn, bucket)
     now = await current(conn, bucket, name, lock=True)
     if now is not None and not now.is_delete_marker and not upsert:
         raise key_exists(name)
-    if now is not None and (status == "DISABLED" or
-                            (status == "SUSPENDED" and not now.is_versioned)):
+    if now is not None and (
+        status == "DISABLED" or (status == "SUSPENDED" and not now.is_versioned)
+    ):
         await conn.execute(
             "update storage.objects set version = %s, metadata = %s, user_metadata = %s,"
             " owner_id = %s, is_delete_marker = false where id = %s",
-            (version, _json(metadata), _json(user_metadata), owner, now.id))
+            (version, _json(metadata), _json(user_metadata), owner, now.id),
+        )
         return now.id
     if now is not None:
         await archive(conn, now.id)
     if status == "SUSPENDED":  # the new null version replaces an archived one
         await allow_delete(conn)
-        await conn.execute("delete from storage.objects where bucket_id = %s and name = %s"
-                           " and not is_versioned", (bucket, name))
+        await conn.execute(
+            "delete from storage.objects where bucket_id = %s and name = %s and not is_versioned",
+            (bucket, name),
+        )
     object_id = str(uuid.uuid4())
     await conn.execute(
         "insert into storage.objects (id, bucket_id, name, owner_id, version, metadata,"
         " user_metadata, is_versioned) values (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (object_id, bucket, name, owner, version, _json(metadata), _json(user_metadata),
-         status == "ENABLED"))
+        (
+            object_id,
+            bucket,
+            name,
+            owner,
+            version,
+            _json(metadata),
+            _json(user_metadata),
+            status == "ENABLED",
+        ),
+    )
     return object_id
 
 
-async def delete_current(conn: psycopg.AsyncConnection[Any], bucket: str, name: str,
-                         status: str) -> tuple[Row | None, bool]:
+async def delete_current(
+    conn: psycopg.AsyncConnection[Any], bucket: str, name: str, status: str
+) -> tuple[Row | None, bool]:
     """A delete without a versionId (storage-api's deleteObject), run as the caller: the
     key's row that was current (None: nothing the caller may delete), and whether it is
     gone (an unversioned bucket) or only hidden by a delete marker."""
@@ -139,13 +166,16 @@ async def delete_current(conn: psycopg.AsyncConnection[Any], bucket: str, name: 
     if status == "SUSPENDED" and not now.is_versioned:
         await conn.execute(
             "update storage.objects set version = %s, metadata = null, user_metadata = null,"
-            " is_delete_marker = true where id = %s", (marker_version, now.id))
+            " is_delete_marker = true where id = %s",
+            (marker_version, now.id),
+        )
         return now, True
     await archive(conn, now.id)
     await conn.execute(
         "insert into storage.objects (bucket_id, name, owner_id, version, is_delete_marker,"
         " is_versioned) values (%s, %s, %s, %s, true, %s)",
-        (bucket, name, now.owner_id, marker_version, status == "ENABLED"))
+        (bucket, name, now.owner_id, marker_version, status == "ENABLED"),
+    )
     return now, False
 
 

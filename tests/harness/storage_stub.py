@@ -116,8 +116,11 @@ class StorageApi:
             Route(s + "/info/authenticated/{bucket}/{path:path}", self._info, methods=["GET"]),
             Route(s + "/info/{bucket}/{path:path}", self._info, methods=["GET"]),
             Route(s + "/authenticated/{bucket}/{path:path}", self._download, methods=["GET"]),
-            Route("/storage/v1/render/image/sign/{bucket}/{path:path}", self._render_signed,
-                  methods=["GET"]),
+            Route(
+                "/storage/v1/render/image/sign/{bucket}/{path:path}",
+                self._render_signed,
+                methods=["GET"],
+            ),
             Route(s + "/{bucket}/{path:path}", self._download, methods=["GET"]),
             Route(s + "/{bucket}/{path:path}", self._upload, methods=["POST", "PUT"]),
             Route(s + "/{bucket}/{path:path}", self._delete_one, methods=["DELETE"]),
@@ -134,53 +137,88 @@ class StorageApi:
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             check_key(path)
             data, mimetype, cache_control, user_meta = await _read_upload(request)
-            upsert = request.method == "PUT" or \
-                request.headers.get("x-upsert", "").lower() == "true"
-            object_id = await self.put_object(caller, bucket, path, [data], mimetype,
-                                              cache_control, user_meta, upsert)
+            upsert = (
+                request.method == "PUT" or request.headers.get("x-upsert", "").lower() == "true"
+            )
+            object_id = await self.put_object(
+                caller, bucket, path, [data], mimetype, cache_control, user_meta, upsert
+            )
             return JSONResponse({"Key": f"{bucket}/{path}", "Id": object_id})
+
         return await self._handle("upload", request, True, work)
 
-    async def put_object(self, caller: Caller, bucket: str, path: str, parts: Sequence[bytes],
-                         mimetype: str, cache_control: str, user_meta: Any, upsert: bool,
-                         multipart: bool = False) -> str:
+    async def put_object(
+        self,
+        caller: Caller,
+        bucket: str,
+        path: str,
+        parts: Sequence[bytes],
+        mimetype: str,
+        cache_control: str,
+        user_meta: Any,
+        upsert: bool,
+        multipart: bool = False,
+    ) -> str:
         """Check the caller may write, then store the bytes and the row; returns the id.
         ``multipart``: the upload came in parts (TUS, S3 multipart)."""
         await self._probe(caller, bucket, path, mimetype, upsert)
         data = b"".join(parts)
-        etag = multipart_etag(parts) if multipart and self.storage_backend == "s3" \
-            else md5_etag(data)
-        return await self._store(caller, bucket, path, data,
-                                 _metadata(data, mimetype, cache_control, etag), user_meta,
-                                 upsert)
+        etag = (
+            multipart_etag(parts) if multipart and self.storage_backend == "s3" else md5_etag(data)
+        )
+        return await self._store(
+            caller,
+            bucket,
+            path,
+            data,
+            _metadata(data, mimetype, cache_control, etag),
+            user_meta,
+            upsert,
+        )
 
-    async def _probe(self, caller: Caller, bucket: str, path: str, mimetype: str,
-                     upsert: bool) -> None:
+    async def _probe(
+        self, caller: Caller, bucket: str, path: str, mimetype: str, upsert: bool
+    ) -> None:
         """storage-api's permission check: insert a probe row as the caller (RLS applies),
         always rolled back. Whether the key is taken is ``_store``'s to say (a delete marker
         does not take it): a unique violation here, after RLS passed, is not an answer."""
-        query = ("insert into storage.objects (bucket_id, name, owner_id, version, metadata,"
-                 " is_versioned) values (%s, %s, %s, %s, %s, true)")
+        query = (
+            "insert into storage.objects (bucket_id, name, owner_id, version, metadata,"
+            " is_versioned) values (%s, %s, %s, %s, %s, true)"
+        )
         if upsert:
-            query += (" on conflict (bucket_id, name) where archived_at is null do update"
-                      " set version = excluded.version, owner_id = excluded.owner_id,"
-                      " metadata = excluded.metadata")
+            query += (
+                " on conflict (bucket_id, name) where archived_at is null do update"
+                " set version = excluded.version, owner_id = excluded.owner_id,"
+                " metadata = excluded.metadata"
+            )
         try:
             async with self._tx(caller, rollback=True) as conn:
-                await conn.execute(query, (bucket, path, caller.sub, str(uuid.uuid4()),
-                                           Jsonb({"mimetype": mimetype})))
+                await conn.execute(
+                    query,
+                    (bucket, path, caller.sub, str(uuid.uuid4()), Jsonb({"mimetype": mimetype})),
+                )
         except psycopg.errors.UniqueViolation:
             pass
         except psycopg.Error as exc:
             raise _storage_db_error(exc) from exc
 
-    async def _store(self, caller: Caller, bucket: str, path: str, data: bytes,
-                     metadata: dict[str, Any], user_meta: Any, upsert: bool) -> str:
+    async def _store(
+        self,
+        caller: Caller,
+        bucket: str,
+        path: str,
+        data: bytes,
+        metadata: dict[str, Any],
+        user_meta: Any,
+        upsert: bool,
+    ) -> str:
         version = str(uuid.uuid4())
         try:
             async with self._tx(caller, role=STORAGE_ADMIN) as conn:
-                object_id = await rows.write_version(conn, bucket, path, caller.sub, version,
-                                                     metadata, user_meta, upsert)
+                object_id = await rows.write_version(
+                    conn, bucket, path, caller.sub, version, metadata, user_meta, upsert
+                )
                 self._blob(object_id, version).write_bytes(data)
         except psycopg.Error as exc:
             raise _storage_db_error(exc) from exc
@@ -202,8 +240,12 @@ class StorageApi:
             await self._find(caller, bucket, path)
             url = decode_uri(_raw_path(request).split("/object/sign/", 1)[1])
             now = int(time.time())
-            claims: dict[str, Any] = {"url": url, "scope": "download", "iat": now,
-                                      "exp": now + expires_in}
+            claims: dict[str, Any] = {
+                "url": url,
+                "scope": "download",
+                "iat": now,
+                "exp": now + expires_in,
+            }
             route = "object"
             transform = body.get("transform")
             if self.image_transformation and isinstance(transform, dict):
@@ -214,14 +256,16 @@ class StorageApi:
                     claims["format"] = transform["format"]
             token = self._sign_token(claims)
             return JSONResponse({"signedURL": f"/{route}/sign/{url}?token={token}"})
+
         return await self._handle("sign", request, True, work)
 
     def _sign_token(self, claims: dict[str, Any]) -> str:
         """storage-api signs with jsonwebtoken's defaults: the header is {"alg": "HS256"}."""
         return jwt.encode(claims, self.jwt_secret, algorithm="HS256", headers={"typ": None})
 
-    async def _find(self, caller: Caller, bucket: str, path: str,
-                    role: str | None = None) -> rows.Row:
+    async def _find(
+        self, caller: Caller, bucket: str, path: str, role: str | None = None
+    ) -> rows.Row:
         """The key's current object, as the caller sees it (RLS), or ``NoSuchKey``."""
         async with self._tx(caller, role=role) as conn:
             row = await rows.current(conn, bucket, path)
@@ -235,10 +279,12 @@ class StorageApi:
             self._verify_url_token(request, bucket, path)
             obj = await self._find(SERVICE, bucket, path, role=STORAGE_ADMIN)
             return self._stream(obj, request)
+
         return await self._handle("download", request, True, work)
 
     async def _render_signed(self, request: Request) -> Response:
         """GET /render/image/sign/...: the transformations come from the token."""
+
         async def work() -> Response:
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             payload = self._verify_url_token(request, bucket, path)
@@ -249,10 +295,13 @@ class StorageApi:
             options = parse_transformations(payload.get("transformations") or "")
             data, mimetype = await asyncio.to_thread(render, blob.read_bytes(), options)
             meta = obj.metadata or {}
-            headers = {"cache-control": meta.get("cacheControl", "no-cache"),
-                       "etag": meta.get("eTag", ""), "x-transformations": ",".join(
-                           f"{k}:{v}" for k, v in options.items())}
+            headers = {
+                "cache-control": meta.get("cacheControl", "no-cache"),
+                "etag": meta.get("eTag", ""),
+                "x-transformations": ",".join(f"{k}:{v}" for k, v in options.items()),
+            }
             return Response(data, media_type=mimetype, headers=headers)
+
         return await self._handle("render", request, True, work)
 
     def _verify_url_token(self, request: Request, bucket: str, path: str) -> dict[str, Any]:
@@ -274,6 +323,7 @@ class StorageApi:
             caller = self._caller(request, storage=True)
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             return self._stream(await self._find(caller, bucket, path), request)
+
         return await self._handle("download", request, True, work)
 
     def _stream(self, obj: rows.Row, request: Request) -> Response:
@@ -282,9 +332,13 @@ class StorageApi:
             raise not_found()
         size = blob.stat().st_size
         meta = obj.metadata or {}
-        headers = {"cache-control": meta.get("cacheControl", "no-cache"),
-                   "etag": meta.get("eTag", ""), "last-modified": _http_date(meta),
-                   "accept-ranges": "bytes", "x-robots-tag": "none"}
+        headers = {
+            "cache-control": meta.get("cacheControl", "no-cache"),
+            "etag": meta.get("eTag", ""),
+            "last-modified": _http_date(meta),
+            "accept-ranges": "bytes",
+            "x-robots-tag": "none",
+        }
         start, end, status = _range(request.headers.get("range"), size)
         if status == 416:
             return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
@@ -301,45 +355,65 @@ class StorageApi:
                     yield chunk
                     await asyncio.sleep(0)
 
-        return StreamingResponse(chunks(), status_code=status, headers=headers,
-                                 media_type=meta.get("mimetype", "application/octet-stream"))
+        return StreamingResponse(
+            chunks(),
+            status_code=status,
+            headers=headers,
+            media_type=meta.get("mimetype", "application/octet-stream"),
+        )
 
     async def _info(self, request: Request) -> Response:
         """GET /object/info/...: the object's fields (getObjectInfo.ts)."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             obj = await self._find(caller, bucket, path)
             meta = obj.metadata or {}
-            return JSONResponse({
-                "id": obj.id, "name": obj.name, "version": obj.version,
-                "bucket_id": obj.bucket_id, "size": meta.get("size"),
-                "content_type": meta.get("mimetype"), "cache_control": meta.get("cacheControl"),
-                "etag": meta.get("eTag"), "metadata": obj.user_metadata,
-                "last_modified": meta.get("lastModified"),
-                "created_at": obj.created_at.isoformat() if obj.created_at else None})
+            return JSONResponse(
+                {
+                    "id": obj.id,
+                    "name": obj.name,
+                    "version": obj.version,
+                    "bucket_id": obj.bucket_id,
+                    "size": meta.get("size"),
+                    "content_type": meta.get("mimetype"),
+                    "cache_control": meta.get("cacheControl"),
+                    "etag": meta.get("eTag"),
+                    "metadata": obj.user_metadata,
+                    "last_modified": meta.get("lastModified"),
+                    "created_at": obj.created_at.isoformat() if obj.created_at else None,
+                }
+            )
+
         return await self._handle("info", request, True, work)
 
     async def _list(self, request: Request) -> Response:
         """POST /object/list/<bucket>: storage.search, one level under ``prefix``."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             body = await json_body(request)
             if not isinstance(body, dict) or not isinstance(body.get("prefix"), str):
                 raise _schema_error("body must have required property 'prefix'")
             async with self._tx(caller) as conn:
-                found = await (await conn.execute(
-                    "select name, id::text, updated_at, created_at, last_accessed_at, metadata"
-                    " from storage.objects where bucket_id = %s and archived_at is null"
-                    " and not is_delete_marker and starts_with(name, %s)"
-                    " order by name collate \"C\"",
-                    (request.path_params["bucket"], _folder(body["prefix"])))).fetchall()
+                found = await (
+                    await conn.execute(
+                        "select name, id::text, updated_at, created_at, last_accessed_at, metadata"
+                        " from storage.objects where bucket_id = %s and archived_at is null"
+                        " and not is_delete_marker and starts_with(name, %s)"
+                        ' order by name collate "C"',
+                        (request.path_params["bucket"], _folder(body["prefix"])),
+                    )
+                ).fetchall()
             return JSONResponse(_listing(found, body))
+
         return await self._handle("list", request, True, work)
 
     # moves, copies, deletes -----------------------------------------------------------
     async def _move(self, request: Request) -> Response:
         """Same id, new name and version (the bytes move to the new version's blob)."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket, source, dest_bucket, dest = await _transfer_body(request)
@@ -358,16 +432,19 @@ class StorageApi:
                     await conn.execute(
                         "update storage.objects set bucket_id = %s, name = %s, version = %s,"
                         " metadata = %s where id = %s",
-                        (dest_bucket, dest, version, Jsonb(meta), obj.id))
+                        (dest_bucket, dest, version, Jsonb(meta), obj.id),
+                    )
                     shutil.copyfile(self._blob(obj.id, obj.version), self._blob(obj.id, version))
             except psycopg.Error as exc:
                 raise _storage_db_error(exc, rows.resource_exists) from exc
             self._blob(obj.id, obj.version).unlink(missing_ok=True)
             return JSONResponse({"message": "Successfully moved"})
+
         return await self._handle("move", request, True, work)
 
     async def _copy(self, request: Request) -> Response:
         """A new object (new id and version) with the source's bytes and metadata."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket, source, dest_bucket, dest = await _transfer_body(request)
@@ -378,34 +455,43 @@ class StorageApi:
             etag = md5_etag(data) if self.storage_backend == "s3" else meta.get("eTag")
             await self._probe(caller, dest_bucket, dest, mimetype, upsert=False)
             object_id = await self._store(
-                caller, dest_bucket, dest, data,
+                caller,
+                dest_bucket,
+                dest,
+                data,
                 _metadata(data, mimetype, meta.get("cacheControl", "no-cache"), etag),
-                obj.user_metadata, upsert=False)
+                obj.user_metadata,
+                upsert=False,
+            )
             async with self._tx(SERVICE, role=STORAGE_ADMIN) as conn:
                 row = await rows.current(conn, dest_bucket, dest)
             assert row is not None
-            return JSONResponse({"Id": object_id, "Key": f"{dest_bucket}/{dest}",
-                                 **row.answer()})
+            return JSONResponse({"Id": object_id, "Key": f"{dest_bucket}/{dest}", **row.answer()})
+
         return await self._handle("copy", request, True, work)
 
     async def _remove(self, request: Request) -> Response:
         """DELETE /object/<bucket> {prefixes}: the rows removed (or hidden by a marker)."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket = request.path_params["bucket"]
             prefixes = (await json_body(request)).get("prefixes") or []
             gone = await self.delete_objects(caller, bucket, list(prefixes))
             return JSONResponse([row.answer() for row in gone])
+
         return await self._handle("remove", request, True, work)
 
     async def _delete_one(self, request: Request) -> Response:
         """DELETE /object/<bucket>/<name> (deleteObject.ts)."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             if not await self.delete_objects(caller, bucket, [path]):
                 raise not_found()
             return JSONResponse({"message": "Successfully deleted"})
+
         return await self._handle("remove", request, True, work)
 
     async def delete_objects(self, caller: Caller, bucket: str, names: list[str]) -> list[rows.Row]:
@@ -427,8 +513,9 @@ class StorageApi:
                 self._blob(row.id, row.version).unlink(missing_ok=True)
         return [row for row, _ in gone]
 
-    def put_multipart(self, bucket: str, name: str, parts: Sequence[bytes],
-                      mimetype: str = "image/png") -> str:
+    def put_multipart(
+        self, bucket: str, name: str, parts: Sequence[bytes], mimetype: str = "image/png"
+    ) -> str:
         """What an S3-protocol multipart upload (``/storage/v1/s3``, CompleteMultipartUpload)
         leaves: the bytes and one row, its eTag the S3 multipart eTag on an S3 backend and
         ``user_metadata`` NULL (M6, M7). A key already there is overwritten in place (an
@@ -444,7 +531,8 @@ class StorageApi:
                 " values (%s, %s, %s, %s) on conflict (bucket_id, name)"
                 " where archived_at is null do update set version = excluded.version,"
                 " metadata = excluded.metadata returning id::text",
-                (bucket, name, version, Jsonb(meta))).fetchone()
+                (bucket, name, version, Jsonb(meta)),
+            ).fetchone()
         assert row is not None
         self._blob(row[0], version).write_bytes(data)
         return str(row[0])
@@ -452,31 +540,51 @@ class StorageApi:
     # signed uploads -----------------------------------------------------------------
     async def _upload_sign(self, request: Request) -> Response:
         """POST /object/upload/sign/<bucket>/<name> (getSignedUploadURL.ts)."""
+
         async def work() -> Response:
             caller = self._caller(request, storage=True)
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             check_key(path)
             url = f"{bucket}/{path}"
             now = int(time.time())
-            token = self._sign_token({
-                "owner": caller.sub, "url": url, "iat": now, "exp": now + 7200,
-                "upsert": request.headers.get("x-upsert", "").lower() == "true"})
-            return JSONResponse({"url": f"/object/upload/sign/{url}?token={token}",
-                                 "token": token})
+            token = self._sign_token(
+                {
+                    "owner": caller.sub,
+                    "url": url,
+                    "iat": now,
+                    "exp": now + 7200,
+                    "upsert": request.headers.get("x-upsert", "").lower() == "true",
+                }
+            )
+            return JSONResponse({"url": f"/object/upload/sign/{url}?token={token}", "token": token})
+
         return await self._handle("sign", request, True, work)
 
     async def _upload_signed(self, request: Request) -> Response:
         """PUT /object/upload/sign/<bucket>/<name>?token=: uploads as the token's owner."""
+
         async def work() -> Response:
             bucket, path = request.path_params["bucket"], request.path_params["path"]
             payload = self._verify_url_token(request, bucket, path)
-            owner = {"role": "authenticated", "sub": payload["owner"]} \
-                if payload.get("owner") else {"role": "service_role"}
+            owner = (
+                {"role": "authenticated", "sub": payload["owner"]}
+                if payload.get("owner")
+                else {"role": "service_role"}
+            )
             caller = Caller(owner["role"], owner)
             data, mimetype, cache_control, user_meta = await _read_upload(request)
-            await self.put_object(caller, bucket, path, [data], mimetype, cache_control,
-                                  user_meta, bool(payload.get("upsert")))
+            await self.put_object(
+                caller,
+                bucket,
+                path,
+                [data],
+                mimetype,
+                cache_control,
+                user_meta,
+                bool(payload.get("upsert")),
+            )
             return JSONResponse({"Key": f"{bucket}/{path}", "Url": f"{bucket}/{path}"})
+
         return await self._handle("upload", request, True, work)
 
 
@@ -493,8 +601,9 @@ def _storage_db_error(exc: psycopg.Error, duplicate: Any = None) -> ApiError:
     if code == "23503":
         return storage_error("NoSuchBucket", "Bucket not found", 404, "Bucket not found")
     if code == "42501":
-        return storage_error("AccessDenied", "new row violates row-level security policy",
-                             403, "Unauthorized")
+        return storage_error(
+            "AccessDenied", "new row violates row-level security policy", 403, "Unauthorized"
+        )
     return storage_error("DatabaseError", str(exc), 500)
 
 
@@ -513,12 +622,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _metadata(data: bytes, mimetype: str, cache_control: str,
-              etag: str | None = None) -> dict[str, Any]:
+def _metadata(
+    data: bytes, mimetype: str, cache_control: str, etag: str | None = None
+) -> dict[str, Any]:
     """The ``metadata`` storage-api writes for stored bytes."""
-    return {"eTag": etag or md5_etag(data), "size": len(data), "mimetype": mimetype,
-            "cacheControl": cache_control, "lastModified": _now(),
-            "contentLength": len(data), "httpStatusCode": 200}
+    return {
+        "eTag": etag or md5_etag(data),
+        "size": len(data),
+        "mimetype": mimetype,
+        "cacheControl": cache_control,
+        "lastModified": _now(),
+        "contentLength": len(data),
+        "httpStatusCode": 200,
+    }
 
 
 def _http_date(meta: dict[str, Any]) -> str:
@@ -551,9 +667,11 @@ def _raw_path(request: Request) -> str:
 
 def decode_uri(text: str) -> str:
     """JavaScript's decodeURI (ASCII): escapes of reserved characters and ``#`` stay."""
+
     def one(match: re.Match[str]) -> str:
         char = chr(int(match[1], 16))
         return match[0] if char in DECODE_URI_KEEPS or ord(char) > 0x7F else char
+
     return re.sub(r"%([0-9A-Fa-f]{2})", one, text)
 
 
@@ -574,16 +692,30 @@ def _listing(found: list[tuple[Any, ...]], body: dict[str, Any]) -> list[dict[st
     search = str(body.get("search") or "")
     items: dict[str, dict[str, Any]] = {}
     for name, object_id, updated, created, accessed, metadata in found:
-        head, slash, _ = name[len(prefix):].partition("/")
+        head, slash, _ = name[len(prefix) :].partition("/")
         if search not in head or head in items:
             continue
-        items[head] = {"name": head, "id": None, "updated_at": None, "created_at": None,
-                       "last_accessed_at": None, "metadata": None} if slash else {
-            "name": head, "id": object_id, "updated_at": updated.isoformat(),
-            "created_at": created.isoformat(), "last_accessed_at": accessed.isoformat(),
-            "metadata": metadata}
+        items[head] = (
+            {
+                "name": head,
+                "id": None,
+                "updated_at": None,
+                "created_at": None,
+                "last_accessed_at": None,
+                "metadata": None,
+            }
+            if slash
+            else {
+                "name": head,
+                "id": object_id,
+                "updated_at": updated.isoformat(),
+                "created_at": created.isoformat(),
+                "last_accessed_at": accessed.isoformat(),
+                "metadata": metadata,
+            }
+        )
     offset, limit = int(body.get("offset") or 0), int(body.get("limit") or 100)
-    return list(items.values())[offset:offset + limit]
+    return list(items.values())[offset : offset + limit]
 
 
 async def _transfer_body(request: Request) -> tuple[str, str, str, str]:
@@ -595,8 +727,12 @@ async def _transfer_body(request: Request) -> tuple[str, str, str, str]:
         if not isinstance(body.get(field), str):
             raise _schema_error(f"body must have required property '{field}'")
     check_key(body["destinationKey"])
-    return (body["bucketId"], body["sourceKey"], body.get("destinationBucket") or
-            body["bucketId"], body["destinationKey"])
+    return (
+        body["bucketId"],
+        body["sourceKey"],
+        body.get("destinationBucket") or body["bucketId"],
+        body["destinationKey"],
+    )
 
 
 async def _read_upload(request: Request) -> tuple[bytes, str, str, Any]:
@@ -620,9 +756,13 @@ async def _read_upload(request: Request) -> tuple[bytes, str, str, Any]:
     return data, ctype, cache, user_meta
 
 
-def create_bucket(db_url: str, bucket_id: str, public: bool = False,
-                  versioning: str = "DISABLED") -> None:
+def create_bucket(
+    db_url: str, bucket_id: str, public: bool = False, versioning: str = "DISABLED"
+) -> None:
     """Create a storage bucket directly in the database (like the dashboard does)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("insert into storage.buckets (id, name, public, versioning_status)"
-                     " values (%s, %s, %s, %s)", (bucket_id, bucket_id, public, versioning))
+        conn.execute(
+            "insert into storage.buckets (id, name, public, versioning_status)"
+            " values (%s, %s, %s, %s)",
+            (bucket_id, bucket_id, public, versioning),
+        )

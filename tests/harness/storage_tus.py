@@ -62,8 +62,11 @@ class TusApi:
             location = f"{origin}/storage/v1/upload/resumable/{upload_id}"
             if body := await request.body():
                 await self._tus_append(upload_id, pending, body)
-            return Response(status_code=201, headers={
-                **TUS_HEADERS, "Location": location, "Upload-Offset": str(pending.offset)})
+            return Response(
+                status_code=201,
+                headers={**TUS_HEADERS, "Location": location, "Upload-Offset": str(pending.offset)},
+            )
+
         return await self._handle("upload", request, True, work)
 
     async def _tus_patch(self, request: Request) -> Response:
@@ -76,17 +79,25 @@ class TusApi:
             if request.headers.get("upload-offset") != str(pending.offset):
                 return Response(status_code=409, headers=TUS_HEADERS)
             await self._tus_append(upload_id, pending, await request.body())
-            return Response(status_code=204, headers={
-                **TUS_HEADERS, "Upload-Offset": str(pending.offset)})
+            return Response(
+                status_code=204, headers={**TUS_HEADERS, "Upload-Offset": str(pending.offset)}
+            )
+
         return await self._handle("upload", request, True, work)
 
     async def _tus_head(self, request: Request) -> Response:
         pending = self._tus_uploads().get(request.path_params["upload_id"])
         if pending is None:
             return Response(status_code=404, headers=TUS_HEADERS)
-        return Response(status_code=200, headers={
-            **TUS_HEADERS, "Upload-Offset": str(pending.offset),
-            "Upload-Length": str(pending.length), "Cache-Control": "no-store"})
+        return Response(
+            status_code=200,
+            headers={
+                **TUS_HEADERS,
+                "Upload-Offset": str(pending.offset),
+                "Upload-Length": str(pending.length),
+                "Cache-Control": "no-store",
+            },
+        )
 
     async def _tus_append(self, upload_id: str, pending: Pending, chunk: bytes) -> None:
         if pending.offset + len(chunk) > pending.length:
@@ -95,9 +106,17 @@ class TusApi:
         if pending.offset < pending.length:
             return
         self._tus_uploads().pop(upload_id, None)
-        await self.put_object(pending.caller, pending.bucket, pending.name, pending.parts,
-                              pending.mimetype, pending.cache_control, None, pending.upsert,
-                              multipart=True)
+        await self.put_object(
+            pending.caller,
+            pending.bucket,
+            pending.name,
+            pending.parts,
+            pending.mimetype,
+            pending.cache_control,
+            None,
+            pending.upsert,
+            multipart=True,
+        )
 
     def _tus_uploads(self) -> dict[str, Pending]:
         if not hasattr(self, "_tus"):
@@ -110,8 +129,9 @@ def _pending(caller: Caller, request: Request) -> Pending:
     try:
         length = int(request.headers["upload-length"])
     except (KeyError, ValueError) as exc:
-        raise storage_error("InvalidRequest", "Upload-Length header is required", 400,
-                            "Error") from exc
+        raise storage_error(
+            "InvalidRequest", "Upload-Length header is required", 400, "Error"
+        ) from exc
     bucket, name = meta.get("bucketName"), meta.get("objectName")
     if not bucket or not name:
         raise storage_error("InvalidRequest", "Metadata header is required")
@@ -119,9 +139,15 @@ def _pending(caller: Caller, request: Request) -> Pending:
     if any(part in (".", "..") for part in name.split("/")):
         raise storage_error("InvalidKey", f"Invalid key: {name}")
     cache = meta.get("cacheControl") or "no-cache"
-    return Pending(caller, bucket, name, length, meta.get("contentType") or
-                   "application/octet-stream", f"max-age={cache}" if cache.isdigit() else cache,
-                   request.headers.get("x-upsert", "").lower() == "true")
+    return Pending(
+        caller,
+        bucket,
+        name,
+        length,
+        meta.get("contentType") or "application/octet-stream",
+        f"max-age={cache}" if cache.isdigit() else cache,
+        request.headers.get("x-upsert", "").lower() == "true",
+    )
 
 
 def _upload_metadata(header: str) -> dict[str, str]:
@@ -132,12 +158,10 @@ def _upload_metadata(header: str) -> dict[str, str]:
         try:
             out[key] = base64.b64decode(value).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise storage_error("InvalidRequest", f"Upload-Metadata {key} is not base64") \
-                from exc
+            raise storage_error("InvalidRequest", f"Upload-Metadata {key} is not base64") from exc
     return out
 
 
 def tus_metadata(**values: Any) -> str:
     """An ``Upload-Metadata`` header, as tus-js-client writes it."""
-    return ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}"
-                    for k, v in values.items())
+    return ",".join(f"{k} {base64.b64encode(str(v).encode()).decode()}" for k, v in values.items())

@@ -26,11 +26,9 @@ class ApiError(Exception):
         self.body = body
 
 
-def storage_error(code: str, message: str, status: int = 400,
-                  error: str | None = None) -> ApiError:
+def storage_error(code: str, message: str, status: int = 400, error: str | None = None) -> ApiError:
     """storage-api style: HTTP 400 (500 for a 5xx) with the real status in the body."""
-    body = {"statusCode": str(status), "code": code, "error": error or code,
-            "message": message}
+    body = {"statusCode": str(status), "code": code, "error": error or code, "message": message}
     return ApiError(500 if status >= 500 else 400, body)
 
 
@@ -43,19 +41,44 @@ def check_key(name: str) -> None:
         raise storage_error("InvalidKey", f"Invalid key: {name}")
 
 
-def pgrst_error(status: int, code: str, message: str, details: Any = None,
-                hint: Any = None) -> ApiError:
-    return ApiError(status, {"code": code, "details": details, "hint": hint,
-                             "message": message})
+def pgrst_error(
+    status: int, code: str, message: str, details: Any = None, hint: Any = None
+) -> ApiError:
+    return ApiError(status, {"code": code, "details": details, "hint": hint, "message": message})
 
 
 # PostgREST's SQLSTATE -> HTTP status table (docs: "Errors from PostgreSQL").
-_STATUS_BY_CODE = {"23503": 409, "23505": 409, "25006": 405, "42883": 404, "42P01": 404,
-                   "42P17": 500, "P0001": 400}
-_STATUS_BY_CLASS = {"08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403,
-                    "2D": 500, "38": 500, "39": 500, "3B": 500, "40": 500, "53": 503,
-                    "54": 500, "55": 500, "57": 500, "58": 500, "F0": 500, "HV": 500,
-                    "P0": 500, "XX": 500}
+_STATUS_BY_CODE = {
+    "23503": 409,
+    "23505": 409,
+    "25006": 405,
+    "42883": 404,
+    "42P01": 404,
+    "42P17": 500,
+    "P0001": 400,
+}
+_STATUS_BY_CLASS = {
+    "08": 503,
+    "09": 500,
+    "0L": 403,
+    "0P": 403,
+    "25": 500,
+    "28": 403,
+    "2D": 500,
+    "38": 500,
+    "39": 500,
+    "3B": 500,
+    "40": 500,
+    "53": 503,
+    "54": 500,
+    "55": 500,
+    "57": 500,
+    "58": 500,
+    "F0": 500,
+    "HV": 500,
+    "P0": 500,
+    "XX": 500,
+}
 
 
 def db_error(exc: psycopg.Error, role: str) -> ApiError:
@@ -68,8 +91,9 @@ def db_error(exc: psycopg.Error, role: str) -> ApiError:
     else:
         status = _STATUS_BY_CODE.get(code) or _STATUS_BY_CLASS.get(code[:2], 400)
     diag = exc.diag
-    return pgrst_error(status, code, diag.message_primary or str(exc),
-                       diag.message_detail, diag.message_hint)
+    return pgrst_error(
+        status, code, diag.message_primary or str(exc), diag.message_detail, diag.message_hint
+    )
 
 
 @dataclass
@@ -84,10 +108,18 @@ class Caller:
 
 def fault_body(status: int, storage: bool) -> dict[str, Any]:
     if storage:
-        return {"statusCode": str(status), "code": "InternalError", "error": "InternalError",
-                "message": f"injected fault ({status})"}
-    return {"code": "PGRST000", "details": None, "hint": None,
-            "message": f"injected fault ({status})"}
+        return {
+            "statusCode": str(status),
+            "code": "InternalError",
+            "error": "InternalError",
+            "message": f"injected fault ({status})",
+        }
+    return {
+        "code": "PGRST000",
+        "details": None,
+        "hint": None,
+        "message": f"injected fault ({status})",
+    }
 
 
 async def json_body(request: Request) -> Any:

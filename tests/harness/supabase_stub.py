@@ -70,8 +70,14 @@ class Faults:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
 
-    def add(self, route: str, status: int | None = 500, body: Any = None, times: int = 1,
-            delay: float = 0.0) -> None:
+    def add(
+        self,
+        route: str,
+        status: int | None = 500,
+        body: Any = None,
+        times: int = 1,
+        delay: float = 0.0,
+    ) -> None:
         with self._lock:
             self._faults.append(Fault(route, status, body, times, delay))
 
@@ -105,8 +111,11 @@ class ConnectionPool:
             self._slots = asyncio.Semaphore(self._size)
         await self._slots.acquire()
         try:
-            return self._idle.pop() if self._idle else \
-                await psycopg.AsyncConnection.connect(self._db_url)
+            return (
+                self._idle.pop()
+                if self._idle
+                else await psycopg.AsyncConnection.connect(self._db_url)
+            )
         except BaseException:
             self._slots.release()
             raise
@@ -129,8 +138,9 @@ class ConnectionPool:
 class SupabaseStandIn(StorageApi, TusApi):
     """Storage + PostgREST stand-in. ``.app`` is the ASGI app; ``start()`` serves it."""
 
-    def __init__(self, db_url: str, storage_dir: str | Path,
-                 jwt_secret: str = DEFAULT_JWT_SECRET) -> None:
+    def __init__(
+        self, db_url: str, storage_dir: str | Path, jwt_secret: str = DEFAULT_JWT_SECRET
+    ) -> None:
         self.db_url = db_url
         self.storage_dir = Path(storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
@@ -143,8 +153,9 @@ class SupabaseStandIn(StorageApi, TusApi):
         self.service_key = self._key({"role": "service_role"})
         self.anon_key = self._key({"role": "anon"})
         # the new API keys (sb_secret_…, sb_publishable_…): tests/harness/gateway.py
-        self.gateway = Gateway(hs256_minter(jwt_secret),
-                               legacy_keys=frozenset({self.service_key, self.anon_key}))
+        self.gateway = Gateway(
+            hs256_minter(jwt_secret), legacy_keys=frozenset({self.service_key, self.anon_key})
+        )
         self.secret_key = self.gateway.secret_key
         self.publishable_key = self.gateway.publishable_key
         self._server: ThreadedServer | None = None
@@ -164,8 +175,9 @@ class SupabaseStandIn(StorageApi, TusApi):
 
     def user_key(self, sub: str, **claims: Any) -> str:
         """A JWT for an authenticated user (what supabase-js sends after sign-in)."""
-        return self._key({"role": "authenticated", "sub": sub, "aud": "authenticated",
-                          **claims}, ttl=3600)
+        return self._key(
+            {"role": "authenticated", "sub": sub, "aud": "authenticated", **claims}, ttl=3600
+        )
 
     @property
     def url(self) -> str:
@@ -192,8 +204,7 @@ class SupabaseStandIn(StorageApi, TusApi):
         return [
             *self._storage_routes(),
             Route("/rest/v1/rpc/{fn}", self._rpc, methods=["POST"]),
-            Route("/rest/v1/{table}", self._rest,
-                  methods=["GET", "POST", "PATCH", "DELETE"]),
+            Route("/rest/v1/{table}", self._rest, methods=["GET", "POST", "PATCH", "DELETE"]),
         ]
 
     # plumbing ---------------------------------------------------------------------
@@ -219,18 +230,24 @@ class SupabaseStandIn(StorageApi, TusApi):
             raise ApiError(exc.status, exc.body) from exc
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         if storage and not auth:  # storage-api reads only Authorization, never apikey
-            raise storage_error("InvalidRequest",
-                                "headers must have required property 'authorization'")
+            raise storage_error(
+                "InvalidRequest", "headers must have required property 'authorization'"
+            )
         apikey = request.headers.get("apikey")
         token = token or (apikey if apikey and not apikey.startswith("sb_") else None)
         if not token:
             raise self._auth_error(storage, "No API key found in request")
         if token.count(".") != 2:  # PostgREST's and jose's words for a non-JWT
-            raise self._auth_error(storage, "Invalid Compact JWS" if storage else
-                                   f"Expected 3 parts in JWT; got {token.count('.') + 1}")
+            raise self._auth_error(
+                storage,
+                "Invalid Compact JWS"
+                if storage
+                else f"Expected 3 parts in JWT; got {token.count('.') + 1}",
+            )
         try:
-            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"],
-                                options={"verify_aud": False})
+            claims = jwt.decode(
+                token, self.jwt_secret, algorithms=["HS256"], options={"verify_aud": False}
+            )
         except jwt.PyJWTError as exc:
             raise self._auth_error(storage, f"JWSError: {exc}") from exc
         role = claims.get("role", "anon")
@@ -245,8 +262,9 @@ class SupabaseStandIn(StorageApi, TusApi):
         return pgrst_error(401, "PGRST301", message)
 
     @asynccontextmanager
-    async def _tx(self, caller: Caller, role: str | None = None,
-                  rollback: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _tx(
+        self, caller: Caller, role: str | None = None, rollback: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """One transaction as the caller's role (or ``role``), like PostgREST."""
         conn = await self._pool.acquire()
         try:
@@ -257,8 +275,9 @@ class SupabaseStandIn(StorageApi, TusApi):
                     " set_config('search_path', 'public, extensions', true)",
                     (caller.role, json.dumps(caller.claims)),
                 )
-                await conn.execute(sql.SQL("set local role {}").format(
-                    sql.Identifier(role or caller.role)))
+                await conn.execute(
+                    sql.SQL("set local role {}").format(sql.Identifier(role or caller.role))
+                )
                 yield conn
         finally:
             await self._pool.release(conn)
@@ -276,6 +295,7 @@ class SupabaseStandIn(StorageApi, TusApi):
                     return await call_function(conn, fn, args)
             except psycopg.Error as exc:
                 raise db_error(exc, caller.role) from exc
+
         return await self._handle(f"rpc:{fn}", request, False, work)
 
     async def _rest(self, request: Request) -> Response:
@@ -290,5 +310,5 @@ class SupabaseStandIn(StorageApi, TusApi):
                     return await table_request(conn, request, table, body)
             except psycopg.Error as exc:
                 raise db_error(exc, caller.role) from exc
-        return await self._handle(f"rest:{table}", request, False, work)
 
+        return await self._handle(f"rest:{table}", request, False, work)

@@ -41,8 +41,12 @@ def test_the_gateway_swaps_a_new_key_for_a_jwt_of_its_role(supabase):
 
 
 SERVICE_ONLY = {  # what the worker, the CLI and the doctor call, with their arguments
-    "caption_jobs_claim": {"p_worker": "w", "p_limit": 1, "p_lease_seconds": 30,
-                           "p_max_attempts": 3},
+    "caption_jobs_claim": {
+        "p_worker": "w",
+        "p_limit": 1,
+        "p_lease_seconds": 30,
+        "p_max_attempts": 3,
+    },
     "caption_jobs_stats": {},
     "caption_jobs_failures": {"p_limit": 5},
     "caption_jobs_recent": {"p_state": "failed", "p_limit": 5},
@@ -63,13 +67,16 @@ def test_a_publishable_key_cannot_call_service_role_functions(supabase, fn):
 
 def test_a_secret_key_from_a_browser_is_refused(supabase):
     from_browser = {"apikey": supabase.secret_key, "User-Agent": BROWSER}
-    legacy_from_browser = {"apikey": supabase.service_key,
-                           "Authorization": f"Bearer {supabase.service_key}",
-                           "User-Agent": BROWSER}
+    legacy_from_browser = {
+        "apikey": supabase.service_key,
+        "Authorization": f"Bearer {supabase.service_key}",
+        "User-Agent": BROWSER,
+    }
 
     assert rpc(supabase, "caption_jobs_stats", from_browser).status_code == 401
-    storage = httpx.post(f"{supabase.url}/storage/v1/object/images/b.png", content=b"x",
-                         headers=from_browser)
+    storage = httpx.post(
+        f"{supabase.url}/storage/v1/object/images/b.png", content=b"x", headers=from_browser
+    )
     assert storage.status_code == 401
     # only the secret key is checked for a browser; the legacy JWT still passes
     assert rpc(supabase, "caption_jobs_stats", legacy_from_browser).status_code == 200
@@ -77,11 +84,15 @@ def test_a_secret_key_from_a_browser_is_refused(supabase):
     assert rpc(supabase, "caption_schema_version", publishable).status_code == 401  # 42501
 
 
-@pytest.mark.parametrize("headers", [
-    {"apikey": "sb_secret_not-this-projects-key"},
-    {"apikey": "sb_publishable_not-this-projects-key"},
-    {"apikey": "anything", "Authorization": "Bearer sb_secret_not-equal-to-apikey"},
-], ids=["unknown-secret", "unknown-publishable", "bearer-not-apikey"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"apikey": "sb_secret_not-this-projects-key"},
+        {"apikey": "sb_publishable_not-this-projects-key"},
+        {"apikey": "anything", "Authorization": "Bearer sb_secret_not-equal-to-apikey"},
+    ],
+    ids=["unknown-secret", "unknown-publishable", "bearer-not-apikey"],
+)
 def test_a_new_key_the_gateway_does_not_know_is_refused(supabase, headers):
     refused = rpc(supabase, "caption_jobs_stats", headers)
     assert refused.status_code == 401
@@ -93,11 +104,20 @@ def test_storage_refuses_a_non_jwt_in_authorization_and_takes_the_secret_key_as_
 ):
     create_bucket(supabase.db_url, "images")
     url = f"{supabase.url}/storage/v1/object/images/a.png"
-    as_bearer = httpx.post(url, content=make_image(), headers={
-        "apikey": supabase.secret_key, "Authorization": f"Bearer {supabase.secret_key}",
-        "Content-Type": "image/png"})
-    as_apikey = httpx.post(url, content=make_image(), headers={
-        "apikey": supabase.secret_key, "Content-Type": "image/png"})
+    as_bearer = httpx.post(
+        url,
+        content=make_image(),
+        headers={
+            "apikey": supabase.secret_key,
+            "Authorization": f"Bearer {supabase.secret_key}",
+            "Content-Type": "image/png",
+        },
+    )
+    as_apikey = httpx.post(
+        url,
+        content=make_image(),
+        headers={"apikey": supabase.secret_key, "Content-Type": "image/png"},
+    )
 
     assert as_bearer.status_code == 400  # storage-api: HTTP 400, the real status in the body
     assert as_bearer.json()["statusCode"] == "403"
@@ -109,8 +129,7 @@ def test_legacy_jwt_keys_keep_working(supabase):
     create_bucket(supabase.db_url, "images")
     client = create_client(supabase.url, supabase.service_key)
     assert client.rpc("caption_jobs_stats", {}).execute().data is not None
-    client.storage.from_("images").upload("legacy.png", make_image(),
-                                          {"content-type": "image/png"})
+    client.storage.from_("images").upload("legacy.png", make_image(), {"content-type": "image/png"})
     with pytest.raises(APIError) as refused:
         create_client(supabase.url, supabase.anon_key).rpc("caption_jobs_stats", {}).execute()
     assert refused.value.code == "42501"
@@ -130,8 +149,7 @@ def test_the_service_never_sends_a_non_jwt_in_authorization(
     """Fails if the service ever sends anything but a JWT in `Authorization`, to PostgREST
     or to Storage, whichever key it is given; and the key must really reach both."""
     create_bucket(supabase.db_url, "images")
-    keys = {name: getattr(supabase, attr) if attr else None
-            for name, attr in KEYS[kind].items()}
+    keys = {name: getattr(supabase, attr) if attr else None for name, attr in KEYS[kind].items()}
     service_factory(**keys)
     object_id = upload(supabase, "photo.png", make_image((10, 90, 200)))  # a legacy JWT upload
     wait_for_caption(supabase.db_url, object_id)
@@ -144,8 +162,9 @@ def test_the_service_never_sends_a_non_jwt_in_authorization(
     assert supabase.gateway.non_jwt_authorizations() == []
     assert all(f.authorization and f.authorization.startswith("Bearer ey") for f in used)
     key_check = next(check for check in checks if check.name == "Supabase key")
-    assert key_check.ok and ("secret key" if kind != "legacy" else "service_role") in \
-        key_check.detail
+    assert (
+        key_check.ok and ("secret key" if kind != "legacy" else "service_role") in key_check.detail
+    )
 
 
 def test_a_project_with_its_legacy_keys_disabled(service_factory, pgnet, supabase, hf):
@@ -154,16 +173,17 @@ def test_a_project_with_its_legacy_keys_disabled(service_factory, pgnet, supabas
     create_bucket(supabase.db_url, "images")
     supabase.gateway.legacy_keys_enabled = False
     service_factory()  # SUPABASE_SECRET_KEY
-    uploaded = httpx.post(f"{supabase.url}/storage/v1/object/images/late.png",
-                          content=make_image((90, 10, 10)),
-                          headers={"apikey": supabase.secret_key, "Content-Type": "image/png"})
+    uploaded = httpx.post(
+        f"{supabase.url}/storage/v1/object/images/late.png",
+        content=make_image((90, 10, 10)),
+        headers={"apikey": supabase.secret_key, "Content-Type": "image/png"},
+    )
     assert uploaded.status_code == 200, uploaded.text
     object_id = query(supabase.db_url, "select id from storage.objects where name = 'late.png'")
     wait_for_caption(supabase.db_url, str(object_id[0]["id"]))
 
     legacy = {"supabase_secret_key": None, "supabase_service_role_key": supabase.service_key}
-    checks = {c.name: c for c in asyncio.run(run_checks(service_settings(supabase, hf,
-                                                                         **legacy)))}
+    checks = {c.name: c for c in asyncio.run(run_checks(service_settings(supabase, hf, **legacy)))}
     refused = checks["Supabase URL and key"]
     assert not refused.ok and "Legacy API keys are disabled" in refused.detail
     assert "SUPABASE_SECRET_KEY" in refused.fix
@@ -181,9 +201,17 @@ def test_readyz_says_when_supabase_refuses_the_key(supabase, hf):
     settings = service_settings(supabase, hf, supabase_secret_key="sb_secret_deleted-one")
     with ThreadedServer(create_app(settings)).start() as server:
         said = wait_until(
-            lambda: (httpx.get(server.url + "/readyz").json()["checks"]["supabase"]
-                     .removeprefix("waiting")) or None,
-            timeout=10, message="/readyz never said why it waits")
+            lambda: (
+                (
+                    httpx.get(server.url + "/readyz")
+                    .json()["checks"]["supabase"]
+                    .removeprefix("waiting")
+                )
+                or None
+            ),
+            timeout=10,
+            message="/readyz never said why it waits",
+        )
 
     assert said.startswith(": Supabase refused the key in SUPABASE_SECRET_KEY")
     assert "Invalid API key" in said and "sb_secret_deleted-one" not in said

@@ -27,8 +27,11 @@ def reused_from(supabase, object_id: str) -> str | None:
     row = caption_of(supabase.db_url, object_id)
     if row and row["reused_from"] is not None:
         return str(row["reused_from"])
-    hidden = query_one(supabase.db_url, "select source_id from captioner.caption_reuses"
-                       " where object_id = %s", object_id)
+    hidden = query_one(
+        supabase.db_url,
+        "select source_id from captioner.caption_reuses where object_id = %s",
+        object_id,
+    )
     return str(hidden["source_id"]) if hidden else None
 
 
@@ -37,8 +40,9 @@ def downloads(supabase) -> int:
 
 
 def version_of(supabase, object_id: str) -> str:
-    return query(supabase.db_url, "select version from storage.objects where id = %s",
-                 object_id)[0]["version"]
+    return query(supabase.db_url, "select version from storage.objects where id = %s", object_id)[
+        0
+    ]["version"]
 
 
 def caption_for_version(supabase, object_id: str) -> dict:
@@ -85,8 +89,9 @@ def test_a_copy_and_a_reupload_reuse_the_caption(service, supabase, hf):
     original = wait_for_caption(supabase.db_url, source)
 
     storage_client(supabase).storage.from_("images").copy("a.png", "copies/a.png")
-    copy = query_one(supabase.db_url, "select id from storage.objects where name = %s",
-                     "copies/a.png")["id"]
+    copy = query_one(
+        supabase.db_url, "select id from storage.objects where name = %s", "copies/a.png"
+    )["id"]
     again = upload(supabase, "again/a.png", data)
 
     for object_id in (str(copy), again):
@@ -107,8 +112,9 @@ def test_other_bytes_or_another_model_are_captioned_again(service, supabase, hf)
     query(supabase.db_url, "update public.image_caption set model = 'another/model'")
 
     storage_client(supabase).storage.from_("images").copy("b.png", "b-copy.png")
-    copy = query_one(supabase.db_url, "select id from storage.objects where name = %s",
-                     "b-copy.png")["id"]
+    copy = query_one(
+        supabase.db_url, "select id from storage.objects where name = %s", "b-copy.png"
+    )["id"]
 
     wait_for_caption(supabase.db_url, str(copy))
     assert reused_from(supabase, str(copy)) is None
@@ -120,18 +126,27 @@ def test_without_an_etag_the_worker_hashes_the_bytes(service, supabase, hf):
     ids = []
     for name in ("legacy/1.png", "legacy/2.png"):
         object_id, version = query(
-            supabase.db_url, "select gen_random_uuid() as id, gen_random_uuid()::text as v")[0
-        ].values()
+            supabase.db_url, "select gen_random_uuid() as id, gen_random_uuid()::text as v"
+        )[0].values()
         (supabase.storage_dir / f"{object_id}.{version}").write_bytes(data)
-        query(supabase.db_url, "insert into storage.objects (id, bucket_id, name, version,"
-              " metadata) values (%s, 'images', %s, %s, %s)", object_id, name, version,
-              Jsonb({"mimetype": "image/png", "size": len(data)}))
+        query(
+            supabase.db_url,
+            "insert into storage.objects (id, bucket_id, name, version,"
+            " metadata) values (%s, 'images', %s, %s, %s)",
+            object_id,
+            name,
+            version,
+            Jsonb({"mimetype": "image/png", "size": len(data)}),
+        )
         ids.append(str(object_id))
         wait_for_caption(supabase.db_url, str(object_id))
 
     first, second = (caption_of(supabase.db_url, object_id) for object_id in ids)
-    assert first["fingerprint"] == second["fingerprint"] == (
-        f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}")
+    assert (
+        first["fingerprint"]
+        == second["fingerprint"]
+        == (f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}")
+    )
     assert reused_from(supabase, ids[1]) == str(first["id"])
     assert len(hf.calls) == 1 and downloads(supabase) == 2  # hashed after the download
 
@@ -143,8 +158,11 @@ def test_a_recaption_asked_for_is_made_anew(service, supabase, hf):
     query(supabase.db_url, "select public.caption_jobs_requeue(array[%s]::uuid[])", object_id)
 
     wait_until(lambda: len(hf.calls) == 2, timeout=15, message="not captioned again")
-    wait_until(lambda: caption_of(supabase.db_url, object_id)["updated_at"] > first["updated_at"],
-               timeout=15, message="the new caption was not written")
+    wait_until(
+        lambda: caption_of(supabase.db_url, object_id)["updated_at"] > first["updated_at"],
+        timeout=15,
+        message="the new caption was not written",
+    )
     assert reused_from(supabase, object_id) is None
 
 
@@ -171,8 +189,9 @@ def test_a_tus_upload_then_a_move_of_the_same_bytes_makes_no_second_model_call(
     supabase.storage_backend = "s3"  # hosted Supabase: TUS stores "<h>-1", a move a plain MD5
     data = make_image((30, 160, 60))
     object_id = upload_tus(supabase, "inbox/big.png", data)
-    assert query_one(supabase.db_url, "select metadata from storage.objects where id = %s",
-                     object_id)["metadata"]["eTag"].endswith('-1"')
+    assert query_one(
+        supabase.db_url, "select metadata from storage.objects where id = %s", object_id
+    )["metadata"]["eTag"].endswith('-1"')
     first = wait_for_caption(supabase.db_url, object_id)
     assert first["fingerprint"] == f"md5:{hashlib.md5(data).hexdigest()}:{len(data)}"
 
@@ -203,8 +222,9 @@ def test_an_s3_multipart_upload_and_a_plain_upload_of_the_same_bytes_share_a_cap
     data = make_image((130, 50, 160), size=(300, 200))
     parts = [data[:100], data[100:250], data[250:]]
     multipart = supabase.put_multipart("images", "s3/multi.png", parts)
-    assert query_one(supabase.db_url, "select metadata from storage.objects where id = %s",
-                     multipart)["metadata"]["eTag"].endswith('-3"')
+    assert query_one(
+        supabase.db_url, "select metadata from storage.objects where id = %s", multipart
+    )["metadata"]["eTag"].endswith('-3"')
     first = wait_for_caption(supabase.db_url, multipart)
     plain = upload(supabase, "plain/multi.png", data)
     assert wait_for_caption(supabase.db_url, plain)["caption"] == first["caption"]

@@ -29,11 +29,15 @@ def checks_for(supabase, hf, configure: bool = True, **overrides: Any) -> dict[s
     """Run the doctor with the service's settings: no wake-up URL unless one is given, which
     is then configured in the database as the service does at start (unless `configure`
     is False)."""
-    settings = service_settings(supabase, hf, DiagnosisSettings,
-                                **({"public_webhook_url": None} | overrides))
+    settings = service_settings(
+        supabase, hf, DiagnosisSettings, **({"public_webhook_url": None} | overrides)
+    )
     if configure and settings.public_webhook_url:
-        query(supabase.db_url, "update captioner.config set webhook_url = %s",
-              settings.public_webhook_url)
+        query(
+            supabase.db_url,
+            "update captioner.config set webhook_url = %s",
+            settings.public_webhook_url,
+        )
     return {check.name: check for check in asyncio.run(run_checks(settings))}
 
 
@@ -49,8 +53,16 @@ def test_a_healthy_setup_passes_every_check(service, supabase, hf):
 
     assert all(check.ok for check in checks.values()), render(list(checks.values()))
     assert list(checks) == [
-        "Supabase key", "Supabase URL and key", "migrations", "buckets", "trigger", "pg_net",
-        "wake-up webhook", "descriptions", "Hugging Face token", "model route",
+        "Supabase key",
+        "Supabase URL and key",
+        "migrations",
+        "buckets",
+        "trigger",
+        "pg_net",
+        "wake-up webhook",
+        "descriptions",
+        "Hugging Face token",
+        "model route",
         "caption of house.jpg",
     ]
     assert checks["migrations"].detail.startswith(f"schema version {expected_schema_version()}")
@@ -63,13 +75,18 @@ def test_a_healthy_setup_passes_every_check(service, supabase, hf):
 
 def test_each_buckets_descriptions_are_shown(healthy, hf):
     checks = checks_for(
-        healthy, hf, caption_buckets=["images", "avatars"], caption_languages=["en", "de"],
+        healthy,
+        hf,
+        caption_buckets=["images", "avatars"],
+        caption_languages=["en", "de"],
         caption_bucket_settings={"avatars": {"fields": ["alt_text"], "prompt": "Short."}},
     )
 
     detail = checks["descriptions"].detail
-    assert ("images: languages en, de; fields caption, alt_text, description, tags, "
-            "text_in_image; model ") in detail
+    assert (
+        "images: languages en, de; fields caption, alt_text, description, tags, "
+        "text_in_image; model "
+    ) in detail
     assert "avatars: languages en, de; fields alt_text; model " in detail
     assert detail.endswith("prompt 'Short.'")
 
@@ -81,20 +98,27 @@ def broken(name: str, checks: dict[str, Check]) -> Check:
 
 
 def test_supabase_unreachable(healthy, hf):
-    check = broken("Supabase URL and key",
-                   checks_for(healthy, hf, supabase_url=f"http://127.0.0.1:{free_port()}"))
+    check = broken(
+        "Supabase URL and key",
+        checks_for(healthy, hf, supabase_url=f"http://127.0.0.1:{free_port()}"),
+    )
     assert "SUPABASE_URL" in check.fix
 
 
 @pytest.mark.parametrize("kind", ["secret", "service_role"])
 def test_the_key_in_use_is_named_with_its_kind(healthy, hf, kind):
-    keys = ({"supabase_secret_key": healthy.secret_key} if kind == "secret" else
-            {"supabase_secret_key": None, "supabase_service_role_key": healthy.service_key})
+    keys = (
+        {"supabase_secret_key": healthy.secret_key}
+        if kind == "secret"
+        else {"supabase_secret_key": None, "supabase_service_role_key": healthy.service_key}
+    )
     check = checks_for(healthy, hf, **keys)["Supabase key"]
 
     assert check.ok
-    shown = {"secret": "SUPABASE_SECRET_KEY: a secret key (sb_secret_…)",
-             "service_role": "SUPABASE_SERVICE_ROLE_KEY: a legacy service_role key (JWT)"}
+    shown = {
+        "secret": "SUPABASE_SECRET_KEY: a secret key (sb_secret_…)",
+        "service_role": "SUPABASE_SERVICE_ROLE_KEY: a legacy service_role key (JWT)",
+    }
     assert check.detail.startswith(shown[kind]) and "service_role's rights" in check.detail
 
 
@@ -111,8 +135,11 @@ WRONG_KEYS = {
     "user-token": (lambda s: s.user_key("u1"), "Supabase key", "role authenticated"),
     "not-a-key": (lambda s: "hunter2", "Supabase key", "not a Supabase API key"),
     "revoked-secret": (lambda s: "sb_secret_revoked", "Supabase URL and key", "Invalid API key"),
-    "foreign-service-role": (lambda s: jwt.encode({"role": "service_role"}, "x" * 32),
-                             "Supabase URL and key", "PGRST301"),
+    "foreign-service-role": (
+        lambda s: jwt.encode({"role": "service_role"}, "x" * 32),
+        "Supabase URL and key",
+        "PGRST301",
+    ),
 }
 
 
@@ -133,19 +160,38 @@ def test_a_wrong_key(healthy, hf, case, setting):
 
 BREAKAGES: dict[str, tuple[str, str, str]] = {
     # id: (SQL that breaks it, the check that fails, what its fix says)
-    "function-missing": ("drop function public.caption_jobs_stats", "migrations",
-                         "captioner migrate"),
-    "schema-older": ("create or replace function public.caption_schema_version() returns bigint "
-                     "language sql as 'select 20261121000009'", "migrations", "captioner migrate"),
-    "doctor-missing": ("drop function public.caption_doctor(jsonb, text[])", "migrations",
-                       "captioner migrate"),
-    "trigger-missing": ("drop trigger caption_on_object_change on storage.objects", "trigger",
-                        "captioner migrate"),
+    "function-missing": (
+        "drop function public.caption_jobs_stats",
+        "migrations",
+        "captioner migrate",
+    ),
+    "schema-older": (
+        "create or replace function public.caption_schema_version() returns bigint "
+        "language sql as 'select 20261121000009'",
+        "migrations",
+        "captioner migrate",
+    ),
+    "doctor-missing": (
+        "drop function public.caption_doctor(jsonb, text[])",
+        "migrations",
+        "captioner migrate",
+    ),
+    "trigger-missing": (
+        "drop trigger caption_on_object_change on storage.objects",
+        "trigger",
+        "captioner migrate",
+    ),
     "pg-net-missing": ("drop function net.http_post cascade", "pg_net", "pg_net extension"),
-    "trigger-disabled": ("alter table storage.objects disable trigger caption_on_object_change",
-                         "trigger", "enable trigger caption_on_object_change"),
-    "trigger-replica-only": ("alter table storage.objects enable replica trigger "
-                             "caption_on_object_change", "trigger", "enable trigger"),
+    "trigger-disabled": (
+        "alter table storage.objects disable trigger caption_on_object_change",
+        "trigger",
+        "enable trigger caption_on_object_change",
+    ),
+    "trigger-replica-only": (
+        "alter table storage.objects enable replica trigger caption_on_object_change",
+        "trigger",
+        "enable trigger",
+    ),
 }
 
 
@@ -229,8 +275,9 @@ def test_no_wake_up_webhook_url(healthy, hf):
 
 def test_a_wake_up_webhook_the_database_was_never_told(healthy, hf):
     url = "https://captioner.example.com/webhooks/storage"
-    check = broken("wake-up webhook", checks_for(healthy, hf, configure=False,
-                                                 public_webhook_url=url))
+    check = broken(
+        "wake-up webhook", checks_for(healthy, hf, configure=False, public_webhook_url=url)
+    )
     assert "caption_configure" in check.fix
 
 
@@ -260,7 +307,6 @@ def test_render_shows_the_fix_under_each_cross():
     assert text.splitlines() == ["✓ a   fine", "✗ bb  broken", "      fix: do this"]
 
 
-
 def rpc_calls() -> list[tuple[str, set[str]]]:
     """Every rpc call in app/: the function's name and the argument names sent (keyword
     arguments of JobQueue._rpc, or the keys of the dict literal given to client.rpc, also
@@ -278,16 +324,23 @@ def rpc_calls() -> list[tuple[str, set[str]]]:
                 if isinstance(target, ast.Name)
             )
             for node in ast.walk(function):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in ("rpc", "_rpc") and node.args
-                        and isinstance(node.args[0], ast.Constant)):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("rpc", "_rpc")
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                ):
                     continue
                 sent = {kw.arg for kw in node.keywords if kw.arg}
                 if len(node.args) > 1:
                     given = node.args[1]
                     if isinstance(given, ast.Name):  # the latest assignment before the call
-                        given = [v for line, name, v in assigned
-                                 if name == given.id and line < node.lineno][-1]
+                        given = [
+                            v
+                            for line, name, v in assigned
+                            if name == given.id and line < node.lineno
+                        ][-1]
                     assert isinstance(given, ast.Dict), f"{path}: rpc arguments not a literal"
                     sent |= {key.value for key in given.keys if isinstance(key, ast.Constant)}
                 calls.append((node.args[0].value, sent))

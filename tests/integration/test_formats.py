@@ -17,9 +17,12 @@ def test_every_listed_format_has_a_decoder():
 
 
 def test_the_databases_list_is_the_workers(db_url, supabase, service):
-    fresh = query_one(db_url, "select column_default from information_schema.columns"
-                      " where table_schema = 'captioner' and table_name = 'config'"
-                      " and column_name = 'mimetypes'")["column_default"]
+    fresh = query_one(
+        db_url,
+        "select column_default from information_schema.columns"
+        " where table_schema = 'captioner' and table_name = 'config'"
+        " and column_name = 'mimetypes'",
+    )["column_default"]
     assert sorted(fresh.split("'")[1].strip("{}").split(",")) == sorted(MIMETYPES)
     configured = query_one(db_url, "select mimetypes from captioner.config")["mimetypes"]
     assert configured == list(MIMETYPES)
@@ -32,7 +35,8 @@ def test_a_format_not_decoded_is_skipped_and_counted(service, supabase, hf):
     job = query_one(supabase.db_url, "select * from captioner.jobs where object_id = %s", jxl)
     assert job["state"] == "skipped"
     assert job["last_error"] == "image/jxl is not a format the captioner decodes"
-    assert query(supabase.db_url, "select state from captioner.jobs where object_id = %s",
-                 heic)[0]["state"] in ("pending", "running", "done")  # queued
+    assert query(supabase.db_url, "select state from captioner.jobs where object_id = %s", heic)[0][
+        "state"
+    ] in ("pending", "running", "done")  # queued
     metrics = httpx.get(service.url + "/metrics", headers=AUTH).text
     assert 'captioner_jobs{state="skipped"} 1.0' in metrics

@@ -31,12 +31,17 @@ RUNS = {
 }
 
 
-def fuzz_operation(operation, mode: GenerationMode, headers: dict[str, str],
-                   max_examples: int) -> Counter[int]:
+def fuzz_operation(
+    operation, mode: GenerationMode, headers: dict[str, str], max_examples: int
+) -> Counter[int]:
     statuses: Counter[int] = Counter()
 
-    @settings(max_examples=max_examples, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         response = case.call(headers=headers, timeout=10)
@@ -55,16 +60,15 @@ def fuzz_operation(operation, mode: GenerationMode, headers: dict[str, str],
 @pytest.mark.parametrize("run", RUNS.values(), ids=RUNS.keys())
 def test_no_operation_answers_a_server_error(service, supabase, run):
     mode, headers, max_examples = run
-    loaded = schemathesis.openapi.from_url(
-        service.url + "/openapi.json", headers=AUTH
-    )
+    loaded = schemathesis.openapi.from_url(service.url + "/openapi.json", headers=AUTH)
     operations = [result.ok() for result in loaded.get_all_operations()]
     assert any(op.path == "/webhooks/storage" for op in operations)
 
     seen = {}
     for operation in operations:
         seen[f"{operation.method.upper()} {operation.path}"] = fuzz_operation(
-            operation, mode, headers, max_examples)
+            operation, mode, headers, max_examples
+        )
 
     fuzzed = [name for name, statuses in seen.items() if statuses]
     assert "POST /webhooks/storage" in fuzzed

@@ -51,7 +51,8 @@ def test_upload_row_sign_and_download(client, supabase):
     data = image_bytes()
     client.storage.from_("images").upload("folder/cat.png", data, {"content-type": "image/png"})
     [(oid, version, meta, tokens, owner)] = sql(
-        supabase.db_url, "select id, version, metadata, path_tokens, owner from storage.objects")
+        supabase.db_url, "select id, version, metadata, path_tokens, owner from storage.objects"
+    )
     assert tokens == ["folder", "cat.png"] and owner is None
     uuid.UUID(version)
     assert meta["mimetype"] == "image/png" and meta["size"] == len(data)
@@ -87,20 +88,24 @@ def test_duplicate_and_upsert_keep_id(client, supabase):
     [(oid, v1)] = sql(supabase.db_url, "select id, version from storage.objects")
     bigger = image_bytes(size=(80, 80))
     bucket.upload("a.png", bigger, {"content-type": "image/png", "upsert": "true"})
-    [(oid2, v2, size)] = sql(supabase.db_url,
-                             "select id, version, (metadata->>'size')::int from storage.objects")
+    [(oid2, v2, size)] = sql(
+        supabase.db_url, "select id, version, (metadata->>'size')::int from storage.objects"
+    )
     assert oid2 == oid and v2 != v1 and size == len(bigger)
 
 
 def test_probe_row_never_commits(client, supabase):
-    sql(supabase.db_url, """
+    sql(
+        supabase.db_url,
+        """
         create table public.insert_log (version text);
         create function public.log_insert() returns trigger language plpgsql
         security definer as $$ begin insert into public.insert_log values (new.version);
         return new; end $$;
         create trigger log_insert after insert on storage.objects
           for each row execute function public.log_insert();
-    """)
+    """,
+    )
     client.storage.from_("images").upload("x.png", image_bytes(), {"content-type": "image/png"})
     rows = sql(supabase.db_url, "select version from public.insert_log")
     assert len(rows) == 1 and rows[0][0] != "1"
@@ -142,8 +147,9 @@ def test_async_client(supabase):
 
     async def main():
         client = await acreate_client(supabase.url, supabase.service_key)
-        await client.storage.from_("images").upload("a/b.jpg", image_bytes("JPEG"),
-                                                    {"content-type": "image/jpeg"})
+        await client.storage.from_("images").upload(
+            "a/b.jpg", image_bytes("JPEG"), {"content-type": "image/jpeg"}
+        )
         signed = await client.storage.from_("images").create_signed_url("a/b.jpg", 30)
         rows = await client.table("notes").upsert({"id": 1, "body": "x"}).execute()
         return signed, rows.data
@@ -156,7 +162,9 @@ def test_async_client(supabase):
 
 # PostgREST -------------------------------------------------------------------------
 def test_rpc_shapes_and_errors(client, supabase):
-    sql(supabase.db_url, """
+    sql(
+        supabase.db_url,
+        """
         create function public.pairs(n int) returns table (i int, label text)
           language sql as $$ select g, 'n' || g from generate_series(1, n) g $$;
         create function public.add(a int, b int default 1) returns int
@@ -168,13 +176,18 @@ def test_rpc_shapes_and_errors(client, supabase):
           as $$ begin raise exception 'kaboom'; end $$;
         create function public.secret() returns int language sql as $$ select 42 $$;
         revoke execute on function public.secret() from anon, public;
-    """)
+    """,
+    )
     assert client.rpc("pairs", {"n": 2}).execute().data == [
-        {"i": 1, "label": "n1"}, {"i": 2, "label": "n2"}]
+        {"i": 1, "label": "n1"},
+        {"i": 2, "label": "n2"},
+    ]
     assert client.rpc("add", {"a": 2}).execute().data == 3
     uid = str(uuid.uuid4())
     assert client.rpc("echo", {"doc": {"k": [1]}, "id": uid}).execute().data == {
-        "k": [1], "id": uid}
+        "k": [1],
+        "id": uid,
+    }
     assert client.rpc("nothing", {}).execute().data == []
     with pytest.raises(APIError) as err:
         client.rpc("missing", {}).execute()
@@ -187,26 +200,33 @@ def test_rpc_shapes_and_errors(client, supabase):
         anon.rpc("secret", {}).execute()
     assert err.value.code == "42501"
     assert client.rpc("secret", {}).execute().data == 42
-    resp = httpx.post(f"{supabase.url}/rest/v1/rpc/add", json={"a": 1},
-                      headers={"apikey": supabase.anon_key, "Content-Profile": "storage"})
+    resp = httpx.post(
+        f"{supabase.url}/rest/v1/rpc/add",
+        json={"a": 1},
+        headers={"apikey": supabase.anon_key, "Content-Profile": "storage"},
+    )
     assert resp.status_code == 406 and resp.json()["code"] == "PGRST106"
-    bad = httpx.post(f"{supabase.url}/rest/v1/rpc/add", json={"a": 1},
-                     headers={"apikey": "not-a-jwt"})
+    bad = httpx.post(
+        f"{supabase.url}/rest/v1/rpc/add", json={"a": 1}, headers={"apikey": "not-a-jwt"}
+    )
     assert bad.status_code == 401
 
 
 def test_table_insert_upsert_select(client, supabase):
     sql(supabase.db_url, "create table public.items (id int primary key, label text, n int)")
     t = client.table("items")
-    assert t.insert([{"id": 1, "label": "a", "n": 1}, {"id": 2, "label": "b"}]).execute().data \
-        == [{"id": 1, "label": "a", "n": 1}, {"id": 2, "label": "b", "n": None}]
+    assert t.insert([{"id": 1, "label": "a", "n": 1}, {"id": 2, "label": "b"}]).execute().data == [
+        {"id": 1, "label": "a", "n": 1},
+        {"id": 2, "label": "b", "n": None},
+    ]
     t.upsert({"id": 1, "label": "A", "n": 5}, on_conflict="id").execute()
     with pytest.raises(APIError) as err:
         t.insert({"id": 2, "label": "dup"}).execute()
     assert err.value.code == "23505"
     assert t.select("id,label").eq("id", 1).execute().data == [{"id": 1, "label": "A"}]
-    assert [r["id"] for r in t.select("*").in_("id", [1, 2]).order("id", desc=True)
-            .execute().data] == [2, 1]
+    assert [
+        r["id"] for r in t.select("*").in_("id", [1, 2]).order("id", desc=True).execute().data
+    ] == [2, 1]
     assert t.select("id").is_("n", "null").execute().data == [{"id": 2}]
     assert t.select("id").order("id").limit(1).execute().data == [{"id": 1}]
     assert t.update({"n": 9}).eq("id", 2).execute().data == [{"id": 2, "label": "b", "n": 9}]
@@ -215,15 +235,19 @@ def test_table_insert_upsert_select(client, supabase):
 
 
 def test_anon_cannot_see_rows_rls_hides(client, supabase):
-    sql(supabase.db_url, """
+    sql(
+        supabase.db_url,
+        """
         create table public.owned (id serial primary key, owner uuid, body text);
         alter table public.owned enable row level security;
         create policy own on public.owned for select to authenticated
           using (owner = auth.uid());
-    """)
+    """,
+    )
     me, other = str(uuid.uuid4()), str(uuid.uuid4())
-    client.table("owned").insert([{"owner": me, "body": "mine"},
-                                  {"owner": other, "body": "theirs"}]).execute()
+    client.table("owned").insert(
+        [{"owner": me, "body": "mine"}, {"owner": other, "body": "theirs"}]
+    ).execute()
     assert len(client.table("owned").select("*").execute().data) == 2
     anon = create_client(supabase.url, supabase.anon_key)
     assert anon.table("owned").select("*").execute().data == []
@@ -247,27 +271,35 @@ def receiver():
 
 
 def test_webhook_payload(client, supabase, pgnet, receiver):
-    sql(supabase.db_url, f"""
+    sql(
+        supabase.db_url,
+        f"""
         create trigger caption_images after insert or update on storage.objects
         for each row execute function supabase_functions.http_request(
           '{receiver.url}/hook', 'POST',
           '{{"Content-Type":"application/json","Authorization":"Bearer s3cret"}}',
           '{{}}', '5000');
-    """)
+    """,
+    )
     data = image_bytes()
     client.storage.from_("images").upload("f/cat.png", data, {"content-type": "image/png"})
     wait_until(lambda: len(receiver.received) == 1, message="webhook not delivered")
     headers, body = receiver.received[0]
     assert headers["authorization"] == "Bearer s3cret"
     assert {k: body[k] for k in ("type", "table", "schema", "old_record")} == {
-        "type": "INSERT", "table": "objects", "schema": "storage", "old_record": None}
+        "type": "INSERT",
+        "table": "objects",
+        "schema": "storage",
+        "old_record": None,
+    }
     rec = body["record"]
     assert rec["name"] == "f/cat.png" and rec["bucket_id"] == "images"
     assert rec["path_tokens"] == ["f", "cat.png"] and rec["metadata"]["size"] == len(data)
     assert rec["metadata"]["mimetype"] == "image/png"
 
-    client.storage.from_("images").upload("f/cat.png", image_bytes(size=(9, 9)),
-                                          {"content-type": "image/png", "upsert": "true"})
+    client.storage.from_("images").upload(
+        "f/cat.png", image_bytes(size=(9, 9)), {"content-type": "image/png", "upsert": "true"}
+    )
     wait_until(lambda: len(receiver.received) == 2, message="update webhook not delivered")
     _, update = receiver.received[1]
     assert update["type"] == "UPDATE" and update["old_record"]["version"] == rec["version"]
@@ -305,9 +337,18 @@ def test_hf_image_to_text_and_errors(hf):
                 errors.append(exc.response)
         data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
         chat = await client.chat_completion(
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
-                                          {"type": "text", "text": "Caption this."}]}],
-            model=f"{hf.url}/models/vlm", max_tokens=30)
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": data_url}},
+                        {"type": "text", "text": "Caption this."},
+                    ],
+                }
+            ],
+            model=f"{hf.url}/models/vlm",
+            max_tokens=30,
+        )
         return out, errors, chat
 
     out, errors, chat = asyncio.run(main())
@@ -320,16 +361,20 @@ def test_hf_image_to_text_and_errors(hf):
     # with a URL model on the client, the URL wins and `model=` only fills the payload
     assert hf.calls[-1]["path"] == "/models/blip/v1/chat/completions"
 
-    assert httpx.post(f"{hf.url}/models/blip", content=b"junk",
-                      headers={"Authorization": "Bearer hf_x"}).status_code == 400
+    assert (
+        httpx.post(
+            f"{hf.url}/models/blip", content=b"junk", headers={"Authorization": "Bearer hf_x"}
+        ).status_code
+        == 400
+    )
     assert httpx.post(f"{hf.url}/models/blip", content=jpeg).status_code == 401
     hf.refuse_connections(True)
     with pytest.raises(httpx.ConnectError):
         httpx.post(f"{hf.url}/models/blip", content=jpeg)
     hf.refuse_connections(False)
-    assert httpx.post(f"{hf.url}/models/blip", content=jpeg,
-                      headers={"Authorization": "Bearer hf_x"}).json() == [
-        {"generated_text": "a 64x48 picture, mostly blue"}]
+    assert httpx.post(
+        f"{hf.url}/models/blip", content=jpeg, headers={"Authorization": "Bearer hf_x"}
+    ).json() == [{"generated_text": "a 64x48 picture, mostly blue"}]
 
 
 def test_hf_hang_times_out_and_supabase_delay_fault(hf, client, supabase):
@@ -373,8 +418,15 @@ def test_hf_client_routing_through_an_explicit_provider(client_routes_to):
     hf.add_model(model, {"together": "conversational"})
     jpeg = image_bytes("JPEG", size=(64, 48), colour=(20, 40, 230))
     data_url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
-    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url}},
-                                             {"type": "text", "text": "Caption this."}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": data_url}},
+                {"type": "text", "text": "Caption this."},
+            ],
+        }
+    ]
 
     async def main():
         client = AsyncInferenceClient(provider="together", token="hf_x")

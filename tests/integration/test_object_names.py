@@ -61,10 +61,14 @@ def test_property_every_accepted_name_is_fetched_byte_for_byte(supabase, hf):
     create_bucket(supabase.db_url, "images")
     counter = itertools.count()
 
-    @settings(max_examples=40, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(st.lists(SEGMENT, min_size=1, max_size=6).map("/".join).filter(
-        lambda name: name.strip("/") != "" and len(name) < 200))
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        st.lists(SEGMENT, min_size=1, max_size=6)
+        .map("/".join)
+        .filter(lambda name: name.strip("/") != "" and len(name) < 200)
+    )
     def check(name: str) -> None:
         data = make_image((next(counter) % 256, 10, 10))
         upload_tus(supabase, name, data, upsert=True)
@@ -92,8 +96,12 @@ def test_a_refused_signed_url_falls_back_to_the_authenticated_download(
     service, supabase, hf, caplog
 ):
     caplog.set_level(logging.INFO, logger="app.pipeline.storage")
-    refusal = {"statusCode": "400", "code": "InvalidSignature", "error": "InvalidSignature",
-               "message": "The url do not match the signature"}
+    refusal = {
+        "statusCode": "400",
+        "code": "InvalidSignature",
+        "error": "InvalidSignature",
+        "message": "The url do not match the signature",
+    }
     supabase.faults.add("download", 400, body=refusal)
 
     object_id = upload(supabase, "plain.png", make_image((30, 160, 60)))
@@ -101,4 +109,6 @@ def test_a_refused_signed_url_falls_back_to_the_authenticated_download(
     assert "mostly green" in wait_for_caption(supabase.db_url, object_id)["caption"]
     assert "storage refused its signed URL (InvalidSignature)" in caplog.text
     assert [call for call in supabase.calls if call[0] == "download"] == [
-        ("download", 400), ("download", 200)]
+        ("download", 400),
+        ("download", 200),
+    ]

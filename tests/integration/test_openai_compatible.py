@@ -32,8 +32,9 @@ def chat_settings(server: OpenAICompatibleServer, path: str = "/v1") -> dict[str
 
 
 @pytest.mark.parametrize("path", ["/v1", ""])
-def test_uploads_are_captioned_by_an_openai_compatible_server(service_factory, supabase,
-                                                              vllm, path):
+def test_uploads_are_captioned_by_an_openai_compatible_server(
+    service_factory, supabase, vllm, path
+):
     create_bucket(supabase.db_url, "images")
     service_factory(**chat_settings(vllm, path))
 
@@ -51,16 +52,24 @@ def test_replicas_share_the_backlog_on_one_server(service_factory, supabase, vll
     both replicas' requests at once (what an autoscaled server is sized for)."""
     create_bucket(supabase.db_url, "images")
     vllm.latency = 0.5
-    ids = [upload(supabase, f"b/{n}.png", make_image((30, 160, 60), size=(40 + n, 30)))
-           for n in range(12)]  # a backlog, queued by the trigger
+    ids = [
+        upload(supabase, f"b/{n}.png", make_image((30, 160, 60), size=(40 + n, 30)))
+        for n in range(12)
+    ]  # a backlog, queued by the trigger
 
     for _ in range(2):
         service_factory(worker_concurrency=3, **chat_settings(vllm))
 
-    wait_until(lambda: len(query(supabase.db_url, "select id from image_caption")) == 12,
-               timeout=30, message="backlog not captioned")
+    wait_until(
+        lambda: len(query(supabase.db_url, "select id from image_caption")) == 12,
+        timeout=30,
+        message="backlog not captioned",
+    )
     assert len(vllm.requests) == 12
     assert vllm.max_in_flight > 3  # more than one replica's concurrency at once
-    workers = query(supabase.db_url, "select distinct worker from captioner.jobs"
-                                     " where object_id = any(%s::uuid[])", ids)
+    workers = query(
+        supabase.db_url,
+        "select distinct worker from captioner.jobs where object_id = any(%s::uuid[])",
+        ids,
+    )
     assert len(workers) == 2

@@ -20,8 +20,15 @@ from tests.support import query, query_one
 STATES = ["pending", "running", "done", "failed", "skipped"]
 
 
-def add_objects(db: str, bucket: str, n: int, *, trigger: bool = True, prefix: str = "p",
-                mimetype: str = "image/png") -> list[str]:
+def add_objects(
+    db: str,
+    bucket: str,
+    n: int,
+    *,
+    trigger: bool = True,
+    prefix: str = "p",
+    mimetype: str = "image/png",
+) -> list[str]:
     """n objects inserted as storage-api would; without `trigger`, as if before install."""
     with psycopg.connect(db, autocommit=True) as conn:
         if not trigger:
@@ -63,8 +70,9 @@ def claim(db: str, n: int, lease: int = 60, max_attempts: int = 3) -> list[dict[
     return query(db, "select * from caption_jobs_claim('w', %s, %s, %s)", n, lease, max_attempts)
 
 
-def sweep(db: str, limit: int, buckets: list[str] | None = None,
-          full_every: float | None = None) -> list[dict[str, Any]]:
+def sweep(
+    db: str, limit: int, buckets: list[str] | None = None, full_every: float | None = None
+) -> list[dict[str, Any]]:
     return query(db, "select * from caption_jobs_sweep(%s, %s, %s)", limit, buckets, full_every)
 
 
@@ -93,12 +101,24 @@ def test_counters_follow_every_change_of_the_jobs_table(db):
     assert_counters_exact(db)
 
     leased = claim(db, 4)
-    query(db, "select caption_jobs_complete(%s, %s, 'a cat', 'm')",
-          leased[0]["object_id"], leased[0]["lease_token"])
-    query(db, "select caption_jobs_fail(%s, %s, 'broken')",
-          leased[1]["object_id"], leased[1]["lease_token"])
-    query(db, "select caption_jobs_retry(%s, %s, 'later', 0)",
-          leased[2]["object_id"], leased[2]["lease_token"])
+    query(
+        db,
+        "select caption_jobs_complete(%s, %s, 'a cat', 'm')",
+        leased[0]["object_id"],
+        leased[0]["lease_token"],
+    )
+    query(
+        db,
+        "select caption_jobs_fail(%s, %s, 'broken')",
+        leased[1]["object_id"],
+        leased[1]["lease_token"],
+    )
+    query(
+        db,
+        "select caption_jobs_retry(%s, %s, 'later', 0)",
+        leased[2]["object_id"],
+        leased[2]["lease_token"],
+    )
     assert_counters_exact(db)
 
     query(db, "update storage.objects set version = 'v2' where id = %s", leased[0]["object_id"])
@@ -113,8 +133,12 @@ def test_counters_follow_every_change_of_the_jobs_table(db):
     query(db, "update captioner.jobs set bucket_id = 'other' where object_id = %s", ids[4])
     query(db, "delete from captioner.jobs where object_id = %s", ids[7])
     query(db, "insert into captioner.jobs (object_id, version) values (%s, 'v')", ids[7])
-    assert query_one(db, "select bucket_id from captioner.jobs where object_id = %s",
-                     ids[7])["bucket_id"] == "other"  # a job inserted without its bucket
+    assert (
+        query_one(db, "select bucket_id from captioner.jobs where object_id = %s", ids[7])[
+            "bucket_id"
+        ]
+        == "other"
+    )  # a job inserted without its bucket
     assert_counters_exact(db)
     assert sum(kept(db).values()) == 7
 
@@ -135,14 +159,18 @@ def test_counters_stay_exact_with_concurrent_workers_and_uploads(db):
                     for n, (object_id, token) in enumerate(rows):
                         outcome = ("complete", "retry", "fail")[n % 3]
                         if outcome == "complete":
-                            conn.execute("select caption_jobs_complete(%s, %s, 'c', 'm')",
-                                         (object_id, token))
+                            conn.execute(
+                                "select caption_jobs_complete(%s, %s, 'c', 'm')", (object_id, token)
+                            )
                         elif outcome == "retry":
-                            conn.execute("select caption_jobs_retry(%s, %s, 'e', 0, true)",
-                                         (object_id, token))
+                            conn.execute(
+                                "select caption_jobs_retry(%s, %s, 'e', 0, true)",
+                                (object_id, token),
+                            )
                         else:
-                            conn.execute("select caption_jobs_fail(%s, %s, 'e')",
-                                         (object_id, token))
+                            conn.execute(
+                                "select caption_jobs_fail(%s, %s, 'e')", (object_id, token)
+                            )
         except BaseException as exc:  # a deadlock or a lost update would land here
             errors.append(exc)
 
@@ -181,10 +209,15 @@ def test_migration_recounts_jobs_queued_before_it(db):
 def test_stats_report_every_state_and_the_oldest_due_job(db):
     add_objects(db, "images", 2)
     query(db, "update captioner.jobs set run_after = now() - interval '90 seconds'")
-    query(db, "insert into storage.objects (bucket_id, name, version, metadata) values"
-              " ('other', 'x.png', 'v', '{\"mimetype\": \"image/png\"}')")
-    query(db, "update captioner.jobs set run_after = now() + interval '1 hour'"
-              " where bucket_id = 'other'")  # retrying later: not due, not waiting
+    query(
+        db,
+        "insert into storage.objects (bucket_id, name, version, metadata) values"
+        " ('other', 'x.png', 'v', '{\"mimetype\": \"image/png\"}')",
+    )
+    query(
+        db,
+        "update captioner.jobs set run_after = now() + interval '1 hour' where bucket_id = 'other'",
+    )  # retrying later: not due, not waiting
 
     rows = query(db, "select * from caption_jobs_stats()")
     enum = query(db, "select unnest(enum_range(null::captioner.job_state))::text as s")
@@ -241,13 +274,24 @@ def test_a_buckets_stats_read_none_of_another_buckets_backlog(db):
 def test_claim_takes_expired_leases_first_then_the_oldest_due_jobs(db):
     ids = add_objects(db, "images", 6)
     for n, object_id in enumerate(ids):  # ids[0] is the oldest
-        query(db, "update captioner.jobs set run_after = now() - make_interval(secs => %s)"
-                  " where object_id = %s", 100 - n, object_id)
-    query(db, "update captioner.jobs set run_after = now() + interval '1 hour'"
-              " where object_id = %s", ids[1])  # not due yet
+        query(
+            db,
+            "update captioner.jobs set run_after = now() - make_interval(secs => %s)"
+            " where object_id = %s",
+            100 - n,
+            object_id,
+        )
+    query(
+        db,
+        "update captioner.jobs set run_after = now() + interval '1 hour' where object_id = %s",
+        ids[1],
+    )  # not due yet
     first = claim(db, 1, lease=60)
-    query(db, "update captioner.jobs set lease_until = now() - interval '1 second'"
-              " where object_id = %s", first[0]["object_id"])  # its worker died
+    query(
+        db,
+        "update captioner.jobs set lease_until = now() - interval '1 second' where object_id = %s",
+        first[0]["object_id"],
+    )  # its worker died
 
     second = claim(db, 3)
 
@@ -273,7 +317,8 @@ def test_first_sweep_passes_over_the_bucket_in_slices_then_costs_nothing(db):
     assert set(before_install) <= jobs
     passes = query(db, "select * from caption_jobs_sweep_passes()")
     assert [(p["bucket_id"], p["running"], p["examined"], p["queued"]) for p in passes] == [
-        ("images", False, 33, 25)]
+        ("images", False, 33, 25)
+    ]
 
     lost = before_install[0]
     query(db, "delete from captioner.jobs where object_id = %s", lost)
@@ -304,8 +349,10 @@ def test_a_newly_watched_bucket_gets_a_pass_and_a_full_pass_repeats_when_due(db)
 
     query(db, "update captioner.config set buckets = '{images,other}'")
     assert sum(p["queued"] for p in sweep_until_done(db, 10)) == 3
-    assert {row["object_id"] for row in query(db, "select object_id::text from captioner.jobs"
-                                                  " where bucket_id = 'other'")} == set(other)
+    assert {
+        row["object_id"]
+        for row in query(db, "select object_id::text from captioner.jobs where bucket_id = 'other'")
+    } == set(other)
 
     query(db, "delete from captioner.jobs where bucket_id = 'images'")
     assert sweep(db, 10, full_every=3600) == []  # the last pass is recent
@@ -353,9 +400,13 @@ def test_backfill_passes_resume_where_they_stopped(db):
 def test_a_pass_sees_every_name_once(db):
     names = ["B.png", "a.png", "Z/x.png", "_u.png", "a b.png", "a.png.png", "~t.png"]
     for name in names:
-        query(db, "insert into storage.objects (bucket_id, name, version, metadata)"
-                  " values ('images', %s, %s, '{\"mimetype\": \"image/png\"}')",
-              name, str(uuid.uuid4()))
+        query(
+            db,
+            "insert into storage.objects (bucket_id, name, version, metadata)"
+            " values ('images', %s, %s, '{\"mimetype\": \"image/png\"}')",
+            name,
+            str(uuid.uuid4()),
+        )
     query(db, "delete from captioner.jobs")
 
     sweep_until_done(db, 2, ["images"])

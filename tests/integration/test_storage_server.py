@@ -25,8 +25,13 @@ from tests.harness.supabase_stub import create_bucket
 from tests.support import query, query_one, upload_tus
 
 # names the real server accepts: every character of its isValidKey set
-ACCEPTED = ["q?x=1&y=2.png", "a b/c d.png", "plus+sign=yes.png", "deep/a/b/c/d/e/f/g/h/i.png",
-            "odd !*'()$@;:,-_.png"]
+ACCEPTED = [
+    "q?x=1&y=2.png",
+    "a b/c d.png",
+    "plus+sign=yes.png",
+    "deep/a/b/c/d/e/f/g/h/i.png",
+    "odd !*'()$@;:,-_.png",
+]
 # names it refuses with InvalidKey
 REFUSED = ["fotos/über/猫.png", "hash#1.png", "100%.png", "tab\there.png"]
 
@@ -59,20 +64,31 @@ def test_refuses_names_outside_the_key_alphabet(client, supabase, name):
 
 
 def test_error_bodies_carry_code(client, supabase):
-    raw = httpx.post(f"{supabase.url}/storage/v1/object/images/%C3%BC.png", content=b"x",
-                     headers={"Authorization": f"Bearer {supabase.service_key}"})
+    raw = httpx.post(
+        f"{supabase.url}/storage/v1/object/images/%C3%BC.png",
+        content=b"x",
+        headers={"Authorization": f"Bearer {supabase.service_key}"},
+    )
     assert raw.status_code == 400
-    assert raw.json() == {"statusCode": "400", "code": "InvalidKey", "error": "InvalidKey",
-                          "message": "Invalid key: ü.png"}
-    missing = httpx.get(f"{supabase.url}/storage/v1/object/authenticated/images/none.png",
-                        headers={"Authorization": f"Bearer {supabase.service_key}"})
+    assert raw.json() == {
+        "statusCode": "400",
+        "code": "InvalidKey",
+        "error": "InvalidKey",
+        "message": "Invalid key: ü.png",
+    }
+    missing = httpx.get(
+        f"{supabase.url}/storage/v1/object/authenticated/images/none.png",
+        headers={"Authorization": f"Bearer {supabase.service_key}"},
+    )
     assert missing.status_code == 400 and missing.json()["code"] == "NoSuchKey"
     assert missing.json()["statusCode"] == "404"
 
 
 def test_no_authorization_header_is_a_400(supabase):
-    answer = httpx.get(f"{supabase.url}/storage/v1/object/authenticated/images/a.png",
-                       headers={"apikey": supabase.service_key})
+    answer = httpx.get(
+        f"{supabase.url}/storage/v1/object/authenticated/images/a.png",
+        headers={"apikey": supabase.service_key},
+    )
     assert answer.status_code == 400
     assert answer.json()["code"] == "InvalidRequest"
     assert answer.json()["message"] == "headers must have required property 'authorization'"
@@ -96,24 +112,29 @@ def test_accepted_names_and_their_signed_urls(client, supabase, name):
         assert download.status_code == 200 and download.content == data
     authenticated = httpx.get(
         f"{supabase.url}/storage/v1/object/authenticated/images/{quote(name)}",
-        headers={"Authorization": f"Bearer {supabase.service_key}"})
+        headers={"Authorization": f"Bearer {supabase.service_key}"},
+    )
     assert authenticated.status_code == 200 and authenticated.content == data
 
 
-@pytest.mark.parametrize(("sent", "claimed"), [
-    ("a%20b/c%20d.png", "a b/c d.png"),
-    ("q%3Fx%3D1%26y%3D2.png", "q%3Fx%3D1%26y%3D2.png"),
-    ("odd%20%21%2A%27%28%29%24%40%3B%3A%2C-_.png", "odd !*'()%24%40%3B%3A%2C-_.png"),
-    ("plus%2Bsign.png", "plus%2Bsign.png"),
-    ("plus+sign=yes.png", "plus+sign=yes.png"),
-])
-def test_the_url_claim_is_the_request_path_decoded_like_decode_uri(client, supabase, sent,
-                                                                    claimed):
+@pytest.mark.parametrize(
+    ("sent", "claimed"),
+    [
+        ("a%20b/c%20d.png", "a b/c d.png"),
+        ("q%3Fx%3D1%26y%3D2.png", "q%3Fx%3D1%26y%3D2.png"),
+        ("odd%20%21%2A%27%28%29%24%40%3B%3A%2C-_.png", "odd !*'()%24%40%3B%3A%2C-_.png"),
+        ("plus%2Bsign.png", "plus%2Bsign.png"),
+        ("plus+sign=yes.png", "plus+sign=yes.png"),
+    ],
+)
+def test_the_url_claim_is_the_request_path_decoded_like_decode_uri(client, supabase, sent, claimed):
     name = unquote(sent)
     client.storage.from_("images").upload(name, png(), {"content-type": "image/png"})
-    answer = httpx.post(f"{supabase.url}/storage/v1/object/sign/images/{sent}",
-                        json={"expiresIn": 60},
-                        headers={"Authorization": f"Bearer {supabase.service_key}"})
+    answer = httpx.post(
+        f"{supabase.url}/storage/v1/object/sign/images/{sent}",
+        json={"expiresIn": 60},
+        headers={"Authorization": f"Bearer {supabase.service_key}"},
+    )
     path, _, token = answer.json()["signedURL"].rpartition("?token=")
     assert path == f"/object/sign/images/{claimed}"
     assert jwt.decode(token, options={"verify_signature": False})["url"] == f"images/{claimed}"
@@ -134,9 +155,11 @@ def test_signed_download_without_token_or_with_a_foreign_one(client, supabase):
 def test_row_shapes(client, supabase):
     data = png()
     client.storage.from_("images").upload("multi.png", data, {"content-type": "image/png"})
-    httpx.post(f"{supabase.url}/storage/v1/object/images/raw.png", content=data,
-               headers={"Authorization": f"Bearer {supabase.service_key}",
-                        "Content-Type": "IMAGE/PNG"}).raise_for_status()
+    httpx.post(
+        f"{supabase.url}/storage/v1/object/images/raw.png",
+        content=data,
+        headers={"Authorization": f"Bearer {supabase.service_key}", "Content-Type": "IMAGE/PNG"},
+    ).raise_for_status()
     multi, raw = row(supabase, "multi.png"), row(supabase, "raw.png")
     assert multi["metadata"]["cacheControl"] == "max-age=3600"
     assert raw["metadata"]["cacheControl"] == "no-cache"
@@ -151,11 +174,16 @@ def test_row_shapes(client, supabase):
 def test_a_users_upload_sets_owner_id_not_owner(supabase):
     create_bucket(supabase.db_url, "images")
     user = "5b0c2c3e-1b2a-4c1d-9e8f-0a1b2c3d4e5f"
-    query(supabase.db_url, "create policy up on storage.objects for insert to authenticated"
-          " with check (bucket_id = 'images')")
-    answer = httpx.post(f"{supabase.url}/storage/v1/object/images/mine.png", content=png(),
-                        headers={"Authorization": f"Bearer {supabase.user_key(user)}",
-                                 "Content-Type": "image/png"})
+    query(
+        supabase.db_url,
+        "create policy up on storage.objects for insert to authenticated"
+        " with check (bucket_id = 'images')",
+    )
+    answer = httpx.post(
+        f"{supabase.url}/storage/v1/object/images/mine.png",
+        content=png(),
+        headers={"Authorization": f"Bearer {supabase.user_key(user)}", "Content-Type": "image/png"},
+    )
     assert answer.status_code == 200, answer.text
     mine = row(supabase, "mine.png")
     assert mine["owner"] is None and mine["owner_id"] == user
@@ -170,8 +198,10 @@ def test_move_keeps_the_id_and_changes_the_version(client, supabase):
     after = row(supabase, "new/name?.png")
     assert after["id"] == before["id"] and after["version"] != before["version"]
     assert after["metadata"]["eTag"] == before["metadata"]["eTag"]
-    got = httpx.get(f"{supabase.url}/storage/v1/object/authenticated/images/new/name%3F.png",
-                    headers={"Authorization": f"Bearer {supabase.service_key}"})
+    got = httpx.get(
+        f"{supabase.url}/storage/v1/object/authenticated/images/new/name%3F.png",
+        headers={"Authorization": f"Bearer {supabase.service_key}"},
+    )
     assert got.content == data
     with pytest.raises(StorageApiError) as err:
         client.storage.from_("images").move("new/name?.png", "über.png")
@@ -210,21 +240,36 @@ def test_duplicates_and_schema_errors_carry_the_real_codes(client, supabase):
     client.storage.from_("images").upload("b.png", png(), {"content-type": "image/png"})
     base = f"{supabase.url}/storage/v1/object"
     again = httpx.post(f"{base}/images/a.png", content=png(), headers=service_headers(supabase))
-    copy = httpx.post(f"{base}/copy", json={"bucketId": "images", "sourceKey": "a.png",
-                                            "destinationKey": "b.png"},
-                      headers=service_headers(supabase))
-    move = httpx.post(f"{base}/move", json={"bucketId": "images", "sourceKey": "a.png",
-                                            "destinationKey": "b.png"},
-                      headers=service_headers(supabase))
-    for answer, code in ((again, "KeyAlreadyExists"), (copy, "KeyAlreadyExists"),
-                         (move, "ResourceAlreadyExists")):
+    copy = httpx.post(
+        f"{base}/copy",
+        json={"bucketId": "images", "sourceKey": "a.png", "destinationKey": "b.png"},
+        headers=service_headers(supabase),
+    )
+    move = httpx.post(
+        f"{base}/move",
+        json={"bucketId": "images", "sourceKey": "a.png", "destinationKey": "b.png"},
+        headers=service_headers(supabase),
+    )
+    for answer, code in (
+        (again, "KeyAlreadyExists"),
+        (copy, "KeyAlreadyExists"),
+        (move, "ResourceAlreadyExists"),
+    ):
         assert answer.status_code == 400 and answer.json() == {
-            "statusCode": "409", "code": code, "error": "Duplicate",
-            "message": "The resource already exists"}
-    schema = httpx.post(f"{base}/move", json={"bucketId": "images"},
-                        headers=service_headers(supabase))
-    assert schema.json() == {"statusCode": "400", "code": "InvalidRequest", "error": "Error",
-                             "message": "body must have required property 'sourceKey'"}
+            "statusCode": "409",
+            "code": code,
+            "error": "Duplicate",
+            "message": "The resource already exists",
+        }
+    schema = httpx.post(
+        f"{base}/move", json={"bucketId": "images"}, headers=service_headers(supabase)
+    )
+    assert schema.json() == {
+        "statusCode": "400",
+        "code": "InvalidRequest",
+        "error": "Error",
+        "message": "body must have required property 'sourceKey'",
+    }
 
 
 def test_downloads_send_http_dates_and_answer_ranges(client, supabase):
@@ -244,10 +289,11 @@ def test_downloads_send_http_dates_and_answer_ranges(client, supabase):
 def test_move_answers_only_its_message_and_rewrites_last_modified(client, supabase):
     client.storage.from_("images").upload("m.png", png(), {"content-type": "image/png"})
     before = row(supabase, "m.png")
-    answer = httpx.post(f"{supabase.url}/storage/v1/object/move",
-                        json={"bucketId": "images", "sourceKey": "m.png",
-                              "destinationKey": "moved/m.png"},
-                        headers=service_headers(supabase))
+    answer = httpx.post(
+        f"{supabase.url}/storage/v1/object/move",
+        json={"bucketId": "images", "sourceKey": "m.png", "destinationKey": "moved/m.png"},
+        headers=service_headers(supabase),
+    )
     assert answer.json() == {"message": "Successfully moved"}
     after = row(supabase, "moved/m.png")
     assert after["metadata"]["lastModified"] > before["metadata"]["lastModified"]
@@ -255,7 +301,8 @@ def test_move_answers_only_its_message_and_rewrites_last_modified(client, supaba
 
 def test_copy_answers_the_row_and_copies_user_metadata(client, supabase):
     client.storage.from_("images").upload(
-        "u.png", png(), {"content-type": "image/png", "metadata": {"album": "summer"}})
+        "u.png", png(), {"content-type": "image/png", "metadata": {"album": "summer"}}
+    )
     answer = client.storage.from_("images").copy("u.png", "copies/u.png")
     copied = row(supabase, "copies/u.png")
     assert answer["Id"] == answer["id"] == str(copied["id"])
@@ -264,9 +311,11 @@ def test_copy_answers_the_row_and_copies_user_metadata(client, supabase):
 
 
 def test_a_form_without_cache_control_stores_no_cache(client, supabase):
-    httpx.post(f"{supabase.url}/storage/v1/object/images/form.png",
-               files={"file": ("form.png", png(), "image/png")},
-               headers=service_headers(supabase)).raise_for_status()
+    httpx.post(
+        f"{supabase.url}/storage/v1/object/images/form.png",
+        files={"file": ("form.png", png(), "image/png")},
+        headers=service_headers(supabase),
+    ).raise_for_status()
     assert row(supabase, "form.png")["metadata"]["cacheControl"] == "no-cache"
 
 
@@ -280,8 +329,9 @@ def test_delete_info_list_and_signed_upload(client, supabase):
     assert not bucket.exists("dir/none.png")
     listed = {item["name"]: item["id"] for item in bucket.list("dir")}
     assert set(listed) == {"a.png", "sub"} and listed["sub"] is None
-    gone = httpx.delete(f"{supabase.url}/storage/v1/object/images/dir/a.png",
-                        headers=service_headers(supabase))
+    gone = httpx.delete(
+        f"{supabase.url}/storage/v1/object/images/dir/a.png", headers=service_headers(supabase)
+    )
     assert gone.json() == {"message": "Successfully deleted"}
     assert not bucket.exists("dir/a.png")
     signed = bucket.create_signed_upload_url("dir/c.png")
@@ -306,9 +356,15 @@ def test_tus_uploads_and_their_etags(client, supabase):
     client.storage.from_("images").move("tus/three.png", "tus/moved.png")
     for name in ("tus/copy.png", "tus/moved.png"):  # S3 re-copies: a plain MD5
         assert row(supabase, name)["metadata"]["eTag"] == f'"{hashlib.md5(data).hexdigest()}"'
-    refused = httpx.post(f"{supabase.url}/storage/v1/upload/resumable", headers={
-        **service_headers(supabase), "Tus-Resumable": "1.0.0", "Upload-Length": "3",
-        "Upload-Metadata": tus_metadata(bucketName="images", objectName="a/../b.png")})
+    refused = httpx.post(
+        f"{supabase.url}/storage/v1/upload/resumable",
+        headers={
+            **service_headers(supabase),
+            "Tus-Resumable": "1.0.0",
+            "Upload-Length": "3",
+            "Upload-Metadata": tus_metadata(bucketName="images", objectName="a/../b.png"),
+        },
+    )
     assert refused.json()["code"] == "InvalidKey"
 
 
@@ -317,15 +373,18 @@ def test_versioned_bucket_archives_overwrites_and_writes_delete_markers(supabase
     bucket = create_client(supabase.url, supabase.service_key).storage.from_("versions")
     bucket.upload("v.png", png((1, 2, 3)), {"content-type": "image/png"})
     bucket.upload("v.png", png((4, 5, 6)), {"content-type": "image/png", "upsert": "true"})
-    rows = query(supabase.db_url, "select * from storage.objects where name = 'v.png'"
-                 " order by created_at")
+    rows = query(
+        supabase.db_url, "select * from storage.objects where name = 'v.png' order by created_at"
+    )
     assert len(rows) == 2 and rows[0]["id"] != rows[1]["id"]
     assert rows[0]["archived_at"] is not None and rows[1]["archived_at"] is None
     assert all(r["is_versioned"] for r in rows)
     assert bucket.download("v.png") == png((4, 5, 6))
     bucket.remove(["v.png"])
-    marker = query_one(supabase.db_url, "select * from storage.objects where name = 'v.png'"
-                       " and archived_at is null")
+    marker = query_one(
+        supabase.db_url,
+        "select * from storage.objects where name = 'v.png' and archived_at is null",
+    )
     assert marker and marker["is_delete_marker"] and marker["metadata"] is None
     assert not bucket.exists("v.png")
     bucket.upload("v.png", png((7, 8, 9)), {"content-type": "image/png"})  # no upsert needed
@@ -334,8 +393,9 @@ def test_versioned_bucket_archives_overwrites_and_writes_delete_markers(supabase
 
 
 def test_a_nul_in_rpc_arguments_is_postgres_22p05(supabase):
-    answer = httpx.post(f"{supabase.url}/rest/v1/rpc/caption_jobs_enqueue",
-                        json={"p_object_ids": ["a\u0000b"]},
-                        headers={"apikey": supabase.service_key,
-                                 "Authorization": f"Bearer {supabase.service_key}"})
+    answer = httpx.post(
+        f"{supabase.url}/rest/v1/rpc/caption_jobs_enqueue",
+        json={"p_object_ids": ["a\u0000b"]},
+        headers={"apikey": supabase.service_key, "Authorization": f"Bearer {supabase.service_key}"},
+    )
     assert answer.status_code == 400 and answer.json()["code"] == "22P05"

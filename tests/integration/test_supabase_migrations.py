@@ -41,8 +41,11 @@ def test_the_cli_files_build_the_schema(pg_server):
             for row in query(url, "select proname from pg_proc where proname like 'caption%%'")
         }
         assert {"caption_configure", "caption_jobs_claim", "caption_jobs_sweep_start"} <= functions
-        triggers = query(url, "select tgname, tgrelid::regclass::text as tab from pg_trigger"
-                              " where tgname like 'caption%%' order by tgname")
+        triggers = query(
+            url,
+            "select tgname, tgrelid::regclass::text as tab from pg_trigger"
+            " where tgname like 'caption%%' order by tgname",
+        )
         assert [(row["tgname"], row["tab"]) for row in triggers] == [
             ("caption_hide_reuse", "image_caption"),
             ("caption_on_object_archived", "storage.objects"),

@@ -112,9 +112,7 @@ def test_a_configuration_failure_pauses_until_a_recheck_passes(service, supabase
     assert any(r.getMessage().startswith("resumed") for r in caplog.records)
 
 
-def test_an_unexpected_error_counts_and_ends_failed_with_its_text(
-    service_factory, supabase, pgnet
-):
+def test_an_unexpected_error_counts_and_ends_failed_with_its_text(service_factory, supabase, pgnet):
     create_bucket(supabase.db_url, "images")
     service = service_factory(max_attempts=2)
     metrics = Metrics(service.url)

@@ -80,8 +80,9 @@ def test_a_job_that_cannot_be_queued_is_a_warning_and_the_sweep_queues_it(db_url
     assert len(warnings) == 1 and "the sweep will queue it" in warnings[0], warnings
     query(db_url, "alter table captioner.jobs drop constraint refuse_all")
     swept = query(db_url, "select * from caption_jobs_sweep(10)")
-    assert swept == [{"bucket_id": None, "examined": 1, "queued": 1, "skipped": 0,
-                      "passing": False}]  # the noted upload, found without a pass
+    assert swept == [
+        {"bucket_id": None, "examined": 1, "queued": 1, "skipped": 0, "passing": False}
+    ]  # the noted upload, found without a pass
     assert job_of(db_url, object_id)["state"] == "pending"
 
 

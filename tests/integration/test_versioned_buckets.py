@@ -23,42 +23,51 @@ RED, BLUE = make_image((220, 30, 30)), make_image((30, 60, 220))
 
 
 def versioning(db_url: str, bucket: str, status: str) -> None:
-    query(db_url, "update storage.buckets set versioning_status = %s where id = %s",
-          status, bucket)
+    query(db_url, "update storage.buckets set versioning_status = %s where id = %s", status, bucket)
 
 
 def readable_captions(supabase) -> list[str]:
     """Caption ids anon reads, with a policy letting anon read every object of the bucket."""
-    answer = httpx.get(f"{supabase.url}/rest/v1/image_caption?select=id",
-                       headers={"apikey": supabase.anon_key,
-                                "Authorization": f"Bearer {supabase.anon_key}"})
+    answer = httpx.get(
+        f"{supabase.url}/rest/v1/image_caption?select=id",
+        headers={"apikey": supabase.anon_key, "Authorization": f"Bearer {supabase.anon_key}"},
+    )
     assert answer.status_code == 200, answer.text
     return sorted(row["id"] for row in answer.json())
 
 
 def found_by_search(supabase, words: str) -> list[str]:
-    answer = httpx.post(f"{supabase.url}/rest/v1/rpc/search_image_captions",
-                        json={"query": words},
-                        headers={"apikey": supabase.anon_key,
-                                 "Authorization": f"Bearer {supabase.anon_key}"})
+    answer = httpx.post(
+        f"{supabase.url}/rest/v1/rpc/search_image_captions",
+        json={"query": words},
+        headers={"apikey": supabase.anon_key, "Authorization": f"Bearer {supabase.anon_key}"},
+    )
     assert answer.status_code == 200, answer.text
     return [row["id"] for row in answer.json()]
 
 
 def rows_of(supabase, name: str) -> list[dict]:
-    return query(supabase.db_url, "select *, id::text as id from storage.objects"
-                 " where name = %s order by created_at", name)
+    return query(
+        supabase.db_url,
+        "select *, id::text as id from storage.objects where name = %s order by created_at",
+        name,
+    )
 
 
 def open_jobs(supabase) -> list[dict]:
-    return query(supabase.db_url, "select * from captioner.jobs"
-                 " where state in ('pending', 'running', 'skipped')")
+    return query(
+        supabase.db_url,
+        "select * from captioner.jobs where state in ('pending', 'running', 'skipped')",
+    )
 
 
 def test_overwrite_archive_and_delete_marker(service, supabase, hf):
     versioning(supabase.db_url, "images", "ENABLED")
-    query(supabase.db_url, "create policy anon_reads on storage.objects for select to anon"
-          " using (bucket_id = 'images')")
+    query(
+        supabase.db_url,
+        "create policy anon_reads on storage.objects for select to anon"
+        " using (bucket_id = 'images')",
+    )
     bucket = storage_client(supabase).storage.from_("images")
 
     first = upload(supabase, "v.png", RED)
@@ -77,8 +86,9 @@ def test_overwrite_archive_and_delete_marker(service, supabase, hf):
 
     bucket.remove(["v.png"])  # a delete marker: `second` is archived too
     marker = object_id(supabase, "images", "v.png")
-    assert query_one(supabase.db_url, "select is_delete_marker from storage.objects"
-                     " where id = %s", marker)["is_delete_marker"]
+    assert query_one(
+        supabase.db_url, "select is_delete_marker from storage.objects where id = %s", marker
+    )["is_delete_marker"]
     assert job_of(supabase.db_url, marker) is None and open_jobs(supabase) == []
     assert readable_captions(supabase) == []  # deleted, as the user sees it
     assert caption_of(supabase.db_url, second) is not None
@@ -105,12 +115,16 @@ def test_an_archived_version_loses_its_waiting_job_and_the_sweep_skips_it(supaba
     query(supabase.db_url, "select public.caption_jobs_sweep_start('images')")
     swept = query(supabase.db_url, "select * from public.caption_jobs_sweep(100)")
     assert [(s["bucket_id"], s["examined"], s["queued"]) for s in swept] == [("images", 0, 0)]
-    assert query_one(supabase.db_url,
-                     "select public.caption_jobs_bucket_size('images') as n")["n"] == 0
+    assert (
+        query_one(supabase.db_url, "select public.caption_jobs_bucket_size('images') as n")["n"]
+        == 0
+    )
     plan = query(supabase.db_url, "explain select * from captioner.sweep_slice('images', '', 10)")
     assert plan  # the slice plans on v1.77's indexes (no bucketid_objname)
-    assert query(supabase.db_url, "select 1 from pg_indexes where indexname = 'bucketid_objname'") \
+    assert (
+        query(supabase.db_url, "select 1 from pg_indexes where indexname = 'bucketid_objname'")
         == []
+    )
 
 
 def test_a_delete_marker_in_a_suspended_bucket_removes_the_caption(service, supabase, hf):
@@ -123,8 +137,11 @@ def test_a_delete_marker_in_a_suspended_bucket_removes_the_caption(service, supa
 
     row = query_one(supabase.db_url, "select * from storage.objects where id = %s", only)
     assert row["is_delete_marker"] and row["archived_at"] is None  # the same row, in place
-    wait_until(lambda: caption_of(supabase.db_url, only) is None, timeout=5,
-               message="the deleted object's caption stayed")
+    wait_until(
+        lambda: caption_of(supabase.db_url, only) is None,
+        timeout=5,
+        message="the deleted object's caption stayed",
+    )
     assert job_of(supabase.db_url, only) is None and len(hf.calls) == 1
 
 
@@ -135,18 +152,29 @@ def test_a_version_made_current_again_is_captioned_only_if_it_never_was(supabase
     assert job_of(supabase.db_url, first) is None  # archived before it was captioned
 
     def make_current(object_id: str) -> None:  # what a restore by versionId leaves
-        query(supabase.db_url, "update storage.objects set archived_at = now()"
-              " where name = 'r.png' and archived_at is null")
-        query(supabase.db_url, "update storage.objects set archived_at = null where id = %s",
-              object_id)
+        query(
+            supabase.db_url,
+            "update storage.objects set archived_at = now()"
+            " where name = 'r.png' and archived_at is null",
+        )
+        query(
+            supabase.db_url,
+            "update storage.objects set archived_at = null where id = %s",
+            object_id,
+        )
 
     make_current(first)
     assert job_of(supabase.db_url, first)["state"] == "pending"
     assert job_of(supabase.db_url, second) is None
 
-    query(supabase.db_url, "insert into public.image_caption (id, caption, object_version)"
-          " values (%s, 'a blue square', %s)", second,
-          query_one(supabase.db_url, "select version from storage.objects where id = %s",
-                    second)["version"])
+    query(
+        supabase.db_url,
+        "insert into public.image_caption (id, caption, object_version)"
+        " values (%s, 'a blue square', %s)",
+        second,
+        query_one(supabase.db_url, "select version from storage.objects where id = %s", second)[
+            "version"
+        ],
+    )
     make_current(second)
     assert job_of(supabase.db_url, second) is None  # its caption shows again, nothing queued

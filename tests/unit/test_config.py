@@ -17,8 +17,14 @@ REQUIRED = {
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no stray .env
-    names = [*REQUIRED, "SUPABASE_SERVICE_ROLE_KEY", "HF_TOKEN", "CAPTION_BUCKETS",
-             "CAPTION_BACKEND", *UI]
+    names = [
+        *REQUIRED,
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "HF_TOKEN",
+        "CAPTION_BUCKETS",
+        "CAPTION_BACKEND",
+        *UI,
+    ]
     for name in names:
         monkeypatch.delenv(name, raising=False)
 

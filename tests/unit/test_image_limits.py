@@ -30,8 +30,9 @@ def test_a_limit_above_pillows_own_is_honoured():
     assert image.width == image.height == 512
 
 
-@pytest.mark.parametrize(("size", "limit"), [(10_000, 50_000_000), (20_000, 50_000_000),
-                                             (3_000, 1_000_000)])
+@pytest.mark.parametrize(
+    ("size", "limit"), [(10_000, 50_000_000), (20_000, 50_000_000), (3_000, 1_000_000)]
+)
 def test_refusals_quote_the_setting(size, limit):
     with pytest.raises(PermanentError) as refused:
         prepare_image(png_bomb(size, size), max_side=512, max_pixels=limit)

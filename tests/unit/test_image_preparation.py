@@ -30,9 +30,7 @@ def test_an_empty_file_is_refused_as_such():
     assert refusal(b"") == "empty file (0 bytes)"
 
 
-@pytest.mark.parametrize(
-    "data", [b"hello, not an image", encode(Image.new("RGB", (4, 4)), "PPM")]
-)
+@pytest.mark.parametrize("data", [b"hello, not an image", encode(Image.new("RGB", (4, 4)), "PPM")])
 def test_bytes_outside_the_safe_formats_are_refused_naming_them(data):
     assert refusal(data) == f"not a supported raster image ({SUPPORTED})"
     assert "JPEG" in SUPPORTED and "PNG" in SUPPORTED and "PPM" not in SUPPORTED
@@ -90,11 +88,14 @@ def test_pillows_bomb_guard_refuses_with_the_setting_and_no_size(side):
     assert reason == "image too large: more than 1000000 pixels (limit MAX_IMAGE_PIXELS=1000000)"
 
 
-@pytest.mark.parametrize(("size", "expected"), [((640, 480), (64, 48)), ((300, 900), (21, 64)),
-                                                 ((50, 30), (50, 30)), ((64, 1), (64, 1))])
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((640, 480), (64, 48)), ((300, 900), (21, 64)), ((50, 30), (50, 30)), ((64, 1), (64, 1))],
+)
 def test_the_longest_side_is_bounded_and_the_aspect_ratio_kept(size, expected):
-    prepared = prepare_image(encode(Image.new("RGB", size, (10, 200, 10))), max_side=64,
-                             max_pixels=LIMIT)
+    prepared = prepare_image(
+        encode(Image.new("RGB", size, (10, 200, 10))), max_side=64, max_pixels=LIMIT
+    )
 
     assert (prepared.width, prepared.height) == expected
     assert prepared.pil.size == expected
@@ -178,12 +179,25 @@ def test_float_images_are_clipped_to_8_bits():
 
 @pytest.mark.parametrize(
     ("mode", "colour"),
-    [("1", (255, 255, 255)), ("L", (77, 77, 77)), ("CMYK", (0, 255, 255)), ("RGB", (1, 2, 3)),
-     ("YCbCr", None), ("LAB", None), ("HSV", None)],
+    [
+        ("1", (255, 255, 255)),
+        ("L", (77, 77, 77)),
+        ("CMYK", (0, 255, 255)),
+        ("RGB", (1, 2, 3)),
+        ("YCbCr", None),
+        ("LAB", None),
+        ("HSV", None),
+    ],
 )
 def test_other_modes_become_rgb(mode, colour):
-    source = Image.new("RGB", (2, 2), (200, 30, 30)).convert(mode) if colour is None else (
-        Image.new(mode, (2, 2), {"1": 1, "L": 77, "CMYK": (255, 0, 0, 0), "RGB": (1, 2, 3)}[mode])
+    source = (
+        Image.new("RGB", (2, 2), (200, 30, 30)).convert(mode)
+        if colour is None
+        else (
+            Image.new(
+                mode, (2, 2), {"1": 1, "L": 77, "CMYK": (255, 0, 0, 0), "RGB": (1, 2, 3)}[mode]
+            )
+        )
     )
 
     flat = _to_rgb(source)

@@ -46,8 +46,7 @@ def test_each_kind_of_key_is_recognised(value):
 key_text = st.text(st.characters(codec="ascii", exclude_characters="\r\n"), min_size=1)
 
 
-@given(st.one_of(key_text, key_text.map(lambda s: "sb_secret_" + s),
-                 st.sampled_from(list(KINDS))))
+@given(st.one_of(key_text, key_text.map(lambda s: "sb_secret_" + s), st.sampled_from(list(KINDS))))
 def test_only_a_jwt_ever_goes_in_authorization(value):
     headers = classify(value).headers()
     assert headers["apikey"] == value
@@ -58,8 +57,12 @@ def test_only_a_jwt_ever_goes_in_authorization(value):
 
 
 def test_the_secret_key_wins_over_the_legacy_key():
-    settings = load_settings(Settings, **BASE, supabase_secret_key="sb_secret_new",
-                             supabase_service_role_key=legacy("service_role"))
+    settings = load_settings(
+        Settings,
+        **BASE,
+        supabase_secret_key="sb_secret_new",
+        supabase_service_role_key=legacy("service_role"),
+    )
     assert settings.service_key is not None
     assert settings.service_key[0] == "SUPABASE_SECRET_KEY"
     assert settings.supabase_credentials()[1].value == "sb_secret_new"
@@ -101,8 +104,9 @@ def test_the_doctor_takes_a_wrong_key_to_say_what_is_wrong():
 def test_the_start_banner_names_the_key_in_use_and_its_kind():
     from app.commands.cli import start_banner
 
-    settings = load_settings(Settings, **BASE, supabase_service_role_key=legacy("service_role"),
-                             ui_enabled=False)
+    settings = load_settings(
+        Settings, **BASE, supabase_service_role_key=legacy("service_role"), ui_enabled=False
+    )
     line = next(line for line in start_banner(settings) if "pipeline" in line)
     assert "with SUPABASE_SERVICE_ROLE_KEY, a legacy service_role key (JWT):" in line
 

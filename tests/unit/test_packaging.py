@@ -96,7 +96,12 @@ def test_make_run_shows_its_installs_and_fetches_the_model_before_serving():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     dry = subprocess.run(
         ["make", "--dry-run", "--always-make", "run"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=30,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout.splitlines()
 
     installs = [line for line in dry if " install " in line]

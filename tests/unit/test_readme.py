@@ -27,8 +27,11 @@ def module_table() -> dict[str, set[str]]:
 def package_parts(package: Path) -> set[str]:
     """The modules (but `__init__.py`) and folders of a package, as the table names them."""
     modules = {path.name for path in package.glob("*.py") if path.name != "__init__.py"}
-    folders = {f"{path.name}/" for path in package.iterdir()
-               if path.is_dir() and path.name != "__pycache__"}
+    folders = {
+        f"{path.name}/"
+        for path in package.iterdir()
+        if path.is_dir() and path.name != "__pycache__"
+    }
     return modules | folders
 
 
