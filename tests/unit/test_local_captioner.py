@@ -376,7 +376,10 @@ def test_bfloat16_agrees_with_float32(tiny_blip: Path) -> None:
 
     fp32 = local.load_model(str(tiny_blip), local.choose_placement("cpu", "float32", "m"))
     bf16 = local.load_model(str(tiny_blip), local.choose_placement("cpu", "bfloat16", "m"))
-    pixels = fp32.processor(images=[i.pil for i in IMAGES], return_tensors="pt")["pixel_values"]
+    # 32 images: the count of decisive steps depends on the processor's resize (torchvision's
+    # or PIL's) and the CPU; measured 30 here (PIL, AVX512), 8 images gave 7-10
+    images = [noise_image(seed).pil for seed in range(32)]
+    pixels = fp32.processor(images=images, return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
         tokens = fp32.model.generate(pixel_values=pixels, max_new_tokens=8)
         tokens_bf16 = bf16.model.generate(pixel_values=pixels.bfloat16(), max_new_tokens=8)
@@ -392,7 +395,7 @@ def test_bfloat16_agrees_with_float32(tiny_blip: Path) -> None:
         decisive = int(row_clear.int().cumprod(0).sum())  # steps before the first close call
         assert row_bf16[: decisive + 1].tolist() == row[: decisive + 1].tolist()
         compared += decisive
-    assert compared >= 8, "the model must be decisive often enough for the test to mean much"
+    assert compared >= 12, "the model must be decisive often enough for the test to mean much"
 
 
 def test_the_model_loads_at_start_and_readyz_says_loading_until_it_is_ready(
