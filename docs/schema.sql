@@ -1220,6 +1220,21 @@ CREATE FUNCTION public.caption_jobs_enqueue(p_object_ids uuid[]) RETURNS TABLE(o
 $$;
 
 --
+-- Name: caption_jobs_extend(uuid, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_extend(p_object_id uuid, p_lease_token uuid, p_lease_seconds integer) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update captioner.jobs
+     set lease_until = now() + make_interval(secs => p_lease_seconds)
+   where object_id = p_object_id and lease_token = p_lease_token and state = 'running';
+  return found;
+end $$;
+
+--
 -- Name: caption_jobs_fail(uuid, uuid, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1543,7 +1558,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126061643 $$;
+    AS $$ select 20261126063639 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -2489,6 +2504,13 @@ GRANT ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_tok
 
 REVOKE ALL ON FUNCTION public.caption_jobs_enqueue(p_object_ids uuid[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.caption_jobs_enqueue(p_object_ids uuid[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_extend(p_object_id uuid, p_lease_token uuid, p_lease_seconds integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_extend(p_object_id uuid, p_lease_token uuid, p_lease_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_extend(p_object_id uuid, p_lease_token uuid, p_lease_seconds integer) TO service_role;
 
 --
 -- Name: FUNCTION caption_jobs_fail(p_object_id uuid, p_lease_token uuid, p_error text); Type: ACL; Schema: public; Owner: -

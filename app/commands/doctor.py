@@ -65,6 +65,7 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "p_pause",
     ),
     "caption_jobs_fail": ("p_object_id", "p_lease_token", "p_error"),
+    "caption_jobs_extend": ("p_object_id", "p_lease_token", "p_lease_seconds"),
     "caption_jobs_sweep": ("p_limit", "p_buckets", "p_full_every_seconds"),
     "caption_jobs_requeue_failed": ("p_limit",),
     "caption_jobs_stats": ("p_bucket",),

@@ -174,6 +174,18 @@ class JobQueue:
             )
         )
 
+    async def extend(self, job: Job, lease_seconds: int) -> bool:
+        """Hold the job for `lease_seconds` more from now; False if the lease was lost (the
+        job ended, or another claim took it after the lease ran out)."""
+        return bool(
+            await self._rpc(
+                "caption_jobs_extend",
+                p_object_id=job.object_id,
+                p_lease_token=job.lease_token,
+                p_lease_seconds=lease_seconds,
+            )
+        )
+
     async def retry(self, job: Job, error: str | None, delay: float, refund: bool = False) -> bool:
         return bool(
             await self._rpc(

@@ -1,5 +1,6 @@
 """The worker: lease jobs and run them with bounded concurrency, pausing while the captioner
-is away or misconfigured (app/pipeline/health.py); each job's end is app/pipeline/settle.py."""
+is away or misconfigured (app/pipeline/health.py); each job's lease is kept while it runs
+(app/pipeline/lease.py); each job's end is app/pipeline/settle.py."""
 
 import asyncio
 import contextlib
@@ -16,6 +17,7 @@ from app.pipeline.backoff import backoff_delay
 from app.pipeline.caption_job import JobCaptioner, SameBytes
 from app.pipeline.health import CaptionerHealth
 from app.pipeline.jobs import Job, JobQueue, SweepSlice
+from app.pipeline.lease import LeaseKeeper
 from app.pipeline.settle import Settler
 from app.pipeline.storage import ObjectFetcher
 
@@ -36,6 +38,7 @@ class Worker:
         self._settler = Settler(queue, self.health, settings, captioner.model)
         self._jobs = JobCaptioner(queue, fetcher, captioner, settings)
         self._same_bytes = SameBytes()
+        self._leases = LeaseKeeper(queue, settings.lease_seconds)
         self._max_in_flight = 2 * settings.worker_concurrency
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -108,7 +111,8 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     async def process(self, job: Job) -> None:
-        """Run one leased job to its end: done, retry later, given back, or failed."""
+        """Run one leased job to its end: done, retry later, given back, or failed; or
+        until its lease is lost (another holder has it)."""
         log.info(
             "captioning %s/%s (attempt %d)",
             job.bucket_id,
@@ -117,8 +121,7 @@ class Worker:
             extra={"object_id": job.object_id, "attempt": job.attempts},
         )
         try:
-            async with self._same_bytes.turn(job) as after_same_bytes:
-                await self._settler.settle(job, lambda: self._jobs.caption(job, after_same_bytes))
+            await self._leases.hold(job, self._settle(job))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the outcome could not be recorded: the lease will expire
@@ -129,6 +132,10 @@ class Worker:
                 exc,
                 extra={"object_id": job.object_id, "attempt": job.attempts},
             )
+
+    async def _settle(self, job: Job) -> None:
+        async with self._same_bytes.turn(job) as after_same_bytes:
+            await self._settler.settle(job, lambda: self._jobs.caption(job, after_same_bytes))
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop claiming; let in-flight jobs finish within the grace period, release the rest."""

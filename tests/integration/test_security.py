@@ -168,6 +168,14 @@ def test_only_service_role_may_use_the_queue(service, supabase):
                 "caption_jobs_claim",
                 {"p_worker": "x", "p_limit": 1, "p_lease_seconds": 5, "p_max_attempts": 1},
             ),
+            (
+                "caption_jobs_extend",
+                {
+                    "p_object_id": str(uuid.uuid4()),
+                    "p_lease_token": str(uuid.uuid4()),
+                    "p_lease_seconds": 5,
+                },
+            ),
             ("caption_configure", {"p_buckets": ["x"]}),
         ):
             with pytest.raises(Exception) as denied:
