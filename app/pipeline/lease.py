@@ -11,6 +11,8 @@ from app.core import metrics
 from app.pipeline.jobs import Job, JobQueue
 
 log = logging.getLogger(__name__)
+SETTLING_SECONDS = 5.0  # at most (and at most a sixth of the lease): a refusal's grace, for
+# the job's own settling that may have ended its lease while the extension was in flight
 
 
 class LeaseKeeper:
@@ -53,7 +55,9 @@ class LeaseKeeper:
                 continue
             if held:
                 continue
-            if not work.done():  # not ended by its own settling meanwhile
+            grace = min(SETTLING_SECONDS, self._lease_seconds / 6)
+            done, _ = await asyncio.wait({work}, timeout=grace)
+            if not done:  # not ended by its own settling meanwhile
                 lost.set()
                 work.cancel()
                 metrics.JOB_OUTCOMES.labels("discarded").inc()

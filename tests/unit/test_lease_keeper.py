@@ -95,6 +95,26 @@ def test_a_lost_lease_cancels_the_work_once(caplog):
     assert caplog.text.count("lost the lease of images/a.png") == 1
 
 
+def test_a_refusal_while_the_job_settles_itself_cancels_nothing(caplog):
+    """The job's own complete may end its lease while an extension is in flight: the
+    extension is refused, and the work, about to end, is given its grace, not cancelled."""
+    caplog.set_level(logging.WARNING)
+    queue = Answers(False)
+    cancelled = []
+
+    async def work() -> None:
+        try:
+            await eventually(lambda: queue.calls, 5 * LEASE, message="no beat")
+            await asyncio.sleep(0)  # settling: done right after the refusal
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    held = asyncio.run(keeper(queue).hold(JOB, work()))
+
+    assert held and cancelled == [] and "lost the lease" not in caplog.text
+
+
 def test_cancelling_the_job_from_outside_cancels_the_work_and_the_beat():
     queue = Answers()
     started = asyncio.Event()
