@@ -91,6 +91,12 @@ class JobQueue:
         response = await self._client.rpc(fn, params).execute()
         return response.data
 
+    async def _leased(self, fn: str, job: Job, **params: Any) -> Any:
+        """A queue function on a leased job (it acts only while the job's lease holds)."""
+        return await self._rpc(
+            fn, p_object_id=job.object_id, p_lease_token=job.lease_token, **params
+        )
+
     async def configure(self, settings: Settings) -> None:
         """Tell the database trigger which buckets to watch, which formats the worker decodes
         and where to send its webhook (and with which secrets): the service is the one
@@ -141,12 +147,8 @@ class JobQueue:
     async def reuse(self, job: Job, fingerprint: str, model: str) -> str | None:
         """Finish the job with the caption `model` already made for these bytes, if any;
         returns the object that caption was first made for."""
-        return await self._rpc(
-            "caption_jobs_reuse",
-            p_object_id=job.object_id,
-            p_lease_token=job.lease_token,
-            p_fingerprint=fingerprint,
-            p_model=model,
+        return await self._leased(
+            "caption_jobs_reuse", job, p_fingerprint=fingerprint, p_model=model
         )
 
     async def complete(
@@ -162,10 +164,9 @@ class JobQueue:
         first) and their provenance, and finish the job; False if the lease was lost
         meanwhile. A field a person wrote stays while it describes the same bytes."""
         return bool(
-            await self._rpc(
+            await self._leased(
                 "caption_jobs_complete",
-                p_object_id=job.object_id,
-                p_lease_token=job.lease_token,
+                job,
                 p_caption=caption,
                 p_model=model,
                 p_fingerprint=fingerprint,
@@ -177,24 +178,12 @@ class JobQueue:
     async def extend(self, job: Job, lease_seconds: int) -> bool:
         """Hold the job for `lease_seconds` more from now; False if the lease was lost (the
         job ended, or another claim took it after the lease ran out)."""
-        return bool(
-            await self._rpc(
-                "caption_jobs_extend",
-                p_object_id=job.object_id,
-                p_lease_token=job.lease_token,
-                p_lease_seconds=lease_seconds,
-            )
-        )
+        return bool(await self._leased("caption_jobs_extend", job, p_lease_seconds=lease_seconds))
 
     async def retry(self, job: Job, error: str | None, delay: float, refund: bool = False) -> bool:
         return bool(
-            await self._rpc(
-                "caption_jobs_retry",
-                p_object_id=job.object_id,
-                p_lease_token=job.lease_token,
-                p_error=error,
-                p_delay_seconds=delay,
-                p_refund=refund,
+            await self._leased(
+                "caption_jobs_retry", job, p_error=error, p_delay_seconds=delay, p_refund=refund
             )
         )
 
@@ -202,10 +191,9 @@ class JobQueue:
         """Back to pending after `delay`, refunded, while the captioner is at fault: one
         more pause counted on the job's row."""
         return bool(
-            await self._rpc(
+            await self._leased(
                 "caption_jobs_retry",
-                p_object_id=job.object_id,
-                p_lease_token=job.lease_token,
+                job,
                 p_error=error,
                 p_delay_seconds=delay,
                 p_refund=True,
@@ -214,14 +202,7 @@ class JobQueue:
         )
 
     async def fail(self, job: Job, error: str) -> bool:
-        return bool(
-            await self._rpc(
-                "caption_jobs_fail",
-                p_object_id=job.object_id,
-                p_lease_token=job.lease_token,
-                p_error=error,
-            )
-        )
+        return bool(await self._leased("caption_jobs_fail", job, p_error=error))
 
     async def sweep(
         self, limit: int, buckets: list[str] | None = None, full_every: float | None = None

@@ -309,8 +309,9 @@ def test_render_shows_the_fix_under_each_cross():
 
 def rpc_calls() -> list[tuple[str, set[str]]]:
     """Every rpc call in app/: the function's name and the argument names sent (keyword
-    arguments of JobQueue._rpc, or the keys of the dict literal given to client.rpc, also
-    through a variable assigned one earlier in the same function)."""
+    arguments of JobQueue._rpc, or of JobQueue._leased with the job's two, or the keys of
+    the dict literal given to client.rpc, also through a variable assigned one earlier in
+    the same function)."""
     calls = []
     for path in APP_DIR.rglob("*.py"):
         for function in ast.walk(ast.parse(path.read_text())):
@@ -327,13 +328,15 @@ def rpc_calls() -> list[tuple[str, set[str]]]:
                 if not (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("rpc", "_rpc")
+                    and node.func.attr in ("rpc", "_rpc", "_leased")
                     and node.args
                     and isinstance(node.args[0], ast.Constant)
                 ):
                     continue
                 sent = {kw.arg for kw in node.keywords if kw.arg}
-                if len(node.args) > 1:
+                if node.func.attr == "_leased":  # (function, job, ...): the job's lease
+                    sent |= {"p_object_id", "p_lease_token"}
+                elif len(node.args) > 1:
                     given = node.args[1]
                     if isinstance(given, ast.Name):  # the latest assignment before the call
                         given = [
