@@ -27,7 +27,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.harness.postgres import MIGRATIONS_DIR, apply_sql_file, build_template, find_bin_dir
+from tests.harness.postgres import (
+    MIGRATIONS_DIR,
+    apply_sql_file,
+    build_template,
+    find_bin_dir,
+    initdb,
+)
 
 TEMPLATE = "captioner_bench_scale_template"
 OWNER_SUB = "md5('user1')::uuid"  # the signed-in owner the searches are made as
@@ -131,20 +137,7 @@ class KeptCluster:
         if not self.data.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             self._chown()
-            self._run(
-                [
-                    f"{bin_dir}/initdb",
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ]
-            )
+            self._run(initdb(bin_dir, str(self.data)))
             (self.directory / "port").write_text(str(55000 + os.getpid() % 1000))
         if not (self.data / "postmaster.pid").exists():
             opts = (

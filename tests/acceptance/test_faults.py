@@ -17,6 +17,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tests.harness.hf_stub import COLOURS as HF_COLOURS
 from tests.harness.hf_stub import Hang, HuggingFaceStandIn, Loading, RateLimited
 from tests.harness.supabase_stub import create_bucket
 from tests.harness.waiting import wait_until
@@ -34,20 +35,8 @@ from tests.support import (
 )
 
 # Colours the HF stand-in names reliably (its caption is "a WxH picture, mostly <colour>").
-PALETTE = {
-    "red": (220, 30, 30),
-    "green": (30, 160, 60),
-    "blue": (30, 60, 220),
-    "yellow": (240, 220, 40),
-    "orange": (250, 140, 20),
-    "purple": (130, 50, 160),
-    "black": (0, 0, 0),
-    "white": (255, 255, 255),
-    "cyan": (40, 200, 220),
-    "brown": (120, 80, 40),
-    "pink": (250, 160, 190),
-    "gray": (128, 128, 128),
-}
+NAMED = "red green blue yellow orange purple black white cyan brown pink gray"
+PALETTE = {name: HF_COLOURS[name] for name in NAMED.split()}
 COLOURS = list(PALETTE)
 
 

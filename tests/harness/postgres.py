@@ -23,6 +23,12 @@ MIGRATIONS_DIR = REPO_ROOT / "migrations"
 SEARCH_PATH = '"$user", public, extensions'
 
 
+def initdb(bin_dir: str, data: str) -> list[str]:
+    """The command that creates a throwaway cluster in `data`: trust auth, UTF-8, no fsync."""
+    options = "-U postgres --auth=trust -E UTF8 --locale=C --no-sync"
+    return [f"{bin_dir}/initdb", "-D", data, *options.split()]
+
+
 def find_bin_dir() -> str:
     """Newest /usr/lib/postgresql/<version>/bin (or $PG_BIN_DIR)."""
     if os.environ.get("PG_BIN_DIR"):
@@ -57,20 +63,7 @@ class PostgresServer:
         port = _free_port()
         if os.geteuid() == 0:
             shutil.chown(self._dir, "postgres", "postgres")
-        self._run(
-            [
-                f"{bin_dir}/initdb",
-                "-D",
-                self._data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]
-        )
+        self._run(initdb(bin_dir, self._data))
         opts = (
             f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
