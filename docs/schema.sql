@@ -1166,10 +1166,10 @@ begin
 end $$;
 
 --
--- Name: caption_jobs_complete(uuid, uuid, text, text, text, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
+-- Name: caption_jobs_complete(uuid, uuid, text, text, text, integer, jsonb, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text DEFAULT NULL::text, p_caption_ms integer DEFAULT NULL::integer, p_descriptions jsonb DEFAULT NULL::jsonb) RETURNS boolean
+CREATE FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text DEFAULT NULL::text, p_caption_ms integer DEFAULT NULL::integer, p_descriptions jsonb DEFAULT NULL::jsonb, p_kept text[] DEFAULT NULL::text[]) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -1187,12 +1187,25 @@ begin
   if not found then
     return false;
   end if;
+  if exists (select 1 from unnest(p_kept) l
+              where not exists (
+                select 1 from public.image_description d
+                 where d.id = p_object_id and d.language = l and d.model = p_model
+                   and d.machine is not null
+                   and d.object_version is not distinct from job.version)) then
+    raise exception 'the kept descriptions of % are no longer this model''s of its version',
+      p_object_id using hint = 'the job is retried and describes every language';
+  end if;
   -- an older worker sends no descriptions: its caption is the English one
   stored := captioner.store_descriptions(
     p_object_id, job.version, p_fingerprint, p_model, coalesce(descriptions, jsonb_build_array(
       jsonb_build_object('language', 'en', 'caption', p_caption, 'alt_text', p_caption,
                          'missing', '["description", "tags", "text_in_image"]'::jsonb,
                          'fields', '["caption", "alt_text"]'::jsonb))));
+  if exists (select 1 from public.image_caption ic
+              where ic.id = p_object_id and ic.language = any (p_kept)) then
+    return true;
+  end if;
   insert into public.image_caption as ic
          (id, caption, model, object_version, fingerprint, attempts, caption_ms, reused_from,
           language)
@@ -1205,6 +1218,28 @@ begin
         language = excluded.language, updated_at = now();
   return true;
 end $$;
+
+--
+-- Name: caption_jobs_described(uuid, uuid, text, text[], text[], text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.caption_jobs_described(p_object_id uuid, p_lease_token uuid, p_model text, p_languages text[], p_fields text[] DEFAULT NULL::text[], p_prompt text DEFAULT NULL::text) RETURNS text[]
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select coalesce(array_agg(d.language order by array_position(p_languages, d.language)), '{}')
+    from captioner.jobs j
+    join public.image_caption ic on ic.id = j.object_id
+    join public.image_description d on d.id = j.object_id
+   where j.object_id = p_object_id and j.lease_token = p_lease_token and j.state = 'running'
+     and j.only_missing
+     and ic.model = p_model and ic.object_version is not distinct from j.version
+     and d.language = any (p_languages) and d.model = p_model and d.machine is not null
+     and d.object_version is not distinct from j.version
+     and coalesce(d.machine -> 'fields', '[]') @> to_jsonb(coalesce(p_fields, '{}'))
+     and (d.machine ->> 'prompt') is not distinct from p_prompt
+     and ic.language = p_languages[1];
+$$;
 
 --
 -- Name: caption_jobs_enqueue(uuid[]); Type: FUNCTION; Schema: public; Owner: -
@@ -1284,8 +1319,8 @@ CREATE FUNCTION public.caption_jobs_recaption(p_bucket text, p_prefix text, p_mo
 declare
   queued integer;
 begin
-  insert into captioner.jobs as j (object_id, version)
-  select o.id, o.version
+  insert into captioner.jobs as j (object_id, version, only_missing)
+  select o.id, o.version, true
     from storage.objects o
     join public.image_caption ic on ic.id = o.id
    where o.bucket_id = p_bucket
@@ -1304,7 +1339,8 @@ begin
    limit p_limit
   on conflict (object_id) do update
     set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
-        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
+        lease_token = null, lease_until = null, worker = null, last_error = null,
+        only_missing = true, updated_at = now()
     where j.state not in ('pending', 'running');
   get diagnostics queued = row_count;
   return queued;
@@ -1347,7 +1383,8 @@ begin
      and captioner.skip_reason(o.bucket_id, o.name, o.metadata, array[o.bucket_id]) is null
   on conflict (object_id) do update
     set version = excluded.version, state = 'pending', attempts = 0, run_after = now(),
-        lease_token = null, lease_until = null, worker = null, last_error = null, updated_at = now()
+        lease_token = null, lease_until = null, worker = null, last_error = null,
+        only_missing = false, updated_at = now()
     where j.state not in ('pending', 'running');
   get diagnostics queued = row_count;
   return queued;
@@ -1558,7 +1595,7 @@ $$;
 CREATE FUNCTION public.caption_schema_version() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     SET search_path TO ''
-    AS $$ select 20261126063639 $$;
+    AS $$ select 20261126070500 $$;
 
 --
 -- Name: caption_search_configure(regconfig); Type: FUNCTION; Schema: public; Owner: -
@@ -1728,7 +1765,8 @@ CREATE TABLE captioner.jobs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     bucket_id text,
-    pauses integer DEFAULT 0 NOT NULL
+    pauses integer DEFAULT 0 NOT NULL,
+    only_missing boolean DEFAULT false NOT NULL
 );
 
 --
@@ -1736,6 +1774,12 @@ CREATE TABLE captioner.jobs (
 --
 
 COMMENT ON COLUMN captioner.jobs.pauses IS 'Times the job was given back in a pause of the captioner since it was queued for its version.';
+
+--
+-- Name: COLUMN jobs.only_missing; Type: COMMENT; Schema: captioner; Owner: -
+--
+
+COMMENT ON COLUMN captioner.jobs.only_missing IS 'Queued by caption_jobs_recaption: the worker may keep the descriptions the model already wrote of this version (caption_jobs_described) and describe only the missing languages.';
 
 --
 -- Name: search_languages; Type: TABLE; Schema: captioner; Owner: -
@@ -2492,11 +2536,18 @@ REVOKE ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer,
 GRANT ALL ON FUNCTION public.caption_jobs_claim(p_worker text, p_limit integer, p_lease_seconds integer, p_max_attempts integer, p_model text, p_max_pauses integer) TO service_role;
 
 --
--- Name: FUNCTION caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb, p_kept text[]); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb) TO service_role;
+REVOKE ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb, p_kept text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_complete(p_object_id uuid, p_lease_token uuid, p_caption text, p_model text, p_fingerprint text, p_caption_ms integer, p_descriptions jsonb, p_kept text[]) TO service_role;
+
+--
+-- Name: FUNCTION caption_jobs_described(p_object_id uuid, p_lease_token uuid, p_model text, p_languages text[], p_fields text[], p_prompt text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.caption_jobs_described(p_object_id uuid, p_lease_token uuid, p_model text, p_languages text[], p_fields text[], p_prompt text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.caption_jobs_described(p_object_id uuid, p_lease_token uuid, p_model text, p_languages text[], p_fields text[], p_prompt text) TO service_role;
 
 --
 -- Name: FUNCTION caption_jobs_enqueue(p_object_ids uuid[]); Type: ACL; Schema: public; Owner: -

@@ -55,6 +55,15 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
         "p_fingerprint",
         "p_caption_ms",
         "p_descriptions",
+        "p_kept",
+    ),
+    "caption_jobs_described": (
+        "p_object_id",
+        "p_lease_token",
+        "p_model",
+        "p_languages",
+        "p_fields",
+        "p_prompt",
     ),
     "caption_jobs_retry": (
         "p_object_id",

@@ -1,5 +1,6 @@
 """One leased job's work: its bytes (or a caption this model made of the same bytes), then
-the captioner's descriptions, one per language of the job's bucket."""
+the captioner's descriptions, one per language of the job's bucket (a job `recaption`
+queued: only the languages the model has not described these bytes in)."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -8,7 +9,7 @@ from contextlib import asynccontextmanager
 from app.captioning import Captioner, open_captioner, prepare
 from app.core import metrics
 from app.core.bounded import too_large
-from app.core.config import Settings
+from app.core.config import BucketPlan, Settings
 from app.pipeline.describing import describe_all, stored_form
 from app.pipeline.jobs import Job, JobQueue, content_fingerprint
 from app.pipeline.settle import Captioned, CaptionerFailed
@@ -50,17 +51,32 @@ class JobCaptioner:
             return reused
         plan = self._settings.bucket_plan(job.bucket_id)
         captioner = await self._captioner_for(plan.model) if plan.model else self._captioner
+        kept = await self._kept(job, plan)
+        asked = plan.model_copy(
+            update={"languages": tuple(lang for lang in plan.languages if lang not in kept)}
+        )
         image = await prepare(data, self._settings, captioner)
         started = asyncio.get_running_loop().time()
         try:
             descriptions, elapsed_ms = await describe_all(
-                image, captioner, self._settings, plan, self._slots
+                image, captioner, self._settings, asked, self._slots
             )
         except Exception as exc:
             raise CaptionerFailed(exc, started) from exc
         caption = descriptions[0].caption or descriptions[0].alt_text
         stored = [stored_form(description, plan) for description in descriptions]
-        return Captioned(caption, fingerprint, elapsed_ms, descriptions=stored, model=plan.model)
+        return Captioned(
+            caption, fingerprint, elapsed_ms, descriptions=stored, model=plan.model, kept=kept
+        )
+
+    async def _kept(self, job: Job, plan: BucketPlan) -> tuple[str, ...]:
+        """The plan's languages a job `recaption` queued keeps, its model having described
+        these bytes in them (asked only where the plan has several); none kept where none is
+        missing (described meanwhile, or a Re-caption): all again."""
+        if len(plan.languages) < 2:
+            return ()
+        kept = await self._queue.described(job, plan.model or self._captioner.model, plan)
+        return () if set(kept) >= set(plan.languages) else kept
 
     async def _captioner_for(self, model: str) -> Captioner:
         """The service's captioner, or the one of a bucket's own model (opened once)."""

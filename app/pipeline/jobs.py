@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from postgrest.exceptions import APIError
 from supabase import AsyncClient
 
-from app.core.config import Settings
+from app.core.config import BucketPlan, Settings
 from app.core.images import MIMETYPES
 
 
@@ -159,10 +160,14 @@ class JobQueue:
         fingerprint: str | None = None,
         caption_ms: int | None = None,
         descriptions: list[dict[str, Any]] | None = None,
+        kept: tuple[str, ...] = (),
     ) -> bool:
         """Store the caption, its descriptions (one per language, the first language's
         first) and their provenance, and finish the job; False if the lease was lost
-        meanwhile. A field a person wrote stays while it describes the same bytes."""
+        meanwhile. A field a person wrote stays while it describes the same bytes. `kept`:
+        languages not described again (`described`), their rows and image_caption as they
+        are where it carries one of them."""
+        extra = {"p_kept": list(kept)} if kept else {}  # an older schema takes no p_kept
         return bool(
             await self._leased(
                 "caption_jobs_complete",
@@ -172,8 +177,27 @@ class JobQueue:
                 p_fingerprint=fingerprint,
                 p_caption_ms=caption_ms,
                 p_descriptions=descriptions,
+                **extra,
             )
         )
+
+    async def described(self, job: Job, model: str, plan: BucketPlan) -> tuple[str, ...]:
+        """The plan's languages a job queued by `recaption` may keep: the model already
+        described this version in them (none for any other job, or an older schema)."""
+        try:
+            languages = await self._leased(
+                "caption_jobs_described",
+                job,
+                p_model=model,
+                p_languages=list(plan.languages),
+                p_fields=list(plan.fields),
+                p_prompt=plan.prompt,
+            )
+        except APIError as exc:
+            if exc.code == "PGRST202":  # the function is not in this schema yet
+                return ()
+            raise
+        return tuple(languages or ())
 
     async def extend(self, job: Job, lease_seconds: int) -> bool:
         """Hold the job for `lease_seconds` more from now; False if the lease was lost (the

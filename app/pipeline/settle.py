@@ -29,6 +29,7 @@ class Captioned:
     reused_from: str | None = None
     descriptions: list[dict[str, Any]] | None = None
     model: str | None = None
+    kept: tuple[str, ...] = ()  # languages whose descriptions stay (not described again)
 
 
 class CaptionerFailed(Exception):
@@ -81,6 +82,7 @@ class Settler:
             result.fingerprint,
             result.caption_ms,
             result.descriptions,
+            result.kept,
         )
         metrics.JOB_OUTCOMES.labels("done" if stored else "discarded").inc()
         log.info(

@@ -274,7 +274,7 @@ def test_recaption_queues_images_without_a_configured_language_once(supabase):
     assert progress(["en", "de"]) == {"captions": 4, "done": 1, "queued": 3, "failed": 0}
 
 
-def test_recaption_describes_images_in_an_added_language_and_keeps_a_persons_fields(
+def test_recaption_describes_only_an_added_language_and_keeps_a_persons_fields(
     service_factory, supabase, hf, pgnet, people, tmp_path
 ):
     create_bucket(supabase.db_url, "images")
@@ -289,9 +289,13 @@ def test_recaption_describes_images_in_an_added_language_and_keeps_a_persons_fie
     model = first.settings.model_name
     calls = len(hf.calls)
 
-    def recaption(languages: str) -> subprocess.CompletedProcess[str]:
+    def recaption(languages: str, model: str = model) -> subprocess.CompletedProcess[str]:
         env = supabase_env(supabase, hf, CAPTION_MODEL=model, CAPTION_LANGUAGES=languages)
         return captioner("recaption", "--bucket", "images", env=env, cwd=tmp_path)
+
+    def rows(table: str) -> list[dict]:
+        order = "id" if table == "image_caption" else "id, language"
+        return query(supabase.db_url, f"select * from public.{table} order by {order}")
 
     only_en = recaption("en")
     assert only_en.returncode == 0, only_en.stderr
@@ -299,6 +303,7 @@ def test_recaption_describes_images_in_an_added_language_and_keeps_a_persons_fie
         f"images/: 2 of 2 captions by {model} in en; 0 failed (their old captions kept)"
     )
     assert len(hf.calls) == calls
+    en_before, captions_before = rows("image_description"), rows("image_caption")
 
     added = recaption("en,de")
 
@@ -306,18 +311,84 @@ def test_recaption_describes_images_in_an_added_language_and_keeps_a_persons_fie
     assert added.stdout.splitlines()[-1] == (
         f"images/: 2 of 2 captions by {model} in en, de; 0 failed (their old captions kept)"
     )
-    assert len(hf.calls) == calls + 4  # each image, in each language
+    assert len(hf.calls) == calls + 2  # each image, only in the added language
     for object_id in (photo, other):
         de = description(supabase.db_url, object_id, "de")
         assert de["model"] == model and de["machine"] is not None
+    assert [row for row in rows("image_description") if row["language"] == "en"] == en_before
+    assert rows("image_caption") == captions_before  # the en caption, untouched
     en = description(supabase.db_url, photo)
     assert en["alt_text"] == "Grandma's garden in May."
     assert en["sources"]["alt_text"]["source"] == "person"
-    assert en["sources"]["caption"]["source"] == "model"
 
     again = recaption("en,de")
     assert again.returncode == 0, again.stderr
-    assert len(hf.calls) == calls + 4  # nothing left to do
+    assert len(hf.calls) == calls + 2  # nothing left to do
+
+    new_model = f"{hf.url}/models/new-model"
+    changed = recaption("en,de", new_model)
+
+    assert changed.returncode == 0, changed.stderr
+    assert len(hf.calls) == calls + 2 + 4  # a model change: each image, in each language
+    assert {(r["language"], r["model"]) for r in rows("image_description")} == {
+        ("en", new_model),
+        ("de", new_model),
+    }
+    assert all(r["model"] == new_model for r in rows("image_caption"))
+    assert description(supabase.db_url, photo)["alt_text"] == "Grandma's garden in May."
+
+
+def test_the_galleries_recaption_of_one_image_describes_every_language(
+    service_factory, supabase, hf, pgnet
+):
+    create_bucket(supabase.db_url, "images")
+    first = service_factory()  # CAPTION_LANGUAGES=en
+    object_id = upload(supabase, "one.png", make_image((40, 40, 160)))
+    wait_for_job_state(supabase.db_url, object_id, "done")
+    first.stop()
+    en = description(supabase.db_url, object_id)["updated_at"]
+    query(supabase.db_url, "update captioner.jobs set only_missing = true")  # as recaption's
+    service_factory(caption_languages=["en", "de"])
+    calls = len(hf.calls)
+
+    query(supabase.db_url, "select public.caption_jobs_requeue(array[%s]::uuid[])", object_id)
+
+    wait_until(
+        lambda: (
+            [r["language"] for r in describing(supabase.db_url, object_id)] == ["de", "en"]
+            and description(supabase.db_url, object_id)["updated_at"] > en
+        ),
+        message="the requeued image was not described again in every language",
+    )
+    assert len(hf.calls) == calls + 2
+
+
+def test_a_new_first_language_describes_every_language_and_carries_the_caption(
+    service_factory, supabase, hf, pgnet, tmp_path
+):
+    create_bucket(supabase.db_url, "images")
+    first = service_factory()  # CAPTION_LANGUAGES=en
+    object_id = upload(supabase, "first.png", make_image((160, 40, 40)))
+    wait_for_job_state(supabase.db_url, object_id, "done")
+    first.stop()
+    calls = len(hf.calls)
+    env = supabase_env(
+        supabase, hf, CAPTION_MODEL=first.settings.model_name, CAPTION_LANGUAGES="de,en"
+    )
+
+    done = captioner("recaption", "--bucket", "images", env=env, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert len(hf.calls) == calls + 2
+    caption = query_one(supabase.db_url, "select * from public.image_caption")
+    assert caption is not None and caption["language"] == "de"
+    assert caption["caption"] == description(supabase.db_url, object_id, "de")["caption"]
+
+
+def describing(db_url: str, object_id: str) -> list[dict]:
+    return query(
+        db_url, "select * from public.image_description where id = %s order by 2", object_id
+    )
 
 
 def test_the_api_key_corrects_a_description(service, supabase):

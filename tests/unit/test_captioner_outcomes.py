@@ -174,6 +174,9 @@ class FakeQueue:
     async def reuse(self, job: Job, fingerprint: str, model: str) -> None:
         return None
 
+    async def described(self, job: Job, model: str, plan: Any) -> tuple[str, ...]:
+        return ()
+
     async def complete(self, job: Job, caption: str, *args: Any) -> bool:
         if (row := self._held(job)) is None:
             return False
