@@ -51,6 +51,8 @@ TARGETS = (
     Target(
         "image preparation", "app.core.images", ("prepare_image", "_to_rgb", "_too_many_pixels")
     ),
+    Target("lease heartbeat", "app.pipeline.lease"),
+    Target("description deadline", "app.captioning.deadline"),
 )
 MUTANT = re.compile(r"^\s*(?P<module>[\w.]+)\.x[_ǁ](?P<function>\S+?)__mutmut_\d+: (?P<status>.+)$")
 KILLED = {"killed", "timeout", "segfault"}

@@ -63,6 +63,14 @@ def test_a_request_with_time_left_is_cut_at_caption_timeout_as_a_timeout():
     assert TIMEOUT <= took <= TIMEOUT + SLACK
 
 
+def test_a_request_without_a_deadline_is_bounded_by_caption_timeout_alone():
+    answer, took = timed(lambda: within(lambda: asyncio.sleep(0.01, "ok"), TIMEOUT))
+    outcome, cut = timed(lambda: within(hang, TIMEOUT))
+
+    assert answer == "ok" and took < TIMEOUT
+    assert type(outcome) is TimeoutError and TIMEOUT <= cut <= TIMEOUT + SLACK
+
+
 def test_a_request_the_deadline_comes_first_for_is_cut_there_out_of_time():
     outcome, took = timed(lambda: within(hang, TIMEOUT, loop_time() + TIMEOUT / 2))
 

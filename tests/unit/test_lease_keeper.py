@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from app.core import metrics
 from app.pipeline.jobs import Job
 from app.pipeline.lease import LeaseKeeper
 from tests.harness.waiting import eventually
@@ -74,6 +75,7 @@ def test_a_failed_extension_is_logged_and_the_next_beat_tries_again(caplog):
 
 def test_a_lost_lease_cancels_the_work_once(caplog):
     caplog.set_level(logging.WARNING)
+    discarded = metrics.JOB_OUTCOMES.labels("discarded")._value.get()
     queue = Answers(True, False)
     cancelled = []
 
@@ -93,6 +95,7 @@ def test_a_lost_lease_cancels_the_work_once(caplog):
     assert not held and cancelled == [True] and left == set()
     assert len(queue.calls) == 2  # no beat after the loss
     assert caplog.text.count("lost the lease of images/a.png") == 1
+    assert metrics.JOB_OUTCOMES.labels("discarded")._value.get() == discarded + 1
 
 
 def test_a_refusal_while_the_job_settles_itself_cancels_nothing(caplog):
