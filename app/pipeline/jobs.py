@@ -204,26 +204,31 @@ class JobQueue:
         job ended, or another claim took it after the lease ran out)."""
         return bool(await self._leased("caption_jobs_extend", job, p_lease_seconds=lease_seconds))
 
-    async def retry(self, job: Job, error: str | None, delay: float, refund: bool = False) -> bool:
-        return bool(
-            await self._leased(
-                "caption_jobs_retry", job, p_error=error, p_delay_seconds=delay, p_refund=refund
-            )
-        )
-
-    async def give_back(self, job: Job, error: str, delay: float) -> bool:
-        """Back to pending after `delay`, refunded, while the captioner is at fault: one
-        more pause counted on the job's row."""
+    async def retry(
+        self,
+        job: Job,
+        error: str | None,
+        delay: float,
+        refund: bool = False,
+        pause: bool = False,
+    ) -> bool:
+        """Back to pending after `delay`; `refund`: the attempt not counted; `pause`: one
+        more pause counted on the job's row (MAX_ATTEMPTS of them: no progress)."""
         return bool(
             await self._leased(
                 "caption_jobs_retry",
                 job,
                 p_error=error,
                 p_delay_seconds=delay,
-                p_refund=True,
-                p_pause=True,
+                p_refund=refund,
+                p_pause=pause,
             )
         )
+
+    async def give_back(self, job: Job, error: str, delay: float) -> bool:
+        """Back to pending after `delay` while the captioner is at fault: refunded, and one
+        more pause counted."""
+        return await self.retry(job, error, delay, refund=True, pause=True)
 
     async def fail(self, job: Job, error: str) -> bool:
         return bool(await self._leased("caption_jobs_fail", job, p_error=error))
