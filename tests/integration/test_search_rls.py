@@ -189,14 +189,9 @@ def rows_read(conn: Conn, table: str) -> int:
     return int(row[0]) if row else 0
 
 
-@pytest.mark.parametrize("caller", list(CALLERS))
-def test_every_caller_starts_from_an_index_not_from_every_caption(db, caller):
-    """Under RLS the old search evaluated the policy on every caption (a sequential scan),
-    and descriptions were matched per row in each row's language (the GIN index could not
-    apply): now a rare word is found through the GIN index (or the caller's own objects) for
-    anon, an owner and the service alike, in captions and descriptions. (A common word's
-    newest-first walk pays only at scale: bench/scale.py.)"""
-    owner = ALICE if caller == "alice" else None
+def three_thousand_dogs(db: str, owner: str | None) -> None:
+    """3,000 objects of bucket `public` owned by `owner`, each captioned and described in
+    English "a dog", one ('p/7') "a rare xylophone dog"; analysed."""
     with psycopg.connect(db, autocommit=True) as conn:
         conn.execute("set session_replication_role = replica")
         conn.execute(
@@ -212,8 +207,18 @@ def test_every_caller_starts_from_an_index_not_from_every_caption(db, caller):
             (owner,),
         )
         conn.execute("insert into captioner.search_languages values ('english')")
-        conn.execute("create index on storage.objects (owner_id)")  # the policy's column
+        conn.execute("create index on storage.objects (owner_id)")  # the owner policy's column
         conn.execute("analyze storage.objects, public.image_caption, public.image_description")
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_every_caller_starts_from_an_index_not_from_every_caption(db, caller):
+    """Under RLS the old search evaluated the policy on every caption (a sequential scan),
+    and descriptions were matched per row in each row's language (the GIN index could not
+    apply): now a rare word is found through the GIN index (or the caller's own objects) for
+    anon, an owner and the service alike, in captions and descriptions. (A common word's
+    newest-first walk pays only at scale: bench/scale.py.)"""
+    three_thousand_dogs(db, ALICE if caller == "alice" else None)
     with psycopg.connect(db) as conn:
         found = searched(conn, caller, "xylophone", None, 20, 0, None)
         reads = {t: rows_read(conn, f"public.{t}") for t in ("image_caption", "image_description")}
@@ -246,19 +251,7 @@ def test_descriptions_are_found_the_way_captions_are(db, caller, word, way):
     (image_description_updated_idx, as captions do), a rare word starts from the GIN index.
     (Matched per row in each row's language, neither applied: 8-10 s for a common word at
     1 M.) Sequential scans are off so that 3,000 rows plan as a million do."""
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("set session_replication_role = replica")
-        conn.execute(
-            "with o as (insert into storage.objects (bucket_id, name, version)"
-            " select 'public', 'p/' || g, 'v1' from generate_series(1, 3000) g"
-            " returning id, name)"
-            " insert into public.image_description (id, language, caption, alt_text,"
-            " search_language, search_vector)"
-            " select id, 'en', d, d, 'english', to_tsvector('english', d) from o,"
-            " lateral (select case when name = 'p/7' then 'a xylophone dog' else 'a dog' end) t(d)"
-        )
-        conn.execute("insert into captioner.search_languages values ('english')")
-        conn.execute("analyze storage.objects, public.image_description")
+    three_thousand_dogs(db, None)
     with psycopg.connect(db) as conn:
         plans = executed_plans(conn)
         conn.execute("set local enable_seqscan = off")
