@@ -166,25 +166,23 @@ class Seed:
 
 
 def bare_rate(directory: Path, device: str, batch: int, rounds: int = 3) -> tuple[float, str]:
-    """(images/s, dtype): `generate` on a ready batch in the service's dtype, best of rounds."""
+    """(images/s, dtype): `generate` on a ready batch, the model loaded as the service loads
+    it (LOCAL_DTYPE=auto), best of rounds."""
     import torch
     from PIL import Image
-    from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    from app.captioning.local import choose_placement
+    from app.captioning.local import choose_placement, load_model, to_device
 
     placement = choose_placement(device, "auto", str(directory))
-    processor = BlipProcessor.from_pretrained(directory)
-    model = BlipForConditionalGeneration.from_pretrained(directory, dtype=placement.dtype)
-    model = model.to(placement.device).eval()
+    loaded = load_model(str(directory), placement)
     pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images(batch)]
-    inputs = processor(images=pictures, return_tensors="pt").to(placement.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(placement.dtype)
+    inputs = loaded.processor(images=pictures, return_tensors="pt")
+    tensors = {key: to_device(value, loaded) for key, value in inputs.items()}
     best = 0.0
     with torch.inference_mode():
         for _ in range(rounds + 1):  # the first warms up
             started = time.perf_counter()
-            model.generate(**inputs, max_new_tokens=TOKENS)
+            loaded.model.generate(**tensors, max_new_tokens=TOKENS)
             if placement.device.type == "cuda":
                 torch.cuda.synchronize()
             best = max(best, batch / (time.perf_counter() - started))
